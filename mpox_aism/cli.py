@@ -1,0 +1,69 @@
+"""``mpox-aism`` console command: a thin layer that parses arguments and calls into the packages."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (command path, module, help). Modules are imported lazily so `mpox-aism --help` stays fast and a
+# missing optional runtime only affects the command that needs it.
+COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("train",), "training.train", "train a classifier on a labeled image folder"),
+    (("pretrain",), "training.pretrain", "SimCLR self-supervised pretraining of an encoder"),
+    (("evaluate",), "training.evaluate", "evaluate a model: per-class figures, threshold, calibration"),
+    (("export", "onnx"), "export.onnx_export", "export a model to ONNX and check parity with PyTorch"),
+    (("export", "tensorrt"), "export.tensorrt_build", "build a TensorRT engine from an ONNX file"),
+    (("bench", "classifier"), "export.bench", "benchmark classifier backends"),
+)
+
+
+def _unavailable(command: str, error: ImportError):
+    def fail(_args: argparse.Namespace) -> None:
+        raise SystemExit(f"mpox-aism {command}: not available here: {error}")
+    return fail
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpox-aism", description="Mpox screening (research use only, "
+                                     "not a diagnostic device).")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module_name, help_ in COMMANDS:
+        target = sub
+        if len(path) == 2:
+            if path[0] not in groups:
+                g = sub.add_parser(path[0], help=f"{path[0]} subcommands")
+                groups[path[0]] = g.add_subparsers(dest="subcommand", required=True)
+            target = groups[path[0]]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:  # e.g. a GPU box without the training stack: other commands still work
+            p = target.add_parser(path[-1], help=f"{help_} (unavailable: {e})")
+            p.set_defaults(func=_unavailable(" ".join(path), e), command_name=" ".join(path))
+            continue
+        p = target.add_parser(path[-1], parents=[module.get_args_parser(add_help=False)], help=help_)
+        p.set_defaults(func=module.main, command_name=" ".join(path))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from export.onnx_export import ParityError
+    from training.data import DatasetError
+    from training.split import LeakageError
+
+    try:
+        args.func(args)
+    except (DatasetError, LeakageError, ParityError, FileNotFoundError, ValueError) as e:
+        print(f"mpox-aism {args.command_name}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Camera pipeline: source → regions → crops → track → classify → decide. Built by the pipeline issue."""

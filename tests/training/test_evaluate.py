@@ -1,0 +1,44 @@
+"""The shipped default model: loadable, self-describing, and runnable on the built-in sample."""
+
+import json
+
+import pytest
+
+from mpox_aism.cli import main as cli
+from training.modeldir import default_model_dir, load_model
+
+
+def _need_default():
+    if not (default_model_dir() / "model.pt").is_file():
+        pytest.fail(f"the default model is missing from {default_model_dir()}")
+
+
+def test_default_model_directory_contract():
+    _need_default()
+    d = default_model_dir()
+    for name in ("model.pt", "labels.json", "calibration.json", "model_card.md", "metrics.json"):
+        assert (d / name).is_file(), name
+    assert (d / "model.pt").stat().st_size <= 25 * 1024 * 1024
+    _, info = load_model(d)
+    calib = json.loads((d / "calibration.json").read_text())
+    assert calib["temperature"] == pytest.approx(info.temperature)
+    assert calib["model_version"] == info.model_version
+    card = (d / "model_card.md").read_text().lower()
+    assert "research use only" in card and "not a diagnostic device" in card
+
+
+def test_builtin_sample_runs_without_shared_data(tmp_path):
+    _need_default()
+    assert cli(["evaluate", "--sample", "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["n"] == 2 and m["per_class"]["normal"]["support"] == 2
+
+
+def test_default_model_on_its_held_out_side(skin8, tmp_path):
+    """Re-measures the shipped validation figures from the stored split (a check, not a tuning loop)."""
+    _need_default()
+    assert cli(["evaluate", "--data", str(skin8), "--split", "val", "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    shipped = json.loads((default_model_dir() / "metrics.json").read_text())
+    assert m["n"] == shipped["n"]
+    assert m["macro_f1"] == pytest.approx(shipped["macro_f1"], abs=0.02)

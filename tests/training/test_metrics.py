@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from training.metrics import (
+    compute_metrics,
+    confusion_matrix,
+    expected_calibration_error,
+    per_class,
+    threshold_sweep,
+)
+
+
+def _onehot(pred, conf, k=8):
+    p = np.full((len(pred), k), (1 - conf) / (k - 1))
+    p[np.arange(len(pred)), pred] = conf
+    return p
+
+
+def test_per_class_by_hand():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    yp = np.array([0, 0, 1, 1, 0, 2])
+    cm = confusion_matrix(y, yp)
+    assert cm[0, 0] == 2 and cm[0, 1] == 1 and cm[1, 0] == 1
+    pc = per_class(cm)
+    assert pc["mpox"]["precision"] == pytest.approx(2 / 3)
+    assert pc["mpox"]["recall"] == pytest.approx(2 / 3)
+    assert pc["mpox"]["specificity"] == pytest.approx(2 / 3)  # TN=2 (the 1→1 and 2→2), FP=1
+    assert pc["measles"]["f1"] == 1.0 and pc["measles"]["specificity"] == 1.0
+    assert pc["normal"] == {"precision": 0.0, "recall": 0.0, "specificity": 1.0, "f1": 0.0, "support": 0}
+
+
+def test_metrics_document_and_threshold():
+    y = np.array([0, 0, 1, 1])
+    probs = _onehot(np.array([0, 1, 1, 1]), 0.9)
+    probs[1] = _onehot(np.array([1]), 0.5)[0]  # the wrong one is unsure
+    m = compute_metrics(probs, y, threshold=0.6)
+    assert set(m) == {"labels", "n", "accuracy", "macro_f1", "per_class", "confusion_matrix", "threshold", "ece"}
+    assert m["n"] == 4 and m["accuracy"] == 0.75
+    assert m["threshold"]["coverage"] == 0.75
+    assert m["threshold"]["accuracy_answered"] == 1.0
+    assert m["threshold"]["per_class"]["mpox"] == {"precision": 1.0, "recall": 1.0}
+    assert np.array(m["confusion_matrix"]).shape == (8, 8)
+    # macro-F1 over the classes present in the ground truth (mpox 2/3, chickenpox 0.8)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_ece():
+    y = np.zeros(10, int)
+    assert expected_calibration_error(_onehot(np.zeros(10, int), 1.0), y) == pytest.approx(0.0)
+    assert expected_calibration_error(_onehot(np.ones(10, int), 0.9), y) == pytest.approx(0.9)
+
+
+def test_sweep_counts_reviewed_mpox_as_caught():
+    y = np.array([0, 0])
+    probs = np.vstack([_onehot(np.array([0]), 0.9), _onehot(np.array([1]), 0.3)])
+    rows = {r["threshold"]: r for r in threshold_sweep(probs, y, [0.0, 0.6])}
+    assert rows[0.0]["coverage"] == 1.0 and rows[0.0]["mpox_caught_or_reviewed"] == 0.5
+    assert rows[0.6]["coverage"] == 0.5 and rows[0.6]["mpox_caught_or_reviewed"] == 1.0

@@ -1,0 +1,136 @@
+"""Per-class precision / recall / specificity / F1, the 0.6-threshold view, calibration error.
+
+Plain numpy so the same numbers come out of training, evaluation and benchmarks. A class with no
+support or no predictions gets 0.0 for the undefined ratio (sklearn's ``zero_division=0``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+from training.labels import LABELS
+
+DEFAULT_THRESHOLD = 0.6
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else 0.0
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int = len(LABELS)) -> np.ndarray:
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, dict[str, float]]:
+    total = cm.sum()
+    out = {}
+    for i, name in enumerate(labels):
+        tp = cm[i, i]
+        fp = cm[:, i].sum() - tp
+        fn = cm[i, :].sum() - tp
+        tn = total - tp - fp - fn
+        p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        out[name] = {
+            "precision": p,
+            "recall": r,
+            "specificity": _ratio(tn, tn + fp),
+            "f1": _ratio(2 * p * r, p + r),
+            "support": int(cm[i, :].sum()),
+        }
+    return out
+
+
+def macro_f1(cm: np.ndarray, labels: Sequence[str] = LABELS) -> float:
+    """Mean F1 over the classes present in the ground truth (absent classes would add a 0)."""
+    pc = per_class(cm, labels)
+    present = [v["f1"] for v in pc.values() if v["support"] > 0]
+    return float(np.mean(present)) if present else 0.0
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def reliability_bins(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = []
+    for lo, hi in itertools.pairwise(edges):
+        m = (conf > lo) & (conf <= hi)
+        out.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()),
+                    "confidence": float(conf[m].mean()) if m.any() else 0.0,
+                    "accuracy": float(correct[m].mean()) if m.any() else 0.0})
+    return out
+
+
+def threshold_view(probs: np.ndarray, y_true: np.ndarray, threshold: float,
+                   labels: Sequence[str] = LABELS) -> dict:
+    """Figures over the images the model answers (top probability ≥ threshold); the rest go to a person."""
+    answered = probs.max(axis=1) >= threshold
+    y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true[answered], y_pred[answered], len(labels))
+    pc = per_class(cm, labels)
+    return {
+        "value": float(threshold),
+        "coverage": float(answered.mean()) if len(answered) else 0.0,
+        "accuracy_answered": _ratio((y_pred[answered] == y_true[answered]).sum(), answered.sum()),
+        "per_class": {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in pc.items()},
+    }
+
+
+def threshold_sweep(probs: np.ndarray, y_true: np.ndarray,
+                    thresholds: Sequence[float] | None = None) -> list[dict[str, float]]:
+    """Coverage vs accuracy over thresholds, so the 0.6 choice can be justified on data."""
+    if thresholds is None:
+        thresholds = [round(t, 2) for t in np.arange(0.0, 0.96, 0.05)]
+    y_pred = probs.argmax(axis=1)
+    rows = []
+    for t in thresholds:
+        answered = probs.max(axis=1) >= t
+        cm = confusion_matrix(y_true[answered], y_pred[answered])
+        mpox = per_class(cm)["mpox"]
+        # mpox cases the screen does not miss: answered-and-right, or held for a person.
+        mpox_mask = y_true == 0
+        caught = (~answered[mpox_mask]) | (y_pred[mpox_mask] == 0)
+        rows.append({
+            "threshold": float(t),
+            "coverage": float(answered.mean()),
+            "accuracy_answered": _ratio((y_pred[answered] == y_true[answered]).sum(), answered.sum()),
+            "macro_f1_answered": macro_f1(cm),
+            "mpox_recall_answered": mpox["recall"],
+            "mpox_caught_or_reviewed": float(caught.mean()) if mpox_mask.any() else 0.0,
+        })
+    return rows
+
+
+def compute_metrics(probs: np.ndarray, y_true: np.ndarray, *,
+                    threshold: float = DEFAULT_THRESHOLD, labels: Sequence[str] = LABELS) -> dict:
+    """The metrics.json document (see README): overall, per class, at the threshold, ECE."""
+    probs = np.asarray(probs, dtype=np.float64)
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    return {
+        "labels": list(labels),
+        "n": len(y_true),
+        "accuracy": _ratio((y_pred == y_true).sum(), len(y_true)),
+        "macro_f1": macro_f1(cm, labels),
+        "per_class": per_class(cm, labels),
+        "confusion_matrix": cm.tolist(),
+        "threshold": threshold_view(probs, y_true, threshold, labels),
+        "ece": expected_calibration_error(probs, y_true),
+    }

@@ -1,0 +1,107 @@
+"""The model directory contract: ``model.pt`` + ``labels.json`` + ``calibration.json`` (+ card, metrics).
+
+``model.pt`` is self-describing — architecture, label order, input size and normalisation, fitted
+temperature, threshold, the validation groups it was selected on — so a loader never has to guess
+and a model trained with another label order is refused instead of silently mislabelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.labels import LABELS
+from training.metrics import DEFAULT_THRESHOLD
+from training.models import build_model
+from training.preprocess import MEAN, STD
+
+FORMAT = "mpox-aism/model@1"
+MODEL_FILE = "model.pt"
+ENV_DEFAULT_MODEL = "MPOX_AISM_MODEL"
+
+
+@dataclass
+class ModelInfo:
+    """Everything about a trained model except its weights."""
+
+    arch: str
+    image_size: int
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    mean: list[float] = field(default_factory=lambda: list(MEAN))
+    std: list[float] = field(default_factory=lambda: list(STD))
+    temperature: float = 1.0
+    threshold: float = DEFAULT_THRESHOLD
+    model_version: str = ""
+    val_groups: list[str] = field(default_factory=list)
+    split: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+
+
+def weights_version(state_dict: dict[str, torch.Tensor]) -> str:
+    """A short hash of the weights: changes whenever the numbers change, goes into every event."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_model(out_dir: str | Path, model: nn.Module, info: ModelInfo) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    info.model_version = weights_version(state)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "info": asdict(info), "state_dict": state}, buf)
+    _atomic_write(out / MODEL_FILE, buf.getvalue())
+    _atomic_write(out / "labels.json", (json.dumps(info.labels, indent=2) + "\n").encode())
+    calib = {"temperature": info.temperature, "threshold": info.threshold,
+             "model_version": info.model_version}
+    _atomic_write(out / "calibration.json", (json.dumps(calib, indent=2) + "\n").encode())
+    return out / MODEL_FILE
+
+
+def default_model_dir() -> Path:
+    """``$MPOX_AISM_MODEL``, else the model shipped in the repository's ``models/default``."""
+    env = os.environ.get(ENV_DEFAULT_MODEL)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    p = Path(path) if path else default_model_dir()
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"no model at {p}")
+    return p
+
+
+def load_model(path: str | Path | None = None, *, map_location: str = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Load a model directory or ``model.pt`` (``None`` = the default model), in eval mode."""
+    p = resolve_model_path(path)
+    blob = torch.load(p, map_location=map_location, weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{p} is not an mpox-aism model file (format {FORMAT})")
+    info = ModelInfo(**blob["info"])
+    if list(info.labels) != list(LABELS):
+        raise ValueError(f"{p} was trained with labels {info.labels}, this build expects {list(LABELS)}")
+    model = build_model(info.arch, num_classes=len(info.labels), image_size=info.image_size)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, info
