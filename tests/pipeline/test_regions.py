@@ -181,7 +181,7 @@ BAD_FRAMES = {
 
 @pytest.mark.parametrize("bad", list(BAD_FRAMES), ids=list(BAD_FRAMES))
 def test_check_frame_rejects_bad_input(bad: str) -> None:
-    with pytest.raises(ValueError, match="image|array"):
+    with pytest.raises(ValueError, match=r"image|array"):
         check_frame(BAD_FRAMES[bad])
 
 
