@@ -16,6 +16,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("export", "onnx"), "export.onnx_export", "export a model to ONNX and check parity with PyTorch"),
     (("export", "tensorrt"), "export.tensorrt_build", "build a TensorRT engine from an ONNX file"),
     (("bench", "classifier"), "export.bench", "benchmark classifier backends"),
+    (("bench", "pipeline"), "pipeline.bench", "benchmark the camera pipeline on a source"),
 )
 
 

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HAND_BOX_MARGIN", "Region", "RegionDetector", "check_frame"]
 
-RegionKind = Literal["face", "hand"]
+# "close": no face or hand found but the frame is dominated by skin held near the lens (the
+# paper's Grade "Others"); made by the crop stage, never by the detector.
+RegionKind = Literal["face", "hand", "close"]
 
 # Fraction of the landmark box's width/height added on each side of a hand box.
 HAND_BOX_MARGIN = 0.15

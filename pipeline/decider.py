@@ -1,0 +1,124 @@
+"""Per-track decision: combine a track's crop probabilities over time into clear / review / suspected.
+
+The window median (not the mean) keeps one odd crop — a blurred frame, a sleeve — from flipping a
+decision. ``suspected`` needs a notifiable class (default: mpox) over the threshold *and* a
+consensus of the window's crops voting for it; ``review`` is the paper's manual intervention: the
+combined top probability is under the threshold (0.6), or the track ended before it gathered
+``min_crops`` crops. A track is decided once it has ``min_crops`` crops (so an alert does not wait
+for the person to leave) and again when it ends if the state changed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from pipeline.crops import Crop
+from training.labels import LABELS
+
+State = Literal["clear", "review", "suspected"]
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    threshold: float = 0.6
+    notifiable: tuple[str, ...] = ("mpox",)
+    window: int = 15  # crops kept per track
+    min_crops: int = 3
+    consensus: float = 0.5  # share of window crops whose top class is the notifiable one
+
+
+@dataclass
+class Decision:
+    track_id: int
+    state: State
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    n_crops: int
+    region_kinds: list[str]
+    first_timestamp: float
+    last_timestamp: float
+    best_crop: np.ndarray = field(repr=False)
+    first_frame: int = 0
+    last_frame: int = 0
+    final: bool = False  # True when emitted at the track's end
+
+
+@dataclass
+class _TrackState:
+    probs: deque
+    kinds: deque
+    first_ts: float
+    first_frame: int
+    last_ts: float = 0.0
+    last_frame: int = 0
+    best: Crop | None = None
+    emitted: State | None = None
+
+
+class Decider:
+    def __init__(self, config: DecisionConfig | None = None, labels: tuple[str, ...] = LABELS):
+        self.config = config or DecisionConfig()
+        self.labels = labels
+        unknown = set(self.config.notifiable) - set(labels)
+        if unknown:
+            raise ValueError(f"notifiable classes {sorted(unknown)} are not labels ({', '.join(labels)})")
+        self._tracks: dict[int, _TrackState] = {}
+
+    def add(self, track_id: int, crop: Crop, probs: np.ndarray, timestamp: float,
+            frame_index: int = 0) -> Decision | None:
+        """Record one classified crop; returns a decision when the track first has enough crops,
+        or when its state changes after that."""
+        c = self.config
+        st = self._tracks.get(track_id)
+        if st is None:
+            st = self._tracks[track_id] = _TrackState(deque(maxlen=c.window), deque(maxlen=c.window), timestamp,
+                                                         frame_index)
+        st.probs.append(np.asarray(probs, dtype=np.float64))
+        st.kinds.append(crop.region.kind)
+        st.last_ts, st.last_frame = timestamp, frame_index
+        if st.best is None or crop.quality > st.best.quality:
+            st.best = crop
+        if len(st.probs) < c.min_crops:
+            return None
+        d = self._decide(track_id, st, final=False)
+        if d.state != st.emitted:
+            st.emitted = d.state
+            return d
+        return None
+
+    def end(self, track_id: int) -> Decision | None:
+        """The track left: a final decision if it differs from the last one emitted (or none was)."""
+        st = self._tracks.pop(track_id, None)
+        if st is None or not st.probs:
+            return None
+        d = self._decide(track_id, st, final=True)
+        return d if d.state != st.emitted else None
+
+    def _decide(self, track_id: int, st: _TrackState, *, final: bool) -> Decision:
+        c = self.config
+        window = np.stack(st.probs)
+        med = np.median(window, axis=0)
+        med = med / med.sum()
+        top = int(med.argmax())
+        label, p = self.labels[top], float(med[top])
+        votes = float((window.argmax(axis=1) == top).mean())
+        if len(st.probs) < c.min_crops or p < c.threshold:
+            state: State = "review"
+        elif label in c.notifiable and votes >= c.consensus:
+            state = "suspected"
+        elif label in c.notifiable:
+            state = "review"
+        else:
+            state = "clear"
+        assert st.best is not None
+        return Decision(track_id, state, label, p, {k: float(v) for k, v in zip(self.labels, med, strict=True)},
+                        len(st.probs), sorted(set(st.kinds)), st.first_ts, st.last_ts, st.best.image,
+                        st.first_frame, st.last_frame, final)
+
+    def end_all(self) -> list[Decision]:
+        return [d for tid in list(self._tracks) if (d := self.end(tid)) is not None]

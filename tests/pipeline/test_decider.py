@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from pipeline.crops import Crop
+from pipeline.decider import Decider, DecisionConfig
+from pipeline.regions import Region
+from training.labels import LABELS
+
+
+def _crop(q=1.0, kind="face"):
+    return Crop(np.zeros((8, 8, 3), np.uint8), Region(kind, 0, 0, 8, 8, 1.0), 1.0, 100.0, 128.0, quality=q)
+
+
+def _p(label, p):
+    v = np.full(len(LABELS), (1 - p) / (len(LABELS) - 1))
+    v[LABELS.index(label)] = p
+    return v
+
+
+def test_suspected_needs_min_crops_threshold_and_consensus():
+    d = Decider(DecisionConfig(min_crops=3))
+    assert d.add(1, _crop(), _p("mpox", 0.9), 1.0) is None
+    assert d.add(1, _crop(), _p("mpox", 0.9), 2.0) is None
+    out = d.add(1, _crop(), _p("mpox", 0.9), 3.0)
+    assert out.state == "suspected" and out.label == "mpox" and out.n_crops == 3
+    assert out.first_timestamp == 1.0 and out.last_timestamp == 3.0 and out.region_kinds == ["face"]
+    assert d.add(1, _crop(), _p("mpox", 0.9), 4.0) is None  # unchanged: no repeat alert
+    assert d.end(1) is None
+
+
+def test_median_ignores_one_odd_crop_and_low_confidence_goes_to_review():
+    d = Decider(DecisionConfig(min_crops=3))
+    for p in (_p("normal", 0.9), _p("mpox", 0.99), _p("normal", 0.9)):
+        out = d.add(7, _crop(), p, 0.0)
+    assert out.state == "clear" and out.label == "normal"
+    d2 = Decider(DecisionConfig(min_crops=2))
+    d2.add(2, _crop(), _p("eczema", 0.4), 0.0)
+    assert d2.add(2, _crop(), _p("eczema", 0.45), 0.0).state == "review"
+
+
+def test_short_track_ends_in_review_with_its_best_crop():
+    d = Decider(DecisionConfig(min_crops=5))
+    best = _crop(q=9.0)
+    d.add(3, _crop(q=1.0), _p("normal", 0.95), 0.0)
+    d.add(3, best, _p("normal", 0.95), 0.0)
+    out = d.end(3)
+    assert out.state == "review" and out.final and out.best_crop is best.image
+
+
+def test_notifiable_classes_are_checked():
+    with pytest.raises(ValueError, match="smallpox"):
+        Decider(DecisionConfig(notifiable=("smallpox",)))
+    d = Decider(DecisionConfig(min_crops=1, notifiable=("mpox", "measles")))
+    assert d.add(1, _crop(), _p("measles", 0.8), 0.0).state == "suspected"
