@@ -12,6 +12,7 @@ import sys
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("train",), "training.train", "train a classifier on a labeled image folder"),
     (("pretrain",), "training.pretrain", "SimCLR self-supervised pretraining of an encoder"),
+    (("screen",), "training.screen", "train several architectures under one recipe and compare them"),
     (("evaluate",), "training.evaluate", "evaluate a model: per-class figures, threshold, calibration"),
     (("export", "onnx"), "export.onnx_export", "export a model to ONNX and check parity with PyTorch"),
     (("export", "tensorrt"), "export.tensorrt_build", "build a TensorRT engine from an ONNX file"),

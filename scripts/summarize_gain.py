@@ -1,0 +1,31 @@
+"""Mean ± sd of validation macro-F1 and mpox recall per initialisation, from `scripts/ssl_gain.sh` runs."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def main(root: str) -> None:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for m in sorted(Path(root).glob("*_s*/metrics.json")):
+        groups[m.parent.name.rsplit("_s", 1)[0]].append(json.loads(m.read_text()))
+    print("| init | runs | macro-F1 mean ± sd | mpox recall mean ± sd | accuracy mean |")
+    print("|---|---|---|---|---|")
+    for init in ("scratch", "simclr", "imagenet"):
+        runs = groups.get(init, [])
+        if not runs:
+            continue
+        f1 = [r["macro_f1"] for r in runs]
+        rec = [r["per_class"]["mpox"]["recall"] for r in runs]
+        acc = [r["accuracy"] for r in runs]
+        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+        print(f"| {init} | {len(runs)} | {statistics.mean(f1):.3f} ± {sd(f1):.3f} | "
+              f"{statistics.mean(rec):.3f} ± {sd(rec):.3f} | {statistics.mean(acc):.3f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/gain")
