@@ -9,6 +9,10 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def main(root: str) -> None:
     groups: dict[str, list[dict]] = defaultdict(list)
     for m in sorted(Path(root).glob("*_s*/metrics.json")):
@@ -22,7 +26,6 @@ def main(root: str) -> None:
         f1 = [r["macro_f1"] for r in runs]
         rec = [r["per_class"]["mpox"]["recall"] for r in runs]
         acc = [r["accuracy"] for r in runs]
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
         print(f"| {init} | {len(runs)} | {statistics.mean(f1):.3f} ± {sd(f1):.3f} | "
               f"{statistics.mean(rec):.3f} ± {sd(rec):.3f} | {statistics.mean(acc):.3f} |")
 
