@@ -145,7 +145,9 @@ def main(args: argparse.Namespace) -> dict:
                            title=f"{info.arch} {info.model_version} on {data} ({args.split})",
                            extra={"model_version": info.model_version, "data": str(data),
                                   "split": args.split})
+    mpox = metrics["per_class"]["mpox"]
+    mpox_recall = f"{mpox['recall']:.3f}" if mpox["support"] else "n/a (no mpox images)"
     print(f"n={metrics['n']} accuracy={metrics['accuracy']:.3f} macro_f1={metrics['macro_f1']:.3f} "
-          f"mpox_recall={metrics['per_class']['mpox']['recall']:.3f} ece={metrics['ece']:.3f} "
+          f"mpox_recall={mpox_recall} ece={metrics['ece']:.3f} "
           f"coverage@{threshold}={metrics['threshold']['coverage']:.3f} → {args.out}/metrics.json")
     return metrics

@@ -30,6 +30,9 @@ def builtin_sample_dir(root: str | Path | None = None) -> Path:
     root = Path(root) if root else Path(tempfile.mkdtemp(prefix="mpox-aism-sample-"))
     d = root / "normal"
     d.mkdir(parents=True, exist_ok=True)
+    rows = ["path,label,source,group"]
     for name, bgr in _photos().items():
         cv2.imwrite(str(d / name), bgr)
+        rows.append(f"normal/{name},normal,builtin,{name}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     return root
