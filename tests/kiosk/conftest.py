@@ -1,0 +1,218 @@
+"""Kiosk fixtures: a real mosquitto broker (a separate process on a free port) and a test subscriber.
+
+Debian's broker: `apt-get install -y mosquitto mosquitto-clients`. Tests that need it skip with that
+line when `mosquitto` is not on PATH. Each broker writes its own config (listener on 127.0.0.1 only),
+log and persistence file under tmp_path and is stopped by its PID, never by name.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed: pip install paho-mqtt==2.2.0")
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+APT_LINE = "apt-get install -y mosquitto mosquitto-clients"
+
+
+def _find(name: str) -> str | None:
+    # Debian installs the broker in /usr/sbin, which is not on a normal user's PATH
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/usr/bin")
+
+
+MOSQUITTO = _find("mosquitto")
+MOSQUITTO_PASSWD = _find("mosquitto_passwd")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> None:
+    """Poll ``pred`` until truthy; fail with ``what`` after a generous timeout (no timing asserts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or pred}")
+
+
+class Broker:
+    """One mosquitto process; restartable on the same port with the same config and persistence."""
+
+    def __init__(self, root: Path, *, users: dict[str, str] | None = None, persistence: bool = True,
+                 extra: list[str] | None = None) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.conf = root / "mosquitto.conf"
+        self.log = root / "mosquitto.log"
+        self.db = root / "mosquitto.db"
+        self.proc: subprocess.Popen[bytes] | None = None
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            # when started as root mosquitto drops to user "mosquitto", which cannot read tmp_path;
+            # this keeps the current user (the option has no effect for a non-root user)
+            f"user {getpass.getuser()}",
+            f"log_dest file {self.log}",
+            "log_type error", "log_type warning", "log_type notice", "log_type information",
+            "connection_messages true",
+        ]
+        if users is not None:
+            if MOSQUITTO_PASSWD is None:
+                pytest.skip(f"mosquitto_passwd not found; install it with: {APT_LINE}")
+            pw = root / "passwd"
+            for i, (user, password) in enumerate(users.items()):
+                args = [MOSQUITTO_PASSWD, *(["-c"] if i == 0 else []), "-b", str(pw), user, password]
+                subprocess.run(args, check=True, capture_output=True, timeout=30)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines += ["allow_anonymous true"]
+        if persistence:
+            # autosave every second, so a SIGKILLed broker still knows the test subscriber's session
+            lines += ["persistence true", f"persistence_location {root}/", f"persistence_file {self.db.name}",
+                      "autosave_interval 1"]
+        else:
+            lines += ["persistence false"]
+        lines += extra or []  # e.g. a second (TLS) listener with its own options
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 20.0) -> Broker:
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        assert MOSQUITTO is not None
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}\n{log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"mosquitto did not accept connections on {self.port} within {timeout}s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop by PID: SIGTERM is a clean shutdown (saves persistence), SIGKILL a crash."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, sig)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(15)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+    def wait_saved_after(self, t: float, timeout: float = 20.0) -> None:
+        """Wait until the persistence file has been written after wall-clock time ``t``."""
+        wait_until(lambda: self.db.exists() and self.db.stat().st_mtime > t, timeout, what="broker autosave")
+
+
+class Collector:
+    """A paho subscriber that records (topic, payload, retain) and re-subscribes on every connect.
+
+    ``clean=False`` with a fixed client id keeps a persistent session: the broker queues QoS1
+    messages for it while it is away (or while the broker restarts with persistence).
+    """
+
+    def __init__(self, port: int, topic: str, *, client_id: str = "", clean: bool = True,
+                 username: str | None = None, password: str | None = None) -> None:
+        self.topic = topic
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.connect_async("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        self.subscribed.clear()
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def wait_subscribed(self, timeout: float = 20.0) -> Collector:
+        wait_until(self.subscribed.is_set, timeout, what=f"subscription to {self.topic}")
+        return self
+
+    def payloads(self, topic: str | None = None) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if topic is None or t == topic]
+
+    def last(self, topic: str) -> bytes | None:
+        got = self.payloads(topic)
+        return got[-1] if got else None
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _need_mosquitto() -> None:
+    if MOSQUITTO is None:
+        pytest.skip(f"mosquitto broker not installed; install it with: {APT_LINE}")
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Factory: make_broker(users=, persistence=, extra=, start=True) -> Broker; all killed at teardown."""
+    _need_mosquitto()
+    made: list[Broker] = []
+
+    def make(*, users: dict[str, str] | None = None, persistence: bool = True, extra: list[str] | None = None,
+             start: bool = True) -> Broker:
+        b = Broker(tmp_path / f"broker{len(made)}", users=users, persistence=persistence, extra=extra)
+        made.append(b)
+        return b.start() if start else b
+
+    yield make
+    for b in made:
+        b.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def broker(make_broker: Callable[..., Broker]) -> Broker:
+    """An anonymous broker with persistence off (the publisher, not the broker, must keep alerts)."""
+    return make_broker(persistence=False)
+
+
+@pytest.fixture
+def collectors() -> Iterator[Callable[..., Collector]]:
+    made: list[Collector] = []
+
+    def make(*args: object, **kwargs: object) -> Collector:
+        c = Collector(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
