@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "from pipeline.mediapipe_models import ensure_models; ensure_models()"
 	touch $@
 
+# The kiosk daemon on its embedded demo config: no camera, no broker (events wait in the outbox).
 run: setup
-	$(BIN)/mpox-aism evaluate --sample --out runs/demo
+	$(BIN)/mpox-aism run --summary runs/demo-summary.json
 
 lint: setup
 	$(BIN)/ruff check .

@@ -188,6 +188,14 @@ class MqttPublisher:
         self._wake.set()
         return event_id
 
+    def publish_status(self, suffix: str, payload: dict[str, Any]) -> bool:
+        """Retained, best-effort state (not an alert): sent only while connected, never queued."""
+        if not self.connected:
+            return False
+        data = json.dumps(payload, separators=(",", ":"), default=_json_default).encode()
+        self._client.publish(f"{self.topic_prefix}/{suffix.strip('/')}", data, qos=0, retain=True)
+        return True
+
     def stats(self) -> dict[str, Any]:
         ob = self.outbox.stats()
         with self._lock:

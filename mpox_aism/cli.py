@@ -18,6 +18,8 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("export", "tensorrt"), "export.tensorrt_build", "build a TensorRT engine from an ONNX file"),
     (("bench", "classifier"), "export.bench", "benchmark classifier backends"),
     (("bench", "pipeline"), "pipeline.bench", "benchmark the camera pipeline on a source"),
+    (("run",), "kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
+    (("validate-config",), "kiosk.validate", "check a kiosk config file"),
 )
 
 

@@ -46,6 +46,7 @@ class Decision:
     first_frame: int = 0
     last_frame: int = 0
     final: bool = False  # True when emitted at the track's end
+    best_kind: str = "face"  # region kind of best_crop: a face crop is a full face (privacy rules)
 
 
 @dataclass
@@ -118,7 +119,7 @@ class Decider:
         assert st.best is not None
         return Decision(track_id, state, label, p, {k: float(v) for k, v in zip(self.labels, med, strict=True)},
                         len(st.probs), sorted(set(st.kinds)), st.first_ts, st.last_ts, st.best.image,
-                        st.first_frame, st.last_frame, final)
+                        st.first_frame, st.last_frame, final, st.best.region.kind)
 
     def end_all(self) -> list[Decision]:
         return [d for tid in list(self._tracks) if (d := self.end(tid)) is not None]

@@ -1,0 +1,293 @@
+"""``mpox-aism run``: cameras → pipeline → events → outbox → MQTT, with health, metrics and sd_notify.
+
+One capture+pipeline worker thread per camera (a camera that fails is logged, counted and, for
+live sources, reconnected by its source; it never takes the others down). The main thread owns
+the lifecycle: READY=1 once everything is up, a WATCHDOG=1 ping every few seconds while the
+workers are alive, the retained status message, SIGTERM/SIGINT → clean stop within seconds.
+Every review/suspected decision becomes an event written to the outbox before any send.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kiosk.config import CameraConfig, KioskConfig, secret
+from kiosk.events import build_event, images_allowed
+from kiosk.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (Type=notify) about READY/WATCHDOG/STOPPING; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+        return True
+    except OSError as e:
+        log.warning("sd_notify(%s) failed: %s", message, e)
+        return False
+
+
+def state_dir() -> Path:
+    d = Path(os.environ.get("STATE_DIRECTORY", "runs/state").split(":")[0])
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@dataclass
+class CameraState:
+    config: CameraConfig
+    frames: int = 0
+    events: int = 0
+    errors: int = 0
+    done: bool = False
+    last_error: str | None = None
+    source_stats: dict = field(default_factory=dict)
+    pipeline_summary: dict = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(self, config: KioskConfig, *, summary_path: str | Path | None = None):
+        self.config = config
+        self.summary_path = Path(summary_path) if summary_path else None
+        self.run_id = uuid.uuid4().hex[:12]
+        self.stop_event = threading.Event()
+        self.cameras = {c.name: CameraState(c) for c in config.cameras}
+        self.recent: list[dict] = []  # the latest events (for the staff page), newest last
+        self._lock = threading.Lock()
+        self.publisher = None
+        self.outbox: Outbox | None = None
+        self.http_url: str | None = None
+        self._http_server = None
+
+    # -------------------------------------------------------------------------------- building
+    def _classifier(self):
+        from export.backends import load_classifier
+        from pipeline.bench import default_backend
+
+        c = self.config.classifier
+        backend = default_backend(c.model) if c.backend == "auto" else c.backend
+        opts: dict[str, Any] = {"device": c.device, "precision": c.precision} if backend == "torch" else {}
+        return load_classifier(backend, c.model, **opts)
+
+    def _publisher(self):
+        from kiosk.mqtt import MqttPublisher
+
+        m = self.config.mqtt
+        if not m.url:
+            log.warning("no MQTT broker configured: events are kept in the outbox %s until one is", self.outbox_path)
+            return None
+        u = urlparse(m.url)
+        tls = m.tls.model_dump() if m.tls else None
+        pub = MqttPublisher(self.outbox, host=u.hostname or "", port=u.port or (8883 if u.scheme == "mqtts" else 1883),
+                            client_id=m.client_id or f"mpox-aism-{self.config.station_id}",
+                            topic_prefix=self.topic_prefix, username=m.username,
+                            password=secret(m.password_env, "mqtt-password") if m.username else None, tls=tls)
+        pub.start()
+        return pub
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.config.mqtt.topic_prefix.replace("{station_id}", self.config.station_id)
+
+    @property
+    def outbox_path(self) -> Path:
+        p = Path(self.config.outbox.path)
+        return p if p.is_absolute() else state_dir() / p
+
+    # -------------------------------------------------------------------------------- workers
+    def _camera_worker(self, cam: CameraState, classifier, explainer_factory) -> None:
+        from pipeline.crops import CropConfig
+        from pipeline.decider import DecisionConfig
+        from pipeline.pipeline import Pipeline, PipelineConfig
+        from pipeline.regions import RegionDetector
+        from pipeline.sources import open_source
+
+        c, cfg = cam.config, self.config
+        d = cfg.decision
+        pconf = PipelineConfig(
+            detect_stride=c.detect_stride, classify_stride=c.classify_stride,
+            crop=CropConfig(close_range=c.close_range),
+            decision=DecisionConfig(threshold=d.threshold, notifiable=tuple(d.notifiable), window=d.window,
+                                    min_crops=d.min_crops, consensus=d.consensus))
+        try:
+            det = RegionDetector(min_face_score=cfg.detector.min_face_score,
+                                 min_hand_score=cfg.detector.min_hand_score, max_hands=cfg.detector.max_hands,
+                                 face_model=cfg.detector.face_model)
+            source = open_source(c.source, hold_frames=c.hold_frames, loop=c.loop, name=c.name)
+        except Exception as e:
+            cam.errors += 1
+            cam.last_error = f"{type(e).__name__}: {e}"
+            cam.done = True
+            log.error("camera %s cannot start: %s", c.name, cam.last_error)
+            return
+        pipe = Pipeline(classifier, det, pconf)
+        try:
+            with source, det:
+                for frame in source:
+                    if self.stop_event.is_set():
+                        break
+                    cam.frames += 1
+                    for decision in pipe.process(frame):
+                        self._emit(cam, decision, explainer_factory)
+                    if cam.frames % 30 == 0:
+                        cam.source_stats = source.stats()
+                        cam.pipeline_summary = pipe.stats.summary()
+                for decision in pipe.finish():
+                    self._emit(cam, decision, explainer_factory)
+                cam.source_stats = source.stats()
+        except Exception as e:  # the worker must report, not vanish
+            cam.errors += 1
+            cam.last_error = f"{type(e).__name__}: {e}"
+            log.exception("camera %s stopped", c.name)
+        finally:
+            cam.pipeline_summary = pipe.stats.summary()
+            cam.done = True
+
+    def _emit(self, cam: CameraState, decision, explainer_factory) -> None:
+        if decision.state == "clear":
+            return
+        gradcam = None
+        if images_allowed(decision, self.config.privacy):
+            try:
+                gradcam = explainer_factory().explain(decision.best_crop).overlay
+            except Exception as e:
+                log.warning("Grad-CAM failed for track %s: %s", decision.track_id, e)
+        event = build_event(decision, station_id=self.config.station_id, camera=cam.config.name,
+                            run_id=self.run_id, model_version=self.model_version, privacy=self.config.privacy,
+                            gradcam=gradcam)
+        data = json.dumps(event, separators=(",", ":")).encode()
+        if self.publisher is not None:
+            self.publisher.publish_event("events", event)
+        else:
+            self.outbox.put(f"{self.topic_prefix}/events", data)
+        cam.events += 1
+        with self._lock:
+            self.recent.append(event)
+            del self.recent[:-200]
+        log.info("event %s: camera %s track %s %s (%s %.2f)", event["event_id"][:8], cam.config.name,
+                 decision.track_id, decision.state, decision.label, decision.probability)
+
+    # -------------------------------------------------------------------------------- lifecycle
+    def status(self) -> dict:
+        pub = self.publisher.stats() if self.publisher else {"connected": False, "published": 0,
+                                                             **self.outbox.stats()}
+        return {
+            "station_id": self.config.station_id, "run_id": self.run_id, "model_version": self.model_version,
+            "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "done": c.done,
+                            "last_error": c.last_error, **{k: c.source_stats.get(k) for k in
+                                                           ("connected", "dropped_frames", "reconnects")}}
+                        for n, c in self.cameras.items()},
+            "mqtt": {"configured": self.publisher is not None, "connected": pub.get("connected", False),
+                     "published": pub.get("published", 0), "last_error": pub.get("last_error")},
+            "outbox": self.outbox.stats(),
+        }
+
+    def summary(self) -> dict:
+        st = self.publisher.stats() if self.publisher else {"published": 0}
+        decisions: dict[str, int] = {"clear": 0, "review": 0, "suspected": 0}
+        for c in self.cameras.values():
+            for k, v in c.pipeline_summary.get("decisions", {}).items():
+                decisions[k] = decisions.get(k, 0) + v
+        return {"frames": sum(c.frames for c in self.cameras.values()),
+                "events": sum(c.events for c in self.cameras.values()),
+                "decisions": decisions,
+                "published": st.get("published", 0), "pending": self.outbox.depth(),
+                "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors,
+                                "pipeline": c.pipeline_summary} for n, c in self.cameras.items()}}
+
+    def _start_http(self, classifier, explainer_factory) -> None:
+        h = self.config.http
+        if not h.enabled:
+            return
+        try:
+            from kiosk.server import start_http
+
+            self._http_server, self.http_url = start_http(self, classifier, explainer_factory)
+        except Exception as e:  # the checkpoint's alerts matter more than its web page
+            log.error("HTTP API not started: %s", e)
+
+    def request_stop(self, *_: Any) -> None:
+        if not self.stop_event.is_set():
+            log.info("stopping")
+            sd_notify("STOPPING=1")
+        self.stop_event.set()
+
+    def run(self) -> int:
+        from export.gradcam import GradCamExplainer
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        classifier = self._classifier()
+        self.model_version = classifier.meta.model_version
+        explainer: list[GradCamExplainer] = []
+
+        def explainer_factory() -> GradCamExplainer:
+            if not explainer:  # built on the first flagged crop: keeps the torch weights off the hot path
+                explainer.append(GradCamExplainer(self.config.classifier.model))
+            return explainer[0]
+
+        self.outbox = Outbox(self.outbox_path, max_messages=self.config.outbox.max_messages,
+                             max_age_s=self.config.outbox.max_age_s)
+        self.publisher = self._publisher()
+        self._start_http(classifier, explainer_factory)
+        workers = [threading.Thread(target=self._camera_worker, args=(cam, classifier, explainer_factory),
+                                    name=f"camera-{name}", daemon=True) for name, cam in self.cameras.items()]
+        for w in workers:
+            w.start()
+        sd_notify("READY=1")
+        print(f"mpox-aism running: station {self.config.station_id}, {len(workers)} camera(s), model "
+              f"{self.model_version}" + (f", staff page and API at {self.http_url}" if self.http_url else ""),
+              flush=True)
+        next_status = 0.0
+        while not self.stop_event.is_set():
+            if all(c.done for c in self.cameras.values()) and self.config.exit_when_done:
+                break
+            sd_notify("WATCHDOG=1")
+            if self.publisher is not None and time.monotonic() >= next_status:
+                self.publisher.publish_status("status", self.status())
+                next_status = time.monotonic() + self.config.mqtt.status_interval_s
+            self.stop_event.wait(1.0)
+        self.stop_event.set()
+        for w in workers:
+            w.join(timeout=5)
+        return self._shutdown(classifier)
+
+    def _shutdown(self, classifier) -> int:
+        if self.publisher is not None:
+            deadline = time.monotonic() + self.config.outbox.flush_timeout_s
+            while self.outbox.depth() and self.publisher.connected and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.publisher.publish_status("status", self.status())
+        summary = self.summary()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+        classifier.close()
+        self.outbox.close()
+        if self.summary_path:
+            self.summary_path.parent.mkdir(parents=True, exist_ok=True)
+            self.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        found = ", ".join(f"{v} {k}" for k, v in summary["decisions"].items())
+        print(f"mpox-aism done: {summary['frames']} frames, decisions: {found}; {summary['events']} events, "
+              f"{summary['published']} published, {summary['pending']} pending in the outbox", flush=True)
+        return 0
