@@ -2,8 +2,10 @@
 
 One capture+pipeline worker thread per camera (a camera that fails is logged, counted and, for
 live sources, reconnected by its source; it never takes the others down). The main thread owns
-the lifecycle: READY=1 once everything is up, a WATCHDOG=1 ping every few seconds while the
-workers are alive, the retained status message, SIGTERM/SIGINT → clean stop within seconds.
+the lifecycle: READY=1 once everything is up, a WATCHDOG=1 ping every second from the main loop
+(it proves the main loop is alive, not each camera: a camera without frames is its source's job
+to reconnect, not a reason for systemd to restart the whole kiosk), the retained status message,
+SIGTERM/SIGINT → clean stop within seconds.
 Every review/suspected decision becomes an event written to the outbox before any send.
 """
 

@@ -1,0 +1,424 @@
+"""The daemon's HTTP side: the image-upload diagnosis API (the paper's "cloud service" used by the PC and
+phone pages), ``/healthz`` and ``/metrics``.
+
+The diagnosis endpoint reads its multipart body itself instead of declaring ``File()``: FastAPI parses
+form parameters *before* any dependency runs, so with ``File()`` an unauthenticated client could make
+the kiosk spool up to the size limit to disk before being told 401. Here the order is: token → declared
+``Content-Length`` → body counted while it streams in → image header (pixel count) → decode → classify.
+The OpenAPI schema of the multipart field is therefore written out in ``openapi_extra``.
+
+Research use only: the answer is a screening aid, never a diagnosis.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import io
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Annotated, Any, Literal, Protocol
+
+import cv2
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image, UnidentifiedImageError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
+
+from kiosk.metrics import KioskMetrics
+
+log = logging.getLogger(__name__)
+
+State = Literal["clear", "review", "suspected"]
+# Formats whose header PIL reads (for the pixel check) and OpenCV decodes. Others (GIF, TIFF, JPEG 2000,
+# HEIC, EXR…) are refused: fewer decoders exposed to uploads, and no format we cannot size before decoding.
+ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp"}
+# multipart framing around the one file part (boundaries, part headers); generous, it is only a bound
+MULTIPART_OVERHEAD = 16 * 1024
+GRADCAM_MAX_SIDE = 512  # the network sees 224 px; a 12 MP heat map would make a 20 MB JSON answer
+
+
+class Explainer(Protocol):
+    def explain(self, crop_rgb: np.ndarray, target: int | None = None) -> Any: ...
+
+
+class Diagnosis(BaseModel):
+    """The diagnosis API's answer for one photo."""
+
+    label: str = Field(description="Most probable class.")
+    probability: float = Field(ge=0, le=1, description="Calibrated probability of `label`.")
+    decision: State = Field(description="review: top probability under `threshold` (a person decides); "
+                                        "suspected: a notifiable class (mpox) at or over it; clear: otherwise.")
+    threshold: float = Field(description="Confidence under which the photo goes to a person (0.6).")
+    probabilities: dict[str, float] = Field(description="Calibrated probability of every class; sums to 1.")
+    model_version: str = Field(description="Model that answered.")
+    gradcam_png_base64: str | None = Field(
+        None, description="Grad-CAM overlay for `label` as a base64 PNG (at most 512 px a side); present when "
+                          "the server was started with an explainer.")
+    research_use_only: Literal[True] = Field(True, description="A screening aid for research, not a diagnosis.")
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the status provider's keys
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded: a part listed in `down` is not working; the kiosk still answers.")
+    model_version: str
+
+
+def decide(probs: np.ndarray, labels: Sequence[str], threshold: float,
+           notifiable: Sequence[str] = ("mpox",)) -> tuple[State, int]:
+    """The single-photo form of the 0.6 rule; returns (decision, index of the top class)."""
+    top = int(np.argmax(probs))
+    if float(probs[top]) < threshold:
+        return "review", top
+    return ("suspected" if labels[top] in notifiable else "clear"), top
+
+
+class _Reject(Exception):
+    """A client error found off the event loop; turned into an HTTPException by the endpoint."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _image_header(data: bytes, max_pixels: int) -> str:
+    """Format name from the header alone; refuses what is not an accepted image or has too many pixels.
+
+    PIL's ``Image.open`` reads only the header, so a small PNG that declares 20000×20000 pixels is refused
+    here before OpenCV would allocate 1.2 GB for it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, (w, h) = str(im.format), im.size
+    except Image.DecompressionBombError as e:
+        raise _Reject(413, f"image has too many pixels (decompression bomb?): {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise _Reject(415, "not a readable image: send a JPEG, PNG, WebP or BMP photo") from e
+    if fmt not in ACCEPTED_FORMATS:
+        raise _Reject(415, f"unsupported image format {fmt}: send a JPEG, PNG, WebP or BMP photo")
+    if w <= 0 or h <= 0:
+        raise _Reject(400, f"image declares an empty size {w}×{h}")
+    if w * h > max_pixels:
+        raise _Reject(413, f"image is {w}×{h} = {w * h} pixels; the limit is {max_pixels}")
+    return fmt
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """True when no end-of-image marker follows the last scan.
+
+    OpenCV 4.x decodes a truncated JPEG with a warning and grey filler instead of failing; 5.x fails.
+    0xFFD9 cannot occur inside entropy-coded data (0xFF is stuffed), and appended MPF images end with their
+    own EOI, so the check holds for camera files too.
+    """
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
+def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
+    """Uploaded bytes → RGB uint8, or ``_Reject`` with a status and a message a person can act on."""
+    if not data:
+        raise _Reject(400, "the uploaded file is empty")
+    fmt = _image_header(data, max_pixels)
+    if fmt == "JPEG" and _jpeg_truncated(data):
+        raise _Reject(400, "the JPEG is truncated (no end-of-image marker): upload the whole file")
+    # IMREAD_COLOR: 3 channels whatever the source (grey, alpha, 16 bit), EXIF orientation applied
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise _Reject(400, f"cannot decode the {fmt} image: the file is corrupt or truncated")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _limited_receive(receive: Callable[[], Awaitable[Message]], limit: int) -> Callable[[], Awaitable[Message]]:
+    """``receive`` that counts body bytes and raises ``_BodyTooLarge`` past ``limit``.
+
+    Covers chunked uploads and clients whose Content-Length lies; the multipart parser then never holds
+    more than ``limit`` bytes (in memory or in its spool file).
+    """
+    total = 0
+
+    async def wrapped() -> Message:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise _BodyTooLarge
+        return message
+
+    return wrapped
+
+
+async def _drain(receive: Callable[[], Awaitable[Message]], budget: int) -> None:
+    """Read and discard up to ``budget`` more body bytes before answering 413.
+
+    Answering while the client is still sending, then closing, makes the kernel reset the connection and
+    the client may see "connection reset" instead of our 413; an honest, slightly-too-big upload is
+    worth reading to the end. A bigger one just gets its connection closed.
+    """
+    seen = 0
+    while seen <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+# auto_error=False: the endpoint answers 401 itself, with WWW-Authenticate, and counts it in the metrics
+_BEARER = HTTPBearer(auto_error=False, description="The kiosk's API token (`Authorization: Bearer …`).")
+
+_MULTIPART_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "required": ["image"],
+        "properties": {"image": {
+            "type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
+            "description": "The photo: JPEG, PNG, WebP or BMP, at most the configured size and pixel count.",
+        }},
+    }}},
+}
+
+
+def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer] | None = None,
+               token: str | None, max_upload_bytes: int = 10 * 1024 * 1024, max_pixels: int = 40_000_000,
+               status_provider: Callable[[], Mapping[str, Any]] | None = None,
+               metrics: KioskMetrics | None = None, metrics_registry: CollectorRegistry | None = None,
+               threshold: float | None = None, notifiable: Sequence[str] = ("mpox",),
+               inference_lock: AbstractContextManager[Any] | None = None,
+               explain_lock: AbstractContextManager[Any] | None = None) -> FastAPI:
+    """The kiosk's FastAPI app.
+
+    ``classifier``: an ``export.classifier.Classifier``. ``explainer``: a ``GradCamExplainer`` or a
+    zero-argument factory for one (the daemon builds it lazily). ``token``: the bearer token; ``None`` or
+    empty disables the diagnosis API (503) rather than leaving it open. ``metrics``: the kiosk's
+    ``KioskMetrics`` (a private one when omitted); ``metrics_registry`` overrides what ``/metrics`` shows.
+    ``threshold`` defaults to the model's. ``inference_lock`` / ``explain_lock``: pass the locks the camera
+    workers use when they share the classifier / explainer; Grad-CAM hooks on a shared torch model are
+    not thread-safe, and neither is every backend (TensorRT contexts).
+    ``status_provider()`` feeds ``/healthz``; a non-empty ``"down"`` list in it marks the kiosk degraded.
+    """
+    labels = tuple(classifier.labels)
+    thr = float(classifier.meta.threshold if threshold is None else threshold)
+    model_version = str(classifier.meta.model_version)
+    metrics = metrics or KioskMetrics()
+    registry = metrics_registry or metrics.registry
+    predict_lock = inference_lock or threading.Lock()
+    cam_lock = explain_lock or threading.Lock()
+    expected = token.encode() if token else None
+    body_limit = max_upload_bytes + MULTIPART_OVERHEAD
+    explainer_box: list[Explainer] = []
+
+    def get_explainer() -> Explainer | None:
+        if explainer is None:
+            return None
+        if hasattr(explainer, "explain"):
+            return explainer  # type: ignore[return-value]
+        if not explainer_box:
+            explainer_box.append(explainer())  # type: ignore[operator]
+        return explainer_box[0]
+
+    def analyse(data: bytes) -> Diagnosis:
+        """Decode, classify and explain; runs in the threadpool so the event loop keeps serving."""
+        rgb = decode_upload(data, max_pixels)
+        with predict_lock:
+            probs = np.asarray(classifier.predict([rgb])[0], dtype=np.float64)
+        decision, top = decide(probs, labels, thr, notifiable)
+        png = None
+        exp = get_explainer()
+        if exp is not None:
+            with cam_lock:
+                # explain the classifier's label, not the torch model's own argmax, so the two agree
+                overlay = exp.explain(_shrink(rgb, GRADCAM_MAX_SIDE), target=top)
+            png = base64.b64encode(overlay.overlay_png()).decode("ascii")
+        return Diagnosis(label=labels[top], probability=float(probs[top]), decision=decision, threshold=thr,
+                         probabilities={k: float(v) for k, v in zip(labels, probs, strict=True)},
+                         model_version=model_version, gradcam_png_base64=png)
+
+    app = FastAPI(
+        title="mpox-aism kiosk",
+        version=model_version or "unknown",
+        description="Skin-photo screening for a border checkpoint: upload a photo, get 8-class calibrated "
+                    "probabilities, the 0.6-confidence decision and a Grad-CAM overlay. **Research use only** "
+                    "— not a diagnostic device; every `review`/`suspected` answer goes to a person.",
+    )
+    def check_token(credentials: HTTPAuthorizationCredentials | None) -> None:
+        if expected is None:
+            raise HTTPException(503, "the diagnosis API is disabled: no API token is configured")
+        if credentials is None:
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+            raise HTTPException(401, "invalid bearer token",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    async def read_image(request: Request) -> bytes:
+        """The ``image`` part's bytes, refusing oversize bodies before and while they arrive."""
+        ctype = request.headers.get("content-type", "")
+        if not ctype.lower().startswith("multipart/form-data"):
+            raise HTTPException(415, "send multipart/form-data with the photo in the field 'image'")
+        too_large = HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > body_limit:
+            if int(declared) <= body_limit + max_upload_bytes:
+                await _drain(request.receive, max_upload_bytes)
+            raise too_large
+        limited = Request(request.scope, receive=_limited_receive(request.receive, body_limit))
+        try:
+            async with limited.form(max_files=1, max_fields=8, max_part_size=64 * 1024) as form:
+                part = form.get("image")
+                if part is None or isinstance(part, str):
+                    raise HTTPException(400, "no file in the multipart field 'image'")
+                if part.size is not None and part.size > max_upload_bytes:
+                    raise too_large
+                return await part.read()
+        except _BodyTooLarge:
+            await _drain(request.receive, max_upload_bytes)
+            raise too_large from None
+
+    @app.post(
+        "/v1/diagnose",
+        response_model=Diagnosis,
+        response_model_exclude_none=True,
+        summary="Classify one skin photo",
+        description="Upload one photo as multipart field `image`. Answers the 8-class probabilities, the "
+                    "decision under the 0.6 rule and (when the kiosk has an explainer) a Grad-CAM overlay.",
+        openapi_extra={"requestBody": _MULTIPART_BODY},
+        responses={
+            400: {"model": ErrorDetail, "description": "Missing field, empty, truncated or corrupt image."},
+            401: {"model": ErrorDetail, "description": "Missing or wrong bearer token.",
+                  "headers": {"WWW-Authenticate": {"schema": {"type": "string"},
+                                                   "description": "Bearer"}}},
+            413: {"model": ErrorDetail, "description": "Upload over the byte limit, or an image with more "
+                                                       "pixels than allowed (decompression bomb)."},
+            415: {"model": ErrorDetail, "description": "Not multipart, or not a JPEG/PNG/WebP/BMP image."},
+            503: {"model": ErrorDetail, "description": "The API is disabled (no token configured)."},
+        },
+    )
+    async def diagnose(request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> Diagnosis:
+        status = 500
+        t0 = time.perf_counter()
+        try:
+            check_token(credentials)
+            data = await read_image(request)
+            try:
+                result = await run_in_threadpool(analyse, data)
+            except _Reject as e:
+                raise HTTPException(e.status, e.detail) from None
+            status = 200
+            return result
+        except HTTPException as e:
+            status = e.status_code
+            raise
+        except ClientDisconnect:
+            status = 499  # nginx's "client closed request"; nobody is left to answer
+            raise
+        finally:
+            metrics.diagnose_request(status)
+            log.info("diagnose %d in %.0f ms", status, 1000 * (time.perf_counter() - t0))
+
+    @app.get("/healthz", response_model=Health, summary="Liveness and the state of the kiosk's parts")
+    def healthz() -> JSONResponse:
+        """Always 200 while the process serves: a kiosk that lost its broker or a camera still classifies
+        and queues alerts in its outbox, so a watchdog must not restart it for that. Degradation is in the
+        body (``status: degraded`` and the provider's ``down`` list) for the staff page and monitoring."""
+        body: dict[str, Any] = {"model_version": model_version}
+        degraded = False
+        if status_provider is not None:
+            try:
+                provided = dict(status_provider())
+            except Exception as e:  # the health answer must not fail because a part is broken
+                log.warning("status provider failed: %s", e)
+                provided = {"status_error": f"{type(e).__name__}: {e}"}
+                degraded = True
+            body.update(provided)
+            degraded = degraded or bool(provided.get("down"))
+        body["status"] = "degraded" if degraded else "ok"
+        return JSONResponse(body)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Text exposition format."}})
+    def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.metrics = metrics
+    return app
+
+
+class ServerThread:
+    """uvicorn serving ``app`` in a background thread: the daemon's main thread runs the cameras.
+
+    ``port=0`` takes any free port (no race between picking one and binding it); ``url`` tells which.
+    uvicorn installs no signal handlers outside the main thread, so the daemon keeps its own.
+    """
+
+    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 access_log: bool = False) -> None:
+        self.host = host
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                                lifespan="off", timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="kiosk-http", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"HTTP server on {self.host} did not start (port in use? see the log)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"HTTP server on {self.host} did not start within {timeout:.0f}s")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
