@@ -75,10 +75,15 @@ class Daemon:
         self.cameras = {c.name: CameraState(c) for c in config.cameras}
         self.recent: list[dict] = []  # the latest events (for the staff page), newest last
         self._lock = threading.Lock()
+        self.explain_lock = threading.Lock()  # Grad-CAM hooks on the shared torch model: one at a time
         self.publisher = None
         self.outbox: Outbox | None = None
         self.http_url: str | None = None
         self._http_server = None
+        from kiosk.metrics import KioskMetrics
+
+        self.metrics = KioskMetrics()
+        self._seen: dict[str, dict[str, float]] = {}
 
     # -------------------------------------------------------------------------------- building
     def _classifier(self):
@@ -121,7 +126,7 @@ class Daemon:
         from pipeline.decider import DecisionConfig
         from pipeline.pipeline import Pipeline, PipelineConfig
         from pipeline.regions import RegionDetector
-        from pipeline.sources import open_source
+        from pipeline.sources import ImageFolderSource, open_source
 
         c, cfg = cam.config, self.config
         d = cfg.decision
@@ -141,6 +146,9 @@ class Daemon:
             cam.done = True
             log.error("camera %s cannot start: %s", c.name, cam.last_error)
             return
+        if isinstance(source, ImageFolderSource):
+            # each still is its own scene held a few frames: strides would leave it under min_crops
+            pconf.detect_stride = pconf.classify_stride = 1
         pipe = Pipeline(classifier, det, pconf)
         try:
             with source, det:
@@ -170,7 +178,8 @@ class Daemon:
         gradcam = None
         if images_allowed(decision, self.config.privacy):
             try:
-                gradcam = explainer_factory().explain(decision.best_crop).overlay
+                with self.explain_lock:
+                    gradcam = explainer_factory().explain(decision.best_crop).overlay
             except Exception as e:
                 log.warning("Grad-CAM failed for track %s: %s", decision.track_id, e)
         event = build_event(decision, station_id=self.config.station_id, camera=cam.config.name,
@@ -192,7 +201,12 @@ class Daemon:
     def status(self) -> dict:
         pub = self.publisher.stats() if self.publisher else {"connected": False, "published": 0,
                                                              **self.outbox.stats()}
+        down = [f"camera:{n}" for n, c in self.cameras.items()
+                if c.last_error or c.source_stats.get("connected") is False]
+        if self.publisher is not None and not pub.get("connected", False):
+            down.append("mqtt")
         return {
+            "down": down,
             "station_id": self.config.station_id, "run_id": self.run_id, "model_version": self.model_version,
             "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "done": c.done,
                             "last_error": c.last_error, **{k: c.source_stats.get(k) for k in
@@ -257,13 +271,14 @@ class Daemon:
             w.start()
         sd_notify("READY=1")
         print(f"mpox-aism running: station {self.config.station_id}, {len(workers)} camera(s), model "
-              f"{self.model_version}" + (f", staff page and API at {self.http_url}" if self.http_url else ""),
+              f"{self.model_version}" + (f", HTTP API at {self.http_url} (docs: {self.http_url}docs)" if self.http_url else ""),
               flush=True)
         next_status = 0.0
         while not self.stop_event.is_set():
             if all(c.done for c in self.cameras.values()) and self.config.exit_when_done:
                 break
             sd_notify("WATCHDOG=1")
+            self._update_metrics()
             if self.publisher is not None and time.monotonic() >= next_status:
                 self.publisher.publish_status("status", self.status())
                 next_status = time.monotonic() + self.config.mqtt.status_interval_s
@@ -272,6 +287,33 @@ class Daemon:
         for w in workers:
             w.join(timeout=5)
         return self._shutdown(classifier)
+
+    def _update_metrics(self) -> None:
+        """Turn the workers' counters into Prometheus metrics (deltas since the last call)."""
+        now = time.monotonic()
+        m = self.metrics
+        for name, cam in self.cameras.items():
+            seen = self._seen.setdefault(name, {"t": now, "frames": 0, "dropped": 0})
+            summ = cam.pipeline_summary
+            df = cam.frames - seen["frames"]
+            if df > 0:
+                m.frame(name, int(df))
+            m.set_fps(name, df / max(1e-3, now - seen["t"]))
+            dropped = int(cam.source_stats.get("dropped_frames") or 0)
+            if dropped > seen["dropped"]:
+                m.dropped_frame(name, dropped - int(seen["dropped"]))
+            for state, n in summ.get("decisions", {}).items():
+                key = f"decisions_{state}"
+                if n > seen.get(key, 0):
+                    for _ in range(int(n - seen.get(key, 0))):
+                        m.decision(state)
+                    seen[key] = n
+            classify_ms = summ.get("stage_ms", {}).get("classify")
+            if classify_ms and df > 0:
+                m.observe_inference(classify_ms / 1000)
+            seen.update(t=now, frames=cam.frames, dropped=dropped)
+        m.set_outbox(self.outbox.stats())
+        m.set_broker_connected(bool(self.publisher and self.publisher.connected))
 
     def _shutdown(self, classifier) -> int:
         if self.publisher is not None:
@@ -283,7 +325,7 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.close()
         if self._http_server is not None:
-            self._http_server.should_exit = True
+            self._http_server.stop()
         classifier.close()
         self.outbox.close()
         if self.summary_path:

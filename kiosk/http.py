@@ -18,11 +18,11 @@ import io
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal, Protocol
 
+import anyio
 import cv2
 import numpy as np
 import uvicorn
@@ -33,7 +33,6 @@ from PIL import Image, UnidentifiedImageError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
@@ -47,6 +46,7 @@ State = Literal["clear", "review", "suspected"]
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp"}
 # multipart framing around the one file part (boundaries, part headers); generous, it is only a bound
 MULTIPART_OVERHEAD = 16 * 1024
+DRAIN_TIMEOUT_S = 10.0
 GRADCAM_MAX_SIDE = 512  # the network sees 224 px; a 12 MP heat map would make a 20 MB JSON answer
 
 
@@ -109,11 +109,9 @@ def _image_header(data: bytes, max_pixels: int) -> str:
     here before OpenCV would allocate 1.2 GB for it.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                fmt, (w, h) = str(im.format), im.size
-    except Image.DecompressionBombError as e:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, (w, h) = str(im.format), im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # the warning under -W error
         raise _Reject(413, f"image has too many pixels (decompression bomb?): {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise _Reject(415, "not a readable image: send a JPEG, PNG, WebP or BMP photo") from e
@@ -159,24 +157,29 @@ def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def _limited_receive(receive: Callable[[], Awaitable[Message]], limit: int) -> Callable[[], Awaitable[Message]]:
+class _LimitedReceive:
     """``receive`` that counts body bytes and raises ``_BodyTooLarge`` past ``limit``.
 
     Covers chunked uploads and clients whose Content-Length lies; the multipart parser then never holds
-    more than ``limit`` bytes (in memory or in its spool file).
+    more than ``limit`` bytes (in memory or in its spool file). ``done``: the last body message was read,
+    so there is nothing left to drain (another ``receive`` would wait for the client to hang up).
     """
-    total = 0
 
-    async def wrapped() -> Message:
-        nonlocal total
-        message = await receive()
+    def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int) -> None:
+        self.receive, self.limit = receive, limit
+        self.total = 0
+        self.done = False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
         if message["type"] == "http.request":
-            total += len(message.get("body", b""))
-            if total > limit:
+            self.total += len(message.get("body", b""))
+            self.done = not message.get("more_body", False)
+            if self.total > self.limit:
                 raise _BodyTooLarge
+        else:
+            self.done = True
         return message
-
-    return wrapped
 
 
 async def _drain(receive: Callable[[], Awaitable[Message]], budget: int) -> None:
@@ -187,13 +190,14 @@ async def _drain(receive: Callable[[], Awaitable[Message]], budget: int) -> None
     worth reading to the end. A bigger one just gets its connection closed.
     """
     seen = 0
-    while seen <= budget:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
+    with anyio.move_on_after(DRAIN_TIMEOUT_S):  # a client that stops sending gets its 413 anyway
+        while seen <= budget:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 # auto_error=False: the endpoint answers 401 itself, with WWW-Authenticate, and counts it in the metrics
@@ -218,7 +222,7 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
                metrics: KioskMetrics | None = None, metrics_registry: CollectorRegistry | None = None,
                threshold: float | None = None, notifiable: Sequence[str] = ("mpox",),
                inference_lock: AbstractContextManager[Any] | None = None,
-               explain_lock: AbstractContextManager[Any] | None = None) -> FastAPI:
+               explain_lock: AbstractContextManager[Any] | None = None, max_concurrent: int = 2) -> FastAPI:
     """The kiosk's FastAPI app.
 
     ``classifier``: an ``export.classifier.Classifier``. ``explainer``: a ``GradCamExplainer`` or a
@@ -227,7 +231,8 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
     ``KioskMetrics`` (a private one when omitted); ``metrics_registry`` overrides what ``/metrics`` shows.
     ``threshold`` defaults to the model's. ``inference_lock`` / ``explain_lock``: pass the locks the camera
     workers use when they share the classifier / explainer; Grad-CAM hooks on a shared torch model are
-    not thread-safe, and neither is every backend (TensorRT contexts).
+    not thread-safe, and neither is every backend (TensorRT contexts). ``max_concurrent``: photos decoded and
+    analysed at once (each can be ``max_pixels``×3 bytes); the rest wait without holding a thread.
     ``status_provider()`` feeds ``/healthz``; a non-empty ``"down"`` list in it marks the kiosk degraded.
     """
     labels = tuple(classifier.labels)
@@ -240,6 +245,7 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
     expected = token.encode() if token else None
     body_limit = max_upload_bytes + MULTIPART_OVERHEAD
     explainer_box: list[Explainer] = []
+    limiters: list[anyio.CapacityLimiter] = []  # made on first use: older anyio wants a running loop
 
     def get_explainer() -> Explainer | None:
         if explainer is None:
@@ -257,12 +263,16 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
             probs = np.asarray(classifier.predict([rgb])[0], dtype=np.float64)
         decision, top = decide(probs, labels, thr, notifiable)
         png = None
-        exp = get_explainer()
-        if exp is not None:
-            with cam_lock:
-                # explain the classifier's label, not the torch model's own argmax, so the two agree
-                overlay = exp.explain(_shrink(rgb, GRADCAM_MAX_SIDE), target=top)
-            png = base64.b64encode(overlay.overlay_png()).decode("ascii")
+        if explainer is not None:
+            try:
+                with cam_lock:  # also guards building the explainer once
+                    exp = get_explainer()
+                    assert exp is not None
+                    # explain the classifier's label, not the torch model's own argmax, so the two agree
+                    overlay = exp.explain(_shrink(rgb, GRADCAM_MAX_SIDE), target=top)
+                png = base64.b64encode(overlay.overlay_png()).decode("ascii")
+            except Exception:  # the classification stands without its picture
+                log.exception("Grad-CAM failed; answering without the overlay")
         return Diagnosis(label=labels[top], probability=float(probs[top]), decision=decision, threshold=thr,
                          probabilities={k: float(v) for k, v in zip(labels, probs, strict=True)},
                          model_version=model_version, gradcam_png_base64=png)
@@ -294,7 +304,8 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
             if int(declared) <= body_limit + max_upload_bytes:
                 await _drain(request.receive, max_upload_bytes)
             raise too_large
-        limited = Request(request.scope, receive=_limited_receive(request.receive, body_limit))
+        counted = _LimitedReceive(request.receive, body_limit)
+        limited = Request(request.scope, receive=counted)
         try:
             async with limited.form(max_files=1, max_fields=8, max_part_size=64 * 1024) as form:
                 part = form.get("image")
@@ -303,8 +314,12 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
                 if part.size is not None and part.size > max_upload_bytes:
                     raise too_large
                 return await part.read()
+        except ClientDisconnect:
+            # nginx's "client closed request": nobody is left to read it, but the metrics count it
+            raise HTTPException(499, "client closed the request") from None
         except _BodyTooLarge:
-            await _drain(request.receive, max_upload_bytes)
+            if not counted.done:
+                await _drain(request.receive, max_upload_bytes)
             raise too_large from None
 
     @app.post(
@@ -334,16 +349,16 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
             check_token(credentials)
             data = await read_image(request)
             try:
-                result = await run_in_threadpool(analyse, data)
+                # a worker thread (what run_in_threadpool does), bounded: each holds a decoded photo
+                if not limiters:
+                    limiters.append(anyio.CapacityLimiter(max_concurrent))
+                result = await anyio.to_thread.run_sync(analyse, data, limiter=limiters[0])
             except _Reject as e:
                 raise HTTPException(e.status, e.detail) from None
             status = 200
             return result
         except HTTPException as e:
             status = e.status_code
-            raise
-        except ClientDisconnect:
-            status = 499  # nginx's "client closed request"; nobody is left to answer
             raise
         finally:
             metrics.diagnose_request(status)

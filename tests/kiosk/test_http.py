@@ -303,3 +303,24 @@ def test_metrics_class_exposition() -> None:
         assert line in text, line
     assert "# TYPE mpox_aism_outbox_dropped_total counter" in text or "# TYPE mpox_aism_outbox_dropped counter" in text
     json.dumps(text)  # plain text, no surprises
+
+
+def test_explainer_factory_built_once_and_failure_leaves_the_answer(classifier: Any) -> None:
+    built: list[int] = []
+
+    class Broken:
+        def explain(self, crop_rgb: np.ndarray, target: int | None = None) -> Any:
+            raise RuntimeError("no gradients today")
+
+    def factory() -> Broken:
+        built.append(1)
+        return Broken()
+
+    app = create_app(classifier=classifier, explainer=factory, token=TOKEN)
+    name, data = photo("normal")
+    with ServerThread(app) as s, httpx.Client(base_url=s.url, timeout=TIMEOUT) as c:
+        for _ in range(2):
+            r = upload(c, name, data)
+            assert r.status_code == 200, r.text
+            check_diagnosis(r.json(), classifier, explained=False)
+    assert built == [1]
