@@ -270,9 +270,9 @@ class Daemon:
         for w in workers:
             w.start()
         sd_notify("READY=1")
+        where = f", HTTP API at {self.http_url} (docs: {self.http_url}docs)" if self.http_url else ""
         print(f"mpox-aism running: station {self.config.station_id}, {len(workers)} camera(s), model "
-              f"{self.model_version}" + (f", HTTP API at {self.http_url} (docs: {self.http_url}docs)" if self.http_url else ""),
-              flush=True)
+              f"{self.model_version}{where}", flush=True)
         next_status = 0.0
         while not self.stop_event.is_set():
             if all(c.done for c in self.cameras.values()) and self.config.exit_when_done:
