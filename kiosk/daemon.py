@@ -74,6 +74,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.cameras = {c.name: CameraState(c) for c in config.cameras}
         self.recent: list[dict] = []  # the latest events (for the staff page), newest last
+        self.latest_jpeg: dict[str, bytes] = {}  # camera → annotated JPEG of a recent frame (staff page)
         self._lock = threading.Lock()
         self.explain_lock = threading.Lock()  # Grad-CAM hooks on the shared torch model: one at a time
         self.publisher = None
@@ -158,6 +159,8 @@ class Daemon:
                     cam.frames += 1
                     for decision in pipe.process(frame):
                         self._emit(cam, decision, explainer_factory)
+                    if cam.frames % 10 == 0:
+                        self._snapshot(c.name, frame.image, pipe)
                     if cam.frames % 30 == 0:
                         cam.source_stats = source.stats()
                         cam.pipeline_summary = pipe.stats.summary()
@@ -171,6 +174,30 @@ class Daemon:
         finally:
             cam.pipeline_summary = pipe.stats.summary()
             cam.done = True
+
+    def _snapshot(self, camera: str, image, pipe) -> None:
+        """A small annotated JPEG for the staff page's live view (stays on the box, never published)."""
+        import cv2
+
+        try:
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            colours = {"face": (0, 200, 0), "hand": (255, 160, 0), "close": (0, 160, 255)}
+            for r in pipe._regions:
+                cv2.rectangle(bgr, (r.x0, r.y0), (r.x1, r.y1), colours.get(r.kind, (255, 255, 255)), 2)
+                cv2.putText(bgr, r.kind, (r.x0, max(12, r.y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                            colours.get(r.kind, (255, 255, 255)), 1)
+            scale = 480 / max(bgr.shape[:2])
+            if scale < 1:
+                bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 75])
+            if ok:
+                self.latest_jpeg[camera] = buf.tobytes()
+        except Exception as e:  # the live view is a convenience: never let it stop a camera
+            log.debug("snapshot failed: %s", e)
+
+    def recent_events(self) -> list[dict]:
+        with self._lock:
+            return list(self.recent)
 
     def _emit(self, cam: CameraState, decision, explainer_factory) -> None:
         if decision.state == "clear":
