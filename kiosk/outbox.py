@@ -13,12 +13,13 @@ cost, one fsync per put/ack, is negligible.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,23 +88,28 @@ class Outbox:
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "INSERT INTO outbox(topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (topic, data, qos, int(retain), self._clock()))
-                msg_id = cur.lastrowid
-                dropped = self._enforce_locked()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO outbox(topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+                             (topic, data, qos, int(retain), self._clock()))
+            msg_id = cur.lastrowid
+            dropped = self._enforce_locked()
         if dropped:
             log.warning("outbox bound reached: dropped %d oldest message(s) (max_messages=%d, max_age_s=%.0f)",
                         dropped, self.max_messages, self.max_age_s)
         assert msg_id is not None
         return msg_id
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed as a whole or rolled back."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def ack(self, msg_id: int) -> None:
         """Delete a message the broker acknowledged (a no-op if it is already gone)."""
@@ -114,27 +120,15 @@ class Outbox:
         rows = [(int(i),) for i in ids]
         if not rows:
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("DELETE FROM outbox WHERE id = ?", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", rows)
 
     def discard(self, msg_id: int) -> bool:
         """Delete a message that can never be sent and count it as dropped; False if already gone."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                n = self._db.execute("DELETE FROM outbox WHERE id = ?", (int(msg_id),)).rowcount
-                if n:
-                    self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (n,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx() as db:
+            n = db.execute("DELETE FROM outbox WHERE id = ?", (int(msg_id),)).rowcount
+            if n:
+                db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (n,))
         return n > 0
 
     def note_attempts(self, ids: Iterable[int]) -> None:
@@ -142,25 +136,13 @@ class Outbox:
         rows = [(int(i),) for i in ids]
         if not rows:
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx() as db:
+            db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", rows)
 
     def expire(self) -> int:
         """Apply the bound now (the publisher calls this periodically, so age applies without puts)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                dropped = self._enforce_locked()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx():
+            dropped = self._enforce_locked()
         if dropped:
             log.warning("outbox bound reached: dropped %d oldest message(s) (max_messages=%d, max_age_s=%.0f)",
                         dropped, self.max_messages, self.max_age_s)

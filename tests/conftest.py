@@ -62,6 +62,18 @@ def tiny_skin8(tmp_path_factory) -> Path:
     return make_subset(tmp_path_factory.mktemp("tiny_skin8"), per_class=6)
 
 
+def link_photos(tmp_path: Path, label: str, n: int) -> Path:
+    """A folder of the first n real skin8 photos of a class, as symlinks (read in place)."""
+    src = SKIN8 / label
+    if not src.is_dir():
+        pytest.skip(f"real skin photos not found at {src}")
+    d = tmp_path / label
+    d.mkdir()
+    for f in sorted(src.glob("*.jpg"))[:n]:
+        (d / f.name).symlink_to(f)
+    return d
+
+
 def default_model_or_skip() -> Path:
     from training.modeldir import default_model_dir
 

@@ -7,25 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO, link_photos
 from tests.kiosk.conftest import wait_until
 
 EVENT_KEYS = {"event_id", "station_id", "camera", "track_id", "decision", "label", "probability", "probabilities",
               "region_kinds", "model_version", "time"}
-
-
-def _photos(tmp_path: Path, label: str, n: int) -> Path:
-    src = SHARED_DATA / "skin8" / label
-    if not src.is_dir():
-        pytest.skip(f"real skin photos not found at {src}")
-    d = tmp_path / label
-    d.mkdir()
-    for f in sorted(src.glob("*.jpg"))[:n]:
-        (d / f.name).symlink_to(f)
-    return d
 
 
 def _config(tmp_path: Path, source: Path, mqtt_url: str | None, **extra) -> Path:
@@ -45,7 +33,7 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_mpox_photos_reach_the_broker(tmp_path, broker, collectors):
-    folder = _photos(tmp_path, "mpox", 8)
+    folder = link_photos(tmp_path, "mpox", 8)
     prefix = "mpox-aism/gate-7"
     sub = collectors(broker.port, f"{prefix}/#").wait_subscribed()
     cfg = _config(tmp_path, folder, f"mqtt://127.0.0.1:{broker.port}")
@@ -70,7 +58,7 @@ def test_mpox_photos_reach_the_broker(tmp_path, broker, collectors):
 
 
 def test_no_broker_keeps_events_in_the_outbox(tmp_path):
-    folder = _photos(tmp_path, "mpox", 3)
+    folder = link_photos(tmp_path, "mpox", 3)
     cfg = _config(tmp_path, folder, None)
     proc = _run("run", "--config", str(cfg), "--summary", str(tmp_path / "summary.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]

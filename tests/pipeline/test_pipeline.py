@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import collections
-from pathlib import Path
 
 import pytest
 
 from export.backends import load_classifier
 from pipeline.pipeline import Pipeline, PipelineConfig
 from pipeline.sources import open_source
-from tests.conftest import SHARED_DATA, default_model_or_skip
+from tests.conftest import SHARED_DATA, default_model_or_skip, link_photos
 
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
 
@@ -49,20 +48,9 @@ def test_speaker_clip_one_main_track_not_suspected(detector, classifier):
     assert "face" in {k for d in decisions if d.track_id == main for k in d.region_kinds}
 
 
-def _stills(tmp_path: Path, label: str, n: int) -> Path:
-    src = SHARED_DATA / "skin8" / label
-    if not src.is_dir():
-        pytest.skip(f"real skin photos not found at {src}")
-    d = tmp_path / label
-    d.mkdir()
-    for f in sorted(src.glob("*.jpg"))[:n]:
-        (d / f.name).symlink_to(f)
-    return d
-
-
 @pytest.mark.parametrize(("label", "expected"), [("mpox", {"suspected", "review"}), ("normal", {"clear"})])
 def test_image_folder_one_decision_per_photo(detector, classifier, tmp_path, label, expected):
-    folder = _stills(tmp_path, label, 16)
+    folder = link_photos(tmp_path, label, 16)
     pipe = Pipeline(classifier, detector, PipelineConfig())
     still_of: dict[int, int] = {}
     decisions = []
