@@ -297,7 +297,8 @@ class Daemon:
         for w in workers:
             w.start()
         sd_notify("READY=1")
-        where = f", HTTP API at {self.http_url} (docs: {self.http_url}docs)" if self.http_url else ""
+        where = (f", staff page {self.http_url} , upload page {self.http_url}upload , API docs "
+                 f"{self.http_url}docs" if self.http_url else "")
         print(f"mpox-aism running: station {self.config.station_id}, {len(workers)} camera(s), model "
               f"{self.model_version}{where}", flush=True)
         next_status = 0.0

@@ -1,0 +1,277 @@
+"""The staff pages in a real headless Chromium (selenium) against the real kiosk app: uvicorn on a loopback
+port, the shipped model (onnxruntime) with the real Grad-CAM explainer, real skin photos from ../shared/data.
+
+Skips when Chromium / ChromeDriver (``apt-get install -y chromium chromium-driver``), selenium, the model
+or ../shared/data is absent. No timing asserts: only generous waits, the machine is shared.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
+pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi uvicorn python-multipart")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install selenium==4.51.0")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from kiosk.events import jpeg_b64  # noqa: E402
+from kiosk.http import ServerThread, create_app  # noqa: E402
+from kiosk.staff import ReviewStore, add_staff_routes  # noqa: E402
+from tests.conftest import SKIN8, default_model_or_skip, need_skin8  # noqa: E402
+
+APT_LINE = "apt-get install -y chromium chromium-driver"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
+CHROMEDRIVER = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/bin")
+TOKEN = "staff-page-test-token"
+WAIT_S = 10.0  # what the brief promises for a new event to show
+SLOW_WAIT_S = 180.0  # a diagnosis with Grad-CAM on two shared cores
+
+
+def first_photo(label: str) -> Path:
+    need_skin8()
+    files = sorted(p for p in (SKIN8 / label).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        pytest.skip(f"no JPEG photos in {SKIN8 / label}")
+    return files[0]
+
+
+class Kiosk:
+    """The app under test plus the providers the test drives: a list of events and per-camera frames."""
+
+    def __init__(self, server: ServerThread, reviews_path: Path) -> None:
+        self.server = server
+        self.reviews_path = reviews_path
+        self.events: list[dict[str, Any]] = []
+        self.frames: dict[str, bytes | None] = {}
+        self.lock = threading.Lock()
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self.events.append(event)
+
+
+@pytest.fixture(scope="module")
+def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
+    model_dir = default_model_or_skip()
+    if not (model_dir / "model.onnx").is_file():
+        pytest.skip(f"no model.onnx in {model_dir}; make it with `mpox-aism export onnx`")
+    frame = first_photo("normal").read_bytes()
+    from export.backends import load_classifier
+    from export.gradcam import GradCamExplainer
+
+    reviews_path = tmp_path_factory.mktemp("staff") / "reviews.sqlite"
+    with load_classifier("onnxruntime", model_dir) as classifier:
+        app = create_app(classifier=classifier, explainer=GradCamExplainer(model_dir), token=TOKEN)
+        holder: list[Kiosk] = []
+
+        def events() -> list[dict[str, Any]]:
+            with holder[0].lock:
+                return list(holder[0].events)
+
+        add_staff_routes(app, events_provider=events, frame_provider=lambda name: holder[0].frames.get(name),
+                         cameras=lambda: list(holder[0].frames), reviews_path=reviews_path)
+        with ServerThread(app) as server:
+            k = Kiosk(server, reviews_path)
+            k.frames.update(gate1=frame, gate2=None)  # gate2 has not sent a frame yet
+            holder.append(k)
+            yield k
+
+
+@pytest.fixture(scope="module")
+def client(kiosk: Kiosk) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=kiosk.server.url, timeout=httpx.Timeout(SLOW_WAIT_S)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(f"chromium / chromedriver not installed; install them with: {APT_LINE}")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,1000",
+                 # a synthetic camera, granted without a prompt: exercises the getUserMedia path
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    except WebDriverException as e:
+        pytest.skip(f"headless chromium did not start: {e.msg}")
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def make_event(event_id: str, time: str, *, decision: str = "suspected", label: str = "mpox",
+               probability: float = 0.91, images: bool = True) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "schema": "mpox-aism/event@1", "event_id": event_id, "station_id": "test", "camera": "gate1",
+        "track_id": 7, "decision": decision, "label": label, "probability": probability,
+        "probabilities": {label: probability, "normal": round(1 - probability, 4)},
+        "region_kinds": ["hand"], "time": time, "research_use_only": True,
+    }
+    if images:
+        import cv2
+
+        rgb = cv2.cvtColor(cv2.imread(str(first_photo("mpox"))), cv2.COLOR_BGR2RGB)
+        event["crop_jpeg_base64"] = jpeg_b64(rgb, 160)
+        event["gradcam_jpeg_base64"] = jpeg_b64(rgb[:, ::-1].copy(), 160)
+    return event
+
+
+def wait(driver: WebDriver, timeout: float, what: str, pred: Any) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(pred, message=f"waiting for {what}")
+
+
+def img_loaded(driver: WebDriver, css: str) -> bool:
+    return bool(driver.execute_script(
+        "const i = document.querySelector(arguments[0]); return !!i && i.complete && i.naturalWidth > 0;", css))
+
+
+def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Client, browser: WebDriver) -> None:
+    browser.get(kiosk.server.url + "/")
+    wait(browser, 30, "gate1's live frame", lambda d: img_loaded(d, 'img[data-camera="gate1"]'))
+    wait(browser, 30, "gate2's 'no frame yet'", lambda d: "no frame yet" in d.find_element(
+        By.CSS_SELECTOR, 'img[data-camera="gate2"]').find_element(By.XPATH, "..").text)
+
+    name = browser.find_element(By.ID, "staff-name")
+    name.clear()
+    name.send_keys("Officer Test")
+
+    first = make_event("ev-1", "2026-01-01T10:00:00.000+00:00")
+    kiosk.add_event(first)
+    kiosk.add_event(make_event("ev-clear", "2026-01-01T10:00:01.000+00:00", decision="clear", label="normal",
+                               images=False))  # clear events are not for the staff
+    sel1 = 'li[data-event-id="ev-1"]'
+    wait(browser, WAIT_S, "the new event on the page", lambda d: d.find_elements(By.CSS_SELECTOR, sel1))
+    li = browser.find_element(By.CSS_SELECTOR, sel1)
+    text = li.text
+    assert "suspected" in text and "mpox" in text and "91.0 %" in text and "gate1" in text, text
+    assert "not yet reviewed" in text
+    wait(browser, WAIT_S, "the crop and Grad-CAM images", lambda d: img_loaded(d, f"{sel1} img.crop")
+         and img_loaded(d, f"{sel1} img.gradcam"))
+    assert not browser.find_elements(By.CSS_SELECTOR, 'li[data-event-id="ev-clear"]')
+
+    # a newer event goes on top
+    kiosk.add_event(make_event("ev-2", "2026-01-01T11:00:00.000+00:00", decision="review", label="chickenpox",
+                               probability=0.45, images=False))
+    wait(browser, WAIT_S, "the second event on top", lambda d: [e.get_attribute("data-event-id") for e in
+                                                                   d.find_elements(By.CSS_SELECTOR, "#events li")]
+         == ["ev-2", "ev-1"])
+
+    li = browser.find_element(By.CSS_SELECTOR, sel1)
+    li.find_element(By.XPATH, ".//button[normalize-space()='Mark reviewed']").click()
+    wait(browser, WAIT_S, "the recorded state", lambda d: "reviewed by Officer Test" in d.find_element(
+        By.CSS_SELECTOR, f"{sel1} .state").text)
+    # still shown after further polls (the state comes back from the server, not just the click)
+    browser.refresh()
+    wait(browser, WAIT_S, "the state after a reload", lambda d: d.find_elements(By.CSS_SELECTOR, sel1) and
+         "reviewed by Officer Test" in d.find_element(By.CSS_SELECTOR, f"{sel1} .state").text)
+
+    events = client.get("/api/events").json()
+    assert [e["event_id"] for e in events] == ["ev-2", "ev-1"]
+    assert events[1]["review"]["action"] == "reviewed" and events[1]["review"]["by"] == "Officer Test"
+    assert events[1]["review"]["note"] == "" and events[1]["review"]["time"]
+    assert events[0]["review"] is None
+    assert events[1]["crop_jpeg_base64"] == first["crop_jpeg_base64"]
+
+    # durable: a fresh store on the same file (as after a daemon restart) reads it back
+    assert ReviewStore(kiosk.reviews_path).latest(["ev-1"])["ev-1"]["action"] == "reviewed"
+    with sqlite3.connect(kiosk.reviews_path) as con:
+        rows = con.execute("SELECT event_id, action, by FROM reviews").fetchall()
+    assert ("ev-1", "reviewed", "Officer Test") in rows
+
+
+def test_review_api_errors_and_history(kiosk: Kiosk, client: httpx.Client) -> None:
+    kiosk.add_event(make_event("ev-api", "2026-01-01T09:00:00.000+00:00", images=False))
+    r = client.post("/api/events/no-such-event/review", json={"action": "reviewed", "by": "x", "note": ""})
+    assert r.status_code == 404, r.text
+    for bad in ({"action": "deleted", "by": "x", "note": ""}, {"action": "reviewed", "by": "", "note": ""},
+                {"by": "x"}):
+        r = client.post("/api/events/ev-api/review", json=bad)
+        assert r.status_code == 422, (bad, r.text)
+    for action in ("acknowledged", "reviewed"):
+        r = client.post("/api/events/ev-api/review", json={"action": action, "by": "Nurse", "note": "seen"})
+        assert r.status_code == 200, r.text
+        assert r.json()["action"] == action and r.json()["event_id"] == "ev-api"
+    latest = {e["event_id"]: e["review"] for e in client.get("/api/events").json()}
+    assert latest["ev-api"]["action"] == "reviewed" and latest["ev-api"]["note"] == "seen"
+    history = client.get("/api/events/ev-api/reviews").json()
+    assert [h["action"] for h in history] == ["acknowledged", "reviewed"]
+
+
+def test_frames_and_pages(kiosk: Kiosk, client: httpx.Client) -> None:
+    r = client.get("/api/cameras/gate1/frame.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.content == kiosk.frames["gate1"] and r.headers["cache-control"] == "no-store"
+    assert client.get("/api/cameras/gate2/frame.jpg").status_code == 404  # no frame yet
+    assert client.get("/api/cameras/nope/frame.jpg").status_code == 404
+    assert client.get("/api/cameras").json() == ["gate1", "gate2"]
+    for path in ("/", "/upload"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        # self-contained: the LAN is offline, so nothing is loaded from another host
+        assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""",
+                             r.text), path
+        assert "<script src" not in r.text and '<link rel="stylesheet"' not in r.text
+        assert 'name="viewport"' in r.text
+
+
+def test_upload_page_file_and_camera(kiosk: Kiosk, client: httpx.Client, browser: WebDriver) -> None:
+    photo = first_photo("mpox")
+    browser.get(kiosk.server.url + "/upload")
+    file_input = browser.find_element(By.ID, "file")
+    assert file_input.get_attribute("accept") == "image/*" and file_input.get_attribute("capture") == "environment"
+
+    # a wrong token is told, not silently ignored
+    browser.find_element(By.ID, "token").send_keys("wrong")
+    file_input.send_keys(str(photo))
+    wait(browser, 60, "the 401 message", lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "token" in browser.find_element(By.ID, "error").text.lower()
+
+    browser.get(kiosk.server.url + "/upload")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait(browser, SLOW_WAIT_S, "the diagnosis", lambda d: d.find_element(By.ID, "result").is_displayed())
+    expected = client.post("/v1/diagnose", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
+                           headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert browser.find_element(By.ID, "label").text == expected["label"]
+    assert browser.find_element(By.ID, "decision").text == expected["decision"]
+    assert browser.find_element(By.ID, "decision").text in {"clear", "review", "suspected"}
+    assert browser.find_element(By.ID, "probability").text == f"{100 * expected['probability']:.1f} %"
+    wait(browser, WAIT_S, "the Grad-CAM image", lambda d: img_loaded(d, "#gradcam"))
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+    # the camera path: Chromium's synthetic camera, a canvas snapshot, the same endpoint
+    browser.get(kiosk.server.url + "/upload")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "use-camera").click()
+    wait(browser, 30, "the camera picture", lambda d: d.execute_script(
+        "return document.getElementById('video').videoWidth > 0"))
+    browser.find_element(By.ID, "snap").click()
+    wait(browser, SLOW_WAIT_S, "the camera diagnosis", lambda d: d.find_element(By.ID, "result").is_displayed()
+         or d.find_element(By.ID, "error").is_displayed())
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "label").text
+    assert browser.find_element(By.ID, "decision").text in {"clear", "review", "suspected"}
+    wait(browser, WAIT_S, "the camera Grad-CAM image", lambda d: img_loaded(d, "#gradcam"))
+
