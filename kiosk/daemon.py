@@ -336,6 +336,11 @@ class Daemon:
                     for _ in range(int(n - seen.get(key, 0))):
                         m.decision(state)
                     seen[key] = n
+            for kind in ("face", "hand", "close"):
+                n = int(summ.get(f"frames_with_{kind}", 0))
+                if n > seen.get(f"det_{kind}", 0):
+                    m.detection(kind, n - int(seen.get(f"det_{kind}", 0)))
+                    seen[f"det_{kind}"] = n
             classify_ms = summ.get("stage_ms", {}).get("classify")
             if classify_ms and df > 0:
                 m.observe_inference(classify_ms / 1000)
