@@ -182,7 +182,7 @@ class Daemon:
         try:
             bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
             colours = {"face": (0, 200, 0), "hand": (255, 160, 0), "close": (0, 160, 255)}
-            for r in pipe._regions:
+            for r in pipe.regions:
                 cv2.rectangle(bgr, (r.x0, r.y0), (r.x1, r.y1), colours.get(r.kind, (255, 255, 255)), 2)
                 cv2.putText(bgr, r.kind, (r.x0, max(12, r.y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                             colours.get(r.kind, (255, 255, 255)), 1)

@@ -152,5 +152,10 @@ class Pipeline:
         yield from self.finish()
 
     @property
+    def regions(self) -> list[Region]:
+        """The regions of the latest detection (reused between strided detections)."""
+        return self._regions
+
+    @property
     def tracks(self) -> int:
         return self.tracker.total_tracks
