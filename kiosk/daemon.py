@@ -351,7 +351,9 @@ class Daemon:
     def _shutdown(self, classifier) -> int:
         if self.publisher is not None:
             deadline = time.monotonic() + self.config.outbox.flush_timeout_s
-            while self.outbox.depth() and self.publisher.connected and time.monotonic() < deadline:
+            # wait for the broker too: a source that ended during an outage must not exit with alerts queued
+            # (they would survive on disk, but only be sent at the next start)
+            while self.outbox.depth() and time.monotonic() < deadline:
                 time.sleep(0.1)
             self.publisher.publish_status("status", self.status())
         summary = self.summary()
