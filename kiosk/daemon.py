@@ -212,11 +212,10 @@ class Daemon:
         event = build_event(decision, station_id=self.config.station_id, camera=cam.config.name,
                             run_id=self.run_id, model_version=self.model_version, privacy=self.config.privacy,
                             gradcam=gradcam)
-        data = json.dumps(event, separators=(",", ":")).encode()
         if self.publisher is not None:
             self.publisher.publish_event("events", event)
         else:
-            self.outbox.put(f"{self.topic_prefix}/events", data)
+            self.outbox.put(f"{self.topic_prefix}/events", json.dumps(event, separators=(",", ":")).encode())
         cam.events += 1
         with self._lock:
             self.recent.append(event)

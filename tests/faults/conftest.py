@@ -40,6 +40,16 @@ def start_daemon(cfg: Path, summary: Path, log: Path) -> subprocess.Popen[bytes]
                                  "--summary", str(summary)], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
 
 
+def wait_daemon(proc: subprocess.Popen[bytes], timeout: float = 600) -> int:
+    """Exit code of the daemon; a daemon still running after ``timeout`` is killed (never left behind)."""
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def outbox_rows(path: Path) -> list[tuple[int, str, bytes]]:
     """(id, topic, payload) of every pending outbox row, read through a read-only connection; [] if unreadable."""
     import sqlite3

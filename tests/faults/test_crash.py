@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import link_photos
-from tests.faults.conftest import event_ids, kiosk_config, outbox_rows, start_daemon, tail
+from tests.faults.conftest import event_ids, kiosk_config, outbox_rows, start_daemon, tail, wait_daemon
 from tests.kiosk.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.faults
@@ -30,11 +30,8 @@ def test_sigkill_with_pending_events_then_restart_publishes_them(tmp_path, make_
                    what="2 events pending in the outbox")
         assert proc.poll() is None, f"daemon ended before the kill:\n{tail(log)}"
         proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        wait_daemon(proc, timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "summary1.json").exists()  # it really died without its shutdown
     pending = [json.loads(p)["event_id"] for _, _, p in outbox_rows(outbox)]
@@ -48,12 +45,7 @@ def test_sigkill_with_pending_events_then_restart_publishes_them(tmp_path, make_
                         hold_frames=30, name="restart.yaml")
     t0 = time.monotonic()
     proc2 = start_daemon(cfg2, tmp_path / "summary2.json", log)
-    try:
-        rc = proc2.wait(timeout=600)
-    finally:
-        if proc2.poll() is None:
-            proc2.kill()
-            proc2.wait(30)
+    rc = wait_daemon(proc2)
     assert rc == 0, tail(log)
     s2 = json.loads((tmp_path / "summary2.json").read_text())
     assert s2["pending"] == 0 and outbox_rows(outbox) == [], (s2, tail(log))
