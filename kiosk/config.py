@@ -156,11 +156,17 @@ def format_error(e: ValidationError) -> str:
 def load_config(path: str | Path) -> KioskConfig:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): is this the config file?") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    except (ValueError, TypeError, RecursionError) as e:  # PyYAML's constructors (bad dates, deep nesting)
+        raise ConfigError(f"{p}: YAML value not understood: {e}") from None
     return parse_config(data, str(p))
 
 

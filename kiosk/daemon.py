@@ -11,6 +11,7 @@ Every review/suspected decision becomes an event written to the outbox before an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 from kiosk.config import CameraConfig, KioskConfig, secret
 from kiosk.events import build_event, images_allowed
 from kiosk.outbox import Outbox
+from kiosk.privacy import FaceGuard
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,7 @@ class Daemon:
                                  min_hand_score=cfg.detector.min_hand_score, max_hands=cfg.detector.max_hands,
                                  face_model=cfg.detector.face_model)
             source = open_source(c.source, hold_frames=c.hold_frames, loop=c.loop, name=c.name)
+            guard = None if cfg.privacy.allow_full_face or not cfg.privacy.publish_crops else FaceGuard()
         except Exception as e:
             cam.errors += 1
             cam.last_error = f"{type(e).__name__}: {e}"
@@ -152,20 +155,20 @@ class Daemon:
             pconf.detect_stride = pconf.classify_stride = 1
         pipe = Pipeline(classifier, det, pconf)
         try:
-            with source, det:
+            with source, det, guard or contextlib.nullcontext():
                 for frame in source:
                     if self.stop_event.is_set():
                         break
                     cam.frames += 1
                     for decision in pipe.process(frame):
-                        self._emit(cam, decision, explainer_factory)
+                        self._emit(cam, decision, explainer_factory, guard)
                     if cam.frames % 10 == 0:
                         self._snapshot(c.name, frame.image, pipe)
                     if cam.frames % 30 == 0:
                         cam.source_stats = source.stats()
                         cam.pipeline_summary = pipe.stats.summary()
                 for decision in pipe.finish():
-                    self._emit(cam, decision, explainer_factory)
+                    self._emit(cam, decision, explainer_factory, guard)
                 cam.source_stats = source.stats()
         except Exception as e:  # the worker must report, not vanish
             cam.errors += 1
@@ -199,11 +202,16 @@ class Daemon:
         with self._lock:
             return list(self.recent)
 
-    def _emit(self, cam: CameraState, decision, explainer_factory) -> None:
+    def _emit(self, cam: CameraState, decision, explainer_factory, guard: FaceGuard | None = None) -> None:
         if decision.state == "clear":
             return
         gradcam = None
-        if images_allowed(decision, self.config.privacy):
+        attach = images_allowed(decision, self.config.privacy)
+        if attach and guard is not None and guard.contains_face(decision.best_crop):
+            attach = False
+            self.metrics.images_withheld()
+            log.info("track %s: a face is visible in the crop; event published without images", decision.track_id)
+        if attach:
             try:
                 with self.explain_lock:
                     gradcam = explainer_factory().explain(decision.best_crop).overlay
@@ -211,7 +219,7 @@ class Daemon:
                 log.warning("Grad-CAM failed for track %s: %s", decision.track_id, e)
         event = build_event(decision, station_id=self.config.station_id, camera=cam.config.name,
                             run_id=self.run_id, model_version=self.model_version, privacy=self.config.privacy,
-                            gradcam=gradcam)
+                            gradcam=gradcam, attach_images=attach)
         if self.publisher is not None:
             self.publisher.publish_event("events", event)
         else:

@@ -5,7 +5,8 @@ decision always gets the same id, and the id is stored with the payload in the o
 re-publish after a reconnect or a crash carries the same id and the consumer can de-duplicate.
 Images: the lesion crop and its Grad-CAM overlay are attached (JPEG, base64, at most
 ``crop_max_px``) only for hand / close-range crops — a face crop is a full face, attached only when
-``privacy.allow_full_face`` says so.
+``privacy.allow_full_face`` says so; and the daemon withholds any crop in which a face detector finds a
+face (``kiosk.privacy.FaceGuard``), whatever region it came from.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def images_allowed(d: Decision, privacy: PrivacyConfig) -> bool:
 
 
 def build_event(d: Decision, *, station_id: str, camera: str, run_id: str, model_version: str,
-                privacy: PrivacyConfig, gradcam: np.ndarray | None = None) -> dict:
+                privacy: PrivacyConfig, gradcam: np.ndarray | None = None,
+                attach_images: bool | None = None) -> dict:
+    """``attach_images``: the caller's final word (after its face check); None = the policy alone."""
     event_id = uuid.uuid5(NAMESPACE, f"{station_id}|{camera}|{run_id}|{d.track_id}|{d.state}|{d.first_frame}")
     event = {
         "schema": SCHEMA,
@@ -64,7 +67,7 @@ def build_event(d: Decision, *, station_id: str, camera: str, run_id: str, model
         "final": d.final,
         "research_use_only": True,
     }
-    if images_allowed(d, privacy):
+    if images_allowed(d, privacy) if attach_images is None else attach_images:
         event["crop_jpeg_base64"] = jpeg_b64(d.best_crop, privacy.crop_max_px)
         if gradcam is not None:
             event["gradcam_jpeg_base64"] = jpeg_b64(gradcam, privacy.crop_max_px)

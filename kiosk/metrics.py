@@ -55,6 +55,9 @@ class KioskMetrics:
                                       registry=r)
         self.diagnose_requests = Counter("mpox_aism_diagnose_requests_total",
                                          "Diagnosis API requests, by HTTP status.", ["status"], registry=r)
+        self.withheld_images = Counter("mpox_aism_event_images_withheld_total",
+                                       "Events published without images because a face was visible in the crop.",
+                                       registry=r)
         self._outbox_dropped = _OutboxDroppedCollector()
         r.register(self._outbox_dropped)
         for state in DECISION_STATES:
@@ -89,6 +92,9 @@ class KioskMetrics:
 
     def decision(self, state: str) -> None:
         self.decisions.labels(state=state).inc()
+
+    def images_withheld(self) -> None:
+        self.withheld_images.inc()
 
     # ------------------------------------------------------------------ outbox and broker
     def set_outbox(self, stats: Mapping[str, float | int | None]) -> None:

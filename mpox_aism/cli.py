@@ -18,6 +18,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("export", "tensorrt"), "export.tensorrt_build", "build a TensorRT engine from an ONNX file"),
     (("bench", "classifier"), "export.bench", "benchmark classifier backends"),
     (("bench", "pipeline"), "pipeline.bench", "benchmark the camera pipeline on a source"),
+    (("bench", "soak"), "kiosk.soak", "run the daemon on a looping clip; report memory/fd/thread growth"),
     (("run",), "kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
     (("validate-config",), "kiosk.validate", "check a kiosk config file"),
 )

@@ -65,6 +65,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay")
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights (per step, e.g. 0.99) and "
+                        "validate/ship it: a small validation side makes single-epoch weights noisy")
+    p.add_argument("--class-weight", action="append", default=[], metavar="LABEL=W",
+                   help="loss weight of one class (repeatable), e.g. mpox=2 for a screening cost that "
+                        "counts a missed mpox twice; on top of the balancing sampler")
     p.add_argument("--balance", choices=("sampler", "none"), default="sampler",
                    help="'sampler': draw each class equally often")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class's images for validation")
@@ -107,9 +113,39 @@ def _limit(samples: list[Sample], n: int) -> list[Sample]:
 
 
 
+def parse_class_weights(items: list[str]) -> torch.Tensor | None:
+    """``["mpox=2"]`` → a weight per label in label order; None when nothing is given."""
+    if not items:
+        return None
+    w = torch.ones(len(LABELS))
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in LABELS:
+            raise SystemExit(f"train --class-weight: expected LABEL=W with LABEL one of {', '.join(LABELS)}, "
+                             f"got {item!r}")
+        try:
+            w[LABELS.index(name)] = float(value)
+        except ValueError:
+            raise SystemExit(f"train --class-weight: {value!r} is not a number (in {item!r})") from None
+        if not w[LABELS.index(name)] > 0:
+            raise SystemExit(f"train --class-weight: weights must be > 0 (in {item!r})")
+    return w
+
+
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An EMA copy that averages batch-norm buffers too, so it can be evaluated as is."""
+    if decay <= 0:
+        return None
+    if not decay < 1:
+        raise SystemExit(f"train --ema-decay: must be in [0, 1), got {decay}")
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     opt: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler, *,
-                    device: str, amp_dtype: torch.dtype | None, desc: str) -> float:
+                    device: str, amp_dtype: torch.dtype | None, desc: str,
+                    ema: torch.optim.swa_utils.AveragedModel | None = None) -> float:
     model.train()
     total, n = 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, mininterval=2.0, file=sys.stderr)
@@ -122,6 +158,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
         scaler.step(opt)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total += loss.item() * len(y)
         n += len(y)
         bar.set_postfix(loss=f"{total / n:.3f}")
@@ -136,6 +174,7 @@ def _write_history(run: Path, history: list[dict]) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    class_weight = parse_class_weights(args.class_weight)  # a typo fails before any data is read
     run = Path(args.out)
     run.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed, args.deterministic)
@@ -185,7 +224,10 @@ def main(args: argparse.Namespace) -> dict:
     steps = len(loader)
     scheduler = make_scheduler(opt, int(args.warmup_epochs * steps), args.epochs * steps)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    criterion = nn.CrossEntropyLoss(weight=None if class_weight is None else class_weight.to(device),
+                                    label_smoothing=args.label_smoothing)
+    ema = make_ema(model, args.ema_decay)
+    shipped = model if ema is None else ema.module  # the weights that are validated and saved
 
     start, history, best_f1, best_state, stale = 0, [], -1.0, None, 0
     ckpt_path = run / CHECKPOINT
@@ -197,6 +239,8 @@ def main(args: argparse.Namespace) -> dict:
         opt.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         g.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
         start, history, best_f1, best_state, stale = (ck["epoch"] + 1, ck["history"], ck["best_f1"],
@@ -207,8 +251,8 @@ def main(args: argparse.Namespace) -> dict:
     for epoch in range(start, args.epochs):
         t0 = time.time()
         loss = train_one_epoch(model, loader, criterion, opt, scheduler, scaler, device=device,
-                               amp_dtype=amp_dtype, desc=f"epoch {epoch + 1}/{args.epochs}")
-        logits = predict_logits(model, val_s, image_size=args.image_size, device=device,
+                               amp_dtype=amp_dtype, desc=f"epoch {epoch + 1}/{args.epochs}", ema=ema)
+        logits = predict_logits(shipped, val_s, image_size=args.image_size, device=device,
                                 workers=args.workers)
         m = compute_metrics(softmax(logits), y_val)
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits).float(),
@@ -221,13 +265,14 @@ def main(args: argparse.Namespace) -> dict:
         print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         if m["macro_f1"] > best_f1:
             best_f1, stale = m["macro_f1"], 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in shipped.state_dict().items()}
         else:
             stale += 1
         _write_history(run, history)
         save_atomic(ckpt_path, {
             "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "generator": g.get_state(),
+            "ema": None if ema is None else ema.state_dict(),
             "torch_rng": torch.get_rng_state(), "history": history, "best_f1": best_f1,
             "best_state": best_state, "stale": stale, "args": vars(args)})
         if args.patience and stale >= args.patience:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import REPO
-from tests.kiosk.conftest import collectors, make_broker  # noqa: F401  (fixtures, re-exported)
+from tests.kiosk.conftest import broker, collectors, make_broker  # noqa: F401  (fixtures, re-exported)
 from tests.pipeline.conftest import rtsp_available, rtsp_server  # noqa: F401  (fixtures, re-exported)
 
 

@@ -176,6 +176,19 @@ class Collector:
         self.client.loop_stop()
 
 
+def self_signed_cert(root: Path) -> tuple[Path, Path]:
+    """(cert, key) for a TLS listener on 127.0.0.1, made with the openssl CLI; skips without it."""
+    tmp_path = root
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl CLI not found (apt-get install -y openssl)")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 def _need_mosquitto() -> None:
     if MOSQUITTO is None:
         pytest.skip(f"mosquitto broker not installed; install it with: {APT_LINE}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 
 from kiosk.mqtt import MqttConfigError, MqttPublisher
 from kiosk.outbox import Outbox
-from tests.kiosk.conftest import Broker, Collector, free_port, wait_until
+from tests.kiosk.conftest import Broker, Collector, free_port, self_signed_cert, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "mpox/kiosk-test"
@@ -261,13 +260,7 @@ def test_tls_required_without_ca_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_tls_connects_and_never_falls_back_to_plaintext(make_broker, collectors, publishers, tmp_path: Path) -> None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl CLI not found (apt-get install -y openssl)")
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path)
     tls_port = free_port()
     b = make_broker(persistence=False, extra=[f"listener {tls_port} 127.0.0.1", f"certfile {cert}",
                                               f"keyfile {key}", "tls_version tlsv1.3"])

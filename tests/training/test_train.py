@@ -90,3 +90,33 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, capsys):
     (tmp_path / "smallpox" / "x.jpg").write_bytes(b"junk")
     assert cli(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "1"]) == 2
     assert "unknown class folder" in capsys.readouterr().err
+
+
+def test_class_weights_parse_and_refuse_typos():
+    from training.train import parse_class_weights
+
+    assert parse_class_weights([]) is None
+    w = parse_class_weights(["mpox=2", "normal=0.5"])
+    assert w.tolist() == [2.0 if k == "mpox" else 0.5 if k == "normal" else 1.0 for k in LABELS]
+    for bad in (["monkeypox=2"], ["mpox"], ["mpox=two"], ["mpox=0"], ["mpox=-1"]):
+        with pytest.raises(SystemExit, match="class-weight"):
+            parse_class_weights(bad)
+
+
+def test_ema_weights_are_the_ones_validated_saved_and_resumed(tiny_skin8, tmp_path):
+    """With --ema-decay the shipped model is the averaged copy; resume restores that copy too."""
+    args = ["train", "--data", str(tiny_skin8), "--out", str(tmp_path), *QUICK, "--ema-decay", "0.9",
+            "--class-weight", "mpox=2"]
+    assert cli([*args, "--epochs", "2"]) == 0  # ≥ 2 steps: the first EMA update is a plain copy
+    ck = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ema = {k.removeprefix("module."): v for k, v in ck["ema"].items() if k.startswith("module.")}
+    raw = ck["model"]
+    assert set(ema) == set(raw)
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    best = max(_history(tmp_path), key=lambda r: float(r["val_macro_f1"]))["epoch"]
+    if best == "2":  # the EMA is what was validated and kept
+        assert all(torch.equal(ck["best_state"][k], ema[k]) for k in raw)
+    assert cli([*args, "--epochs", "3", "--resume"]) == 0
+    assert [r["epoch"] for r in _history(tmp_path)] == ["1", "2", "3"]
+    _, info = load_model(tmp_path)
+    assert info.recipe["args"]["ema_decay"] == 0.9 and info.recipe["args"]["class_weight"] == ["mpox=2"]
