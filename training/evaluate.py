@@ -23,7 +23,7 @@ from training.augment import EvalTransform
 from training.calibration import softmax
 from training.data import ImageDataset, Sample, scan_dataset
 from training.labels import LABELS
-from training.metrics import compute_metrics, reliability_bins, threshold_sweep
+from training.metrics import compute_metrics, group_bootstrap, reliability_bins, threshold_sweep
 from training.modeldir import load_model
 from training.split import split_by_groups
 
@@ -65,6 +65,12 @@ def _markdown(metrics: dict, title: str) -> str:
     for name, c in metrics["per_class"].items():
         lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['specificity']:.3f} "
                      f"| {c['f1']:.3f} | {c['support']} |")
+    ci = metrics.get("ci95")
+    if ci:
+        lines += ["", f"95 % intervals (bootstrap over {ci['resamples']['groups']} groups): accuracy "
+                  f"{ci['accuracy']['low']:.3f}–{ci['accuracy']['high']:.3f}, macro-F1 {ci['macro_f1']['low']:.3f}–"
+                  f"{ci['macro_f1']['high']:.3f}, mpox recall {ci['mpox_recall']['low']:.3f}–"
+                  f"{ci['mpox_recall']['high']:.3f}."]
     th = metrics["threshold"]
     lines += ["", f"At threshold {th['value']}: coverage {th['coverage']:.3f} (the rest go to a person), "
               f"accuracy on answered {th['accuracy_answered']:.3f}.", ""]
@@ -88,6 +94,7 @@ def write_report(out_dir: str | Path, samples: Sequence[Sample], logits: np.ndar
     metrics = compute_metrics(probs, y, threshold=threshold)
     metrics["threshold_sweep"] = threshold_sweep(probs, y)
     metrics["by_column"] = _by_column(samples, probs, y, threshold)
+    metrics["ci95"] = group_bootstrap(probs, y, [s.group for s in samples])
     metrics["temperature"] = temperature
     if extra:
         metrics.update(extra)

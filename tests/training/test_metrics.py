@@ -56,3 +56,21 @@ def test_sweep_counts_reviewed_mpox_as_caught():
     rows = {r["threshold"]: r for r in threshold_sweep(probs, y, [0.0, 0.6])}
     assert rows[0.0]["coverage"] == 1.0 and rows[0.0]["mpox_caught_or_reviewed"] == 0.5
     assert rows[0.6]["coverage"] == 0.5 and rows[0.6]["mpox_caught_or_reviewed"] == 1.0
+
+
+def test_group_bootstrap_resamples_groups_and_brackets_the_point_figure():
+    from training.metrics import group_bootstrap
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(8), 12)
+    groups = [f"g{i // 3}" for i in range(len(y))]  # 3 photos per group
+    probs = np.eye(8)[y] * 0.9 + 0.1 / 8
+    wrong = rng.choice(len(y), 20, replace=False)
+    probs[wrong] = np.roll(probs[wrong], 1, axis=1)
+    ci = group_bootstrap(probs, y, groups, n=300)
+    point = float((probs.argmax(1) == y).mean())
+    assert ci["accuracy"]["low"] < point < ci["accuracy"]["high"]
+    assert 0 <= ci["mpox_recall"]["low"] <= ci["mpox_recall"]["high"] <= 1
+    assert ci["resamples"] == {"n": 300, "unit": "group", "groups": 32, "seed": 0}
+    perfect = group_bootstrap(np.eye(8)[y], y, groups, n=50)
+    assert perfect["macro_f1"] == {"low": 1.0, "high": 1.0}

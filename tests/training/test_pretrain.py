@@ -20,7 +20,7 @@ from training import pretrain
 from training.data import scan_dataset
 from training.labels import LABELS
 from training.models import build_model, classifier_head, load_init_checkpoint
-from training.pretrain import ENCODER_FORMAT, collect_images
+from training.pretrain import ENCODER_FORMAT, SourceImages, collect_images, source_size
 from training.split import group_split
 
 QUICK = ["--arch", "mobilenet_v2", "--image-size", "32", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
@@ -86,10 +86,12 @@ def test_encoder_initialises_a_classifier_backbone_and_leaves_the_head_fresh(pre
     assert torch.equal(classifier_head(model).weight, head_before)
 
 
-def test_resume_continues_exactly_where_it_stopped(unlabeled, tmp_path, monkeypatch):
+@pytest.mark.parametrize("views", ["device", "loader"])
+def test_resume_continues_exactly_where_it_stopped(unlabeled, tmp_path, monkeypatch, views):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert cli(["pretrain", "--data", str(unlabeled), "--out", str(straight), "--epochs", "2", *QUICK]) == 0
-    args = ["pretrain", "--data", str(unlabeled), "--out", str(resumed), "--epochs", "2", *QUICK]
+    quick = [*QUICK, "--views", views]
+    assert cli(["pretrain", "--data", str(unlabeled), "--out", str(straight), "--epochs", "2", *quick]) == 0
+    args = ["pretrain", "--data", str(unlabeled), "--out", str(resumed), "--epochs", "2", *quick]
     real_epoch, calls = pretrain.train_one_epoch, []
 
     def interrupted(*a, **k):  # the job is killed during its second epoch
@@ -109,6 +111,39 @@ def test_resume_continues_exactly_where_it_stopped(unlabeled, tmp_path, monkeypa
     assert [r["loss"] for r in rows] == [r["loss"] for r in _history(straight)]
     blob = torch.load(resumed / "encoder.pt", map_location="cpu", weights_only=False)
     assert blob["recipe"]["epochs_done"] == 2
+
+
+def test_source_images_are_uint8_squares_for_device_views(unlabeled):
+    paths = collect_images([unlabeled], verbose=False).paths
+    assert source_size(224) == 258 and source_size(32) == 37
+    dataset = SourceImages(paths, 37)
+    shapes = {tuple(dataset[i].shape) for i in range(len(dataset))}
+    assert shapes == {(3, 37, 37)} and dataset[0].dtype == torch.uint8
+
+
+def test_device_views_run_on_real_photos(tiny_skin8, tmp_path):
+    """`--views device` on the CPU: workers decode and resize, DeviceViews augments each batch."""
+    run = tmp_path / "device"
+    assert cli(["pretrain", "--data", str(tiny_skin8), "--out", str(run), "--epochs", "1", "--limit", "16",
+                *QUICK, "--views", "device"]) == 0
+    rows = _history(run)
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["loss"]))
+    blob = torch.load(run / "encoder.pt", map_location="cpu", weights_only=False)
+    assert blob["recipe"]["args"]["views"] == "device"
+    assert "on cpu, batched" in blob["recipe"]["views"] and "37 px squares" in blob["recipe"]["views"]
+
+
+def test_loader_views_still_run_and_a_switch_on_resume_is_warned(unlabeled, tmp_path, caplog):
+    run = tmp_path / "loader"
+    args = ["pretrain", "--data", str(unlabeled), "--out", str(run), *QUICK]
+    assert cli([*args, "--epochs", "1", "--views", "loader"]) == 0
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["args"]["views"] == "loader"
+    with caplog.at_level(logging.WARNING, logger="training.pretrain"):
+        assert cli([*args, "--epochs", "2", "--resume"]) == 0  # the default is device
+    assert "--views loader" in caplog.text and "--views device" in caplog.text
+    blob = torch.load(run / "encoder.pt", map_location="cpu", weights_only=False)
+    assert blob["recipe"]["epochs_done"] == 2 and "in DataLoader workers" not in blob["recipe"]["views"]
 
 
 def test_unreadable_images_are_skipped_with_a_warning(unlabeled, caplog):

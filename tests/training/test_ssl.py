@@ -2,14 +2,18 @@
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from training.models import build_model, classifier_head
-from training.ssl import Encoder, ProjectionHead, SimCLR, SimCLRViews, feature_dim, nt_xent_loss
+from training.preprocess import MEAN, STD, preprocess
+from training.ssl import DeviceViews, Encoder, ProjectionHead, SimCLR, SimCLRViews, feature_dim, nt_xent_loss
 
 
 def _direct_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
@@ -136,3 +140,146 @@ def test_seeded_views_repeat_and_leave_the_global_rng_alone():
 def test_views_refuse_what_is_not_an_rgb_image():
     with pytest.raises(ValueError, match="uint8"):
         SimCLRViews(32)(np.zeros((8, 8, 3), dtype=np.float32))
+
+
+# ------------------------------------------------------------------- DeviceViews (batched views)
+
+PLAIN = {"min_scale": 1.0, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "hflip_p": 0.0}
+
+
+def _batch(n: int = 4, h: int = 50, w: int = 40, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 3, h, w), dtype=np.uint8))
+
+
+def _smooth(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth RGB uint8 picture (resampling methods agree on it, unlike on pixel noise)."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None]
+
+
+def _unnormalise(v: torch.Tensor) -> torch.Tensor:
+    return v * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_device_views_are_two_different_normalised_batches():
+    x = _batch()
+    v1, v2 = DeviceViews(32)(x, _seeded(0))
+    assert v1.shape == v2.shape == (4, 3, 32, 32)
+    assert v1.dtype == v2.dtype == torch.float32 and v1.device == x.device
+    assert not torch.equal(v1, v2)
+    assert v1.min() < 0 < v1.max()  # mean/std normalised, not [0, 1]
+    for v in (v1, v2):  # every op keeps pixels in [0, 1] before normalisation
+        assert _unnormalise(v).min() >= -1e-5 and _unnormalise(v).max() <= 1 + 1e-5
+
+
+def test_each_image_of_a_batch_gets_its_own_augmentation():
+    same = _batch(n=1).expand(6, 3, 50, 40)
+    v1, _ = DeviceViews(32)(same, _seeded(1))
+    assert all(not torch.equal(v1[0], v1[i]) for i in range(1, 6))
+
+
+@pytest.mark.parametrize(("h", "w", "atol"), [(64, 64, 0.01), (56, 64, 0.1)])
+def test_device_views_without_augmentation_are_the_plain_preprocessing(h, w, atol):
+    """No jitter/grayscale/blur/flip and min_scale=1: the whole image, resized and normalised —
+    what ``preprocess`` (cv2 INTER_AREA) gives, exactly up to its uint8 rounding at a 2× shrink."""
+    image = _smooth(h, w)
+    v1, v2 = DeviceViews(32, **PLAIN)(_chw(image), _seeded(0))
+    assert torch.equal(v1, v2)
+    torch.testing.assert_close(v1[0], preprocess(image, 32), atol=atol, rtol=0)
+    float_input, _ = DeviceViews(32, **PLAIN)(_chw(image).float() / 255)
+    torch.testing.assert_close(float_input, v1, atol=1e-5, rtol=0)
+
+
+def test_flip_with_p1_mirrors_the_view():
+    x = _chw(_smooth(48, 48))
+    plain, _ = DeviceViews(32, **PLAIN)(x)
+    flipped, _ = DeviceViews(32, **{**PLAIN, "hflip_p": 1.0})(x)
+    torch.testing.assert_close(flipped, plain.flip(-1), atol=1e-6, rtol=0)
+    assert not torch.allclose(flipped, plain)
+
+
+def test_grayscale_with_p1_gives_three_equal_channels():
+    v1, v2 = DeviceViews(32, grayscale_p=1.0)(_batch(), _seeded(2))  # jitter and blur left on
+    for v in (v1, v2):
+        rgb = _unnormalise(v)
+        torch.testing.assert_close(rgb[:, 0], rgb[:, 1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(rgb[:, 0], rgb[:, 2], atol=1e-5, rtol=0)
+    colour, _ = DeviceViews(32, **PLAIN)(_batch())
+    assert not torch.allclose(_unnormalise(colour)[:, 0], _unnormalise(colour)[:, 1], atol=1e-2)
+
+
+def test_blur_with_p1_is_torchvisions_gaussian_blur():
+    x = torch.rand(2, 3, 32, 32, generator=_seeded(3))
+    views = DeviceViews(32, **{**PLAIN, "blur_p": 1.0, "blur_sigma": (1.5, 1.5)})
+    v, _ = views(x)
+    expected = TF.normalize(TF.gaussian_blur(x, [views.kernel] * 2, [1.5, 1.5]), MEAN, STD)
+    torch.testing.assert_close(v, expected, atol=1e-5, rtol=0)
+
+
+def test_colour_jitter_uses_torchvisions_formulas_where_nothing_clips():
+    """Brightness, contrast and saturation as torchvision's blends (hue factor at 0 here)."""
+    views = DeviceViews(16, jitter_strength=0.3)
+    x = torch.rand(6, 3, 16, 16, generator=_seeded(4)) * 0.3 + 0.35  # mid-range: no step clips
+    u = views._draw(6, x.device, _seeded(5))
+    u["jitter"].zero_()
+    u["gray"].fill_(1)  # jitter on, grayscale off
+    u["factors"][:, 3] = 0.5  # no hue shift
+    a, t = views._colour_map(x, u)
+    got = torch.einsum("nij,njhw->nihw", a, x) + t[..., None, None]
+    for i in range(6):
+        b, c, s = (1 - 0.24 + 0.48 * float(u["factors"][i, j]) for j in range(3))
+        expected = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x[i], b), c), s)
+        torch.testing.assert_close(got[i], expected, atol=1e-5, rtol=0)
+
+
+def test_crop_boxes_follow_random_resized_crop():
+    views, n, h, w = DeviceViews(32), 4000, 200, 300
+    boxes = views._boxes(h, w, views._draw(n, torch.device("cpu"), _seeded(6)))
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    eps = 1e-3
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w + eps).all() and (boxes[:, 3] <= h + eps).all()
+    area = bw * bh / (h * w)
+    assert area.min() >= 0.2 - eps and area.max() <= 1 + eps
+    assert (bw / bh).min() >= 3 / 4 - eps and (bw / bh).max() <= 4 / 3 + eps
+    torch.manual_seed(0)
+    tv = [v2.RandomResizedCrop.get_params(torch.zeros(3, h, w), [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]
+    tv_area = np.mean([bh_ * bw_ for _, _, bh_, bw_ in tv]) / (h * w)
+    assert float(area.mean()) == pytest.approx(tv_area, abs=0.02)
+
+
+def test_seeded_device_views_repeat_and_leave_the_global_rng_alone():
+    x, views = _batch(), DeviceViews(32)
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    a = views(x, _seeded(7))
+    assert torch.rand(1) == expected
+    b = views(x, _seeded(7))
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    c = views(x, _seeded(8))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_device_views_refuse_what_is_not_an_rgb_batch():
+    with pytest.raises(ValueError, match="N×3×H×W"):
+        DeviceViews(32)(torch.zeros(3, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_views_on_cuda_match_the_cpu_given_the_same_draws():
+    """A CPU generator gives both devices the same parameters: the outputs must then agree."""
+    x = _batch(n=8, h=60, w=60)
+    views = DeviceViews(32)
+    cpu = views(x, _seeded(9))
+    cuda = views.to("cuda")(x.cuda(), _seeded(9))
+    for p, q in zip(cpu, cuda, strict=True):
+        assert q.is_cuda
+        torch.testing.assert_close(q.cpu(), p, atol=1e-3, rtol=0)
