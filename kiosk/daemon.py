@@ -1,7 +1,8 @@
 """``mpox-aism run``: cameras → pipeline → events → outbox → MQTT, with health, metrics and sd_notify.
 
 One capture+pipeline worker thread per camera (a camera that fails is logged, counted and, for
-live sources, reconnected by its source; it never takes the others down). The main thread owns
+live sources, reconnected by its source; a session that dies of an unexpected error is restarted by
+the worker's watchdog with backoff; it never takes the others down). The main thread owns
 the lifecycle: READY=1 once everything is up, a WATCHDOG=1 ping every second from the main loop
 (it proves the main loop is alive, not each camera: a camera without frames is its source's job
 to reconnect, not a reason for systemd to restart the whole kiosk), the retained status message,
@@ -31,6 +32,8 @@ from kiosk.outbox import Outbox
 from kiosk.privacy import FaceGuard
 
 log = logging.getLogger(__name__)
+RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0  # backoff between restarts of a camera whose session died
+FILE_RESTARTS = 3  # a file's error may be deterministic: do not loop on it forever
 
 
 def sd_notify(message: str) -> bool:
@@ -62,6 +65,8 @@ class CameraState:
     frames: int = 0
     events: int = 0
     errors: int = 0
+    restarts: int = 0
+    live: bool = False
     done: bool = False
     last_error: str | None = None
     source_stats: dict = field(default_factory=dict)
@@ -125,19 +130,42 @@ class Daemon:
 
     # -------------------------------------------------------------------------------- workers
     def _camera_worker(self, cam: CameraState, classifier, explainer_factory) -> None:
+        """A watchdog around one camera, as Frigate's: a session that dies of an unexpected error is
+        restarted with backoff (forever for a live camera, ``FILE_RESTARTS`` times for a file, whose
+        error may be deterministic); a source that cannot be opened at all, or ends, is done. The
+        other cameras never notice."""
+        delay = RESTART_MIN_S
+        pipe = None
+        try:
+            while not self.stop_event.is_set():
+                outcome, pipe = self._camera_session(cam, classifier, explainer_factory, pipe)
+                if outcome != "crashed":
+                    break
+                if not cam.live and cam.restarts >= FILE_RESTARTS:
+                    log.error("camera %s: gave up after %d restarts", cam.config.name, cam.restarts)
+                    break
+                cam.restarts += 1
+                log.warning("camera %s: restarting in %.0f s (restart %d)", cam.config.name, delay, cam.restarts)
+                if self.stop_event.wait(delay):
+                    break
+                delay = min(2 * delay, RESTART_MAX_S)
+        finally:
+            cam.done = True
+
+    def _camera_session(self, cam: CameraState, classifier, explainer_factory, pipe):
+        """Open the source and detectors, run frames until the source ends, a stop, or an error.
+
+        Returns (``"cannot start" | "ended" | "stopped" | "crashed"``, the pipeline): the pipeline (its
+        stats, decider) lives across restarts; its open tracks are closed when a session dies.
+        """
         from pipeline.crops import CropConfig
         from pipeline.decider import DecisionConfig
         from pipeline.pipeline import Pipeline, PipelineConfig
         from pipeline.regions import RegionDetector
-        from pipeline.sources import ImageFolderSource, open_source
+        from pipeline.sources import ImageFolderSource, LiveSource, open_source
 
         c, cfg = cam.config, self.config
         d = cfg.decision
-        pconf = PipelineConfig(
-            detect_stride=c.detect_stride, classify_stride=c.classify_stride,
-            crop=CropConfig(close_range=c.close_range),
-            decision=DecisionConfig(threshold=d.threshold, notifiable=tuple(d.notifiable), window=d.window,
-                                    min_crops=d.min_crops, consensus=d.consensus))
         try:
             det = RegionDetector(min_face_score=cfg.detector.min_face_score,
                                  min_hand_score=cfg.detector.min_hand_score, max_hands=cfg.detector.max_hands,
@@ -147,36 +175,53 @@ class Daemon:
         except Exception as e:
             cam.errors += 1
             cam.last_error = f"{type(e).__name__}: {e}"
-            cam.done = True
             log.error("camera %s cannot start: %s", c.name, cam.last_error)
-            return
-        if isinstance(source, ImageFolderSource):
-            # each still is its own scene held a few frames: strides would leave it under min_crops
-            pconf.detect_stride = pconf.classify_stride = 1
-        pipe = Pipeline(classifier, det, pconf)
+            return "cannot start", pipe
+        cam.live = isinstance(source, LiveSource)
+        if pipe is None:
+            pconf = PipelineConfig(
+                detect_stride=c.detect_stride, classify_stride=c.classify_stride,
+                crop=CropConfig(close_range=c.close_range),
+                decision=DecisionConfig(threshold=d.threshold, notifiable=tuple(d.notifiable), window=d.window,
+                                        min_crops=d.min_crops, consensus=d.consensus))
+            if isinstance(source, ImageFolderSource):
+                # each still is its own scene held a few frames: strides would leave it under min_crops
+                pconf.detect_stride = pconf.classify_stride = 1
+            pipe = Pipeline(classifier, det, pconf)
+        pipe.detector = det
+        outcome = "ended"
+        first = True
         try:
             with source, det, guard or contextlib.nullcontext():
-                for frame in source:
-                    if self.stop_event.is_set():
-                        break
-                    cam.frames += 1
-                    for decision in pipe.process(frame):
+                try:
+                    for frame in source:
+                        if self.stop_event.is_set():
+                            outcome = "stopped"
+                            break
+                        if first and cam.restarts:
+                            cam.last_error, first = None, False  # back after a restart
+                        cam.frames += 1
+                        for decision in pipe.process(frame):
+                            self._emit(cam, decision, explainer_factory, guard)
+                        if cam.frames % 10 == 0:
+                            self._snapshot(c.name, frame.image, pipe)
+                        if cam.frames % 30 == 0:
+                            cam.source_stats = source.stats()
+                            cam.pipeline_summary = pipe.stats.summary()
+                finally:
+                    # the tracks end with the session (frame indices restart with the next source);
+                    # their last decisions are real and are emitted
+                    for decision in pipe.finish():
                         self._emit(cam, decision, explainer_factory, guard)
-                    if cam.frames % 10 == 0:
-                        self._snapshot(c.name, frame.image, pipe)
-                    if cam.frames % 30 == 0:
-                        cam.source_stats = source.stats()
-                        cam.pipeline_summary = pipe.stats.summary()
-                for decision in pipe.finish():
-                    self._emit(cam, decision, explainer_factory, guard)
                 cam.source_stats = source.stats()
         except Exception as e:  # the worker must report, not vanish
             cam.errors += 1
             cam.last_error = f"{type(e).__name__}: {e}"
             log.exception("camera %s stopped", c.name)
+            outcome = "crashed"
         finally:
             cam.pipeline_summary = pipe.stats.summary()
-            cam.done = True
+        return outcome, pipe
 
     def _snapshot(self, camera: str, image, pipe) -> None:
         """A small annotated JPEG for the staff page's live view (stays on the box, never published)."""
@@ -242,7 +287,8 @@ class Daemon:
         return {
             "down": down,
             "station_id": self.config.station_id, "run_id": self.run_id, "model_version": self.model_version,
-            "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "done": c.done,
+            "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "restarts": c.restarts,
+                            "done": c.done,
                             "last_error": c.last_error, **{k: c.source_stats.get(k) for k in
                                                            ("connected", "dropped_frames", "reconnects")}}
                         for n, c in self.cameras.items()},
@@ -261,7 +307,7 @@ class Daemon:
                 "events": sum(c.events for c in self.cameras.values()),
                 "decisions": decisions,
                 "published": st.get("published", 0), "pending": self.outbox.depth(),
-                "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors,
+                "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "restarts": c.restarts,
                                 "pipeline": c.pipeline_summary} for n, c in self.cameras.items()}}
 
     def _start_http(self, classifier, explainer_factory) -> None:
