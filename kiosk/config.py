@@ -82,6 +82,8 @@ class MqttConfig(_Model):
                               "password; the systemd credential 'mqtt-password' is used when present.")
     tls: TlsConfig | None = Field(None, description="TLS settings; required for mqtts://.")
     status_interval_s: float = Field(30.0, gt=0, description="Seconds between retained status messages.")
+    keepalive_s: int = Field(30, ge=2, le=3600, description="MQTT keepalive: a broker that goes silent without "
+                             "closing the connection (frozen, network partition) is noticed after ~1.5× this.")
 
     @field_validator("url")
     @classmethod

@@ -115,7 +115,8 @@ class Daemon:
         pub = MqttPublisher(self.outbox, host=u.hostname or "", port=u.port or (8883 if u.scheme == "mqtts" else 1883),
                             client_id=m.client_id or f"mpox-aism-{self.config.station_id}",
                             topic_prefix=self.topic_prefix, username=m.username,
-                            password=secret(m.password_env, "mqtt-password") if m.username else None, tls=tls)
+                            password=secret(m.password_env, "mqtt-password") if m.username else None, tls=tls,
+                            keepalive=m.keepalive_s)
         pub.start()
         return pub
 
