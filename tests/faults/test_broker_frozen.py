@@ -6,7 +6,6 @@ order, duplicates allowed."""
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from kiosk.mqtt import MqttPublisher
 from kiosk.outbox import Outbox
 from tests.faults.conftest import event_ids
-from tests.kiosk.conftest import wait_until
+from tests.kiosk.conftest import AlertStream, wait_until
 
 pytestmark = pytest.mark.faults
 PREFIX = "mpox-aism/gate-frozen"
@@ -32,20 +31,9 @@ def test_frozen_broker_is_noticed_by_keepalive_and_nothing_is_lost(make_broker, 
     pub = MqttPublisher(ob, host="127.0.0.1", port=b.port, client_id="kiosk-frozen", topic_prefix=PREFIX,
                         keepalive=KEEPALIVE, reconnect_max_s=2)
     pub.start()
-    ids: list[str] = []
-    stop = threading.Event()
-
-    def stream() -> None:  # one alert every 0.2 s, through the freeze and the thaw
-        i = 0
-        while not stop.is_set():
-            ids.append(pub.publish_event("events", {"seq": i}))
-            i += 1
-            time.sleep(0.2)
-
-    t = threading.Thread(target=stream)
-    try:
-        wait_until(lambda: pub.connected, what="publisher connected")
-        t.start()
+    wait_until(lambda: pub.connected, what="publisher connected")
+    with AlertStream(pub, "events", 0.2) as stream:  # one alert every 0.2 s, through the freeze and the thaw
+        ids = stream.ids
         wait_until(lambda: len(event_ids(console.payloads())) >= 5, what="first alerts delivered")
         assert b.proc is not None
         b.proc.send_signal(signal.SIGSTOP)
@@ -60,10 +48,6 @@ def test_frozen_broker_is_noticed_by_keepalive_and_nothing_is_lost(make_broker, 
         back = time.monotonic() - thawed_at
         n_after = len(ids)
         wait_until(lambda: len(ids) >= n_after + 5, what="alerts after the thaw")
-    finally:
-        stop.set()
-        if t.is_alive():
-            t.join()
     wait_until(lambda: set(event_ids(console.payloads())) >= set(ids), timeout=60, what="every alert delivered")
     got = console.payloads()
     assert event_ids(got) == ids  # none lost, order kept (duplicates removed by event_id)

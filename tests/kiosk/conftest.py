@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,6 +175,33 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class AlertStream:
+    """Publishes a numbered alert every ``period`` s from a thread until stopped; ``ids`` in put order.
+
+    Used as a context manager around a fault, so alerts are put before, during and after it."""
+
+    def __init__(self, publisher: Any, subtopic: str, period: float) -> None:
+        self.publisher, self.subtopic, self.period = publisher, subtopic, period
+        self.ids: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alert-stream")
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            self.ids.append(self.publisher.publish_event(self.subtopic, {"seq": i}))
+            i += 1
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> AlertStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def self_signed_cert(root: Path) -> tuple[Path, Path]:

@@ -12,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from kiosk.mqtt import MqttConfigError, MqttPublisher
 from kiosk.outbox import Outbox
-from tests.kiosk.conftest import Broker, Collector, free_port, self_signed_cert, wait_until
+from tests.kiosk.conftest import AlertStream, Broker, Collector, free_port, self_signed_cert, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "mpox/kiosk-test"
@@ -160,19 +159,8 @@ def test_broker_killed_mid_stream_and_restarted(make_broker, collectors, publish
     p.start()
     wait_until(lambda: p.connected, what="publisher connected")
 
-    ids: list[str] = []
-    stop = threading.Event()
-
-    def stream() -> None:  # a steady stream of alerts, through the crash and the restart
-        i = 0
-        while not stop.is_set():
-            ids.append(p.publish_event("alert", {"seq": i}))
-            i += 1
-            time.sleep(0.02)
-
-    t = threading.Thread(target=stream)
-    t.start()
-    try:
+    with AlertStream(p, "alert", 0.02) as stream:  # a steady stream, through the crash and the restart
+        ids = stream.ids
         wait_until(lambda: len(event_ids(console)) >= 10, what="first alerts delivered")
         # freeze the broker first, so alerts are certainly on the wire without a PUBACK when it dies
         assert b.proc is not None
@@ -189,9 +177,6 @@ def test_broker_killed_mid_stream_and_restarted(make_broker, collectors, publish
         wait_until(lambda: p.connected, timeout=60, what="publisher reconnected")
         n_at_restart = len(ids)
         wait_until(lambda: len(ids) >= n_at_restart + 10, what="alerts put after the restart")
-    finally:
-        stop.set()
-        t.join()
     assert len(ids[n_at_freeze:n_at_restart]) >= 20  # in flight at the crash, or put while it was down
     wait_until(lambda: set(event_ids(console)) >= set(ids), timeout=60, what="every alert delivered")
     assert first_seen(event_ids(console)) == ids  # none lost, order preserved (duplicates allowed)
