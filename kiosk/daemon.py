@@ -12,12 +12,14 @@ Every review/suspected decision becomes an event written to the outbox before an
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -33,6 +35,7 @@ from kiosk.privacy import FaceGuard
 
 log = logging.getLogger(__name__)
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0  # backoff between restarts of a camera whose session died
+MAX_UNSAVED = 1000  # events held in memory while the outbox cannot be written (disk full)
 FILE_RESTARTS = 3  # a file's error may be deterministic: do not loop on it forever
 
 
@@ -92,6 +95,10 @@ class Daemon:
 
         self.metrics = KioskMetrics()
         self._seen: dict[str, dict[str, float]] = {}
+        self._store_lock = threading.Lock()
+        self._unsaved: collections.deque[dict] = collections.deque()  # events the outbox could not take yet
+        self.store_error: str | None = None
+        self.unsaved_dropped = 0
 
     # -------------------------------------------------------------------------------- building
     def _classifier(self):
@@ -266,16 +273,56 @@ class Daemon:
         event = build_event(decision, station_id=self.config.station_id, camera=cam.config.name,
                             run_id=self.run_id, model_version=self.model_version, privacy=self.config.privacy,
                             gradcam=gradcam, attach_images=attach)
-        if self.publisher is not None:
-            self.publisher.publish_event("events", event)
-        else:
-            self.outbox.put(f"{self.topic_prefix}/events", json.dumps(event, separators=(",", ":")).encode())
+        self._store(event)
         cam.events += 1
         with self._lock:
             self.recent.append(event)
             del self.recent[:-200]
         log.info("event %s: camera %s track %s %s (%s %.2f)", event["event_id"][:8], cam.config.name,
                  decision.track_id, decision.state, decision.label, decision.probability)
+
+    def _store(self, event: dict) -> None:
+        """Outbox first, always. When the write fails (disk full, I/O error) the event waits in memory,
+        behind any earlier ones, and the main loop retries every second: an alert is not dropped because
+        one write failed, and the camera does not stop for it."""
+        with self._store_lock:
+            self._unsaved.append(event)
+            if len(self._unsaved) > MAX_UNSAVED:  # memory is finite too: drop the oldest, counted, loudly
+                lost = self._unsaved.popleft()
+                self.unsaved_dropped += 1
+                log.error("outbox unwritable and %d events held: dropped event %s", MAX_UNSAVED, lost["event_id"])
+            self._save_unsaved_locked()
+
+    def _save_unsaved_locked(self) -> None:
+        while self._unsaved:
+            event = self._unsaved[0]
+            try:
+                if self.publisher is not None:
+                    self.publisher.publish_event("events", event)
+                else:
+                    self.outbox.put(f"{self.topic_prefix}/events",
+                                    json.dumps(event, separators=(",", ":")).encode())
+            except (sqlite3.Error, OSError) as e:
+                if self.store_error is None:
+                    log.error("cannot write the outbox %s (%s): %d event(s) held in memory, retrying every second",
+                              self.outbox_path, e, len(self._unsaved))
+                self.store_error = f"{type(e).__name__}: {e}"
+                return
+            self._unsaved.popleft()
+        if self.store_error is not None:
+            log.warning("outbox %s writable again; every held event is saved", self.outbox_path)
+            self.store_error = None
+
+    def status_snapshot_unsaved(self) -> int:
+        """Events held in memory because the outbox could not take them."""
+        with self._store_lock:
+            return len(self._unsaved)
+
+    def retry_unsaved(self) -> int:
+        """Try to save the held events now; returns how many are still held."""
+        with self._store_lock:
+            self._save_unsaved_locked()
+            return len(self._unsaved)
 
     # -------------------------------------------------------------------------------- lifecycle
     def status(self) -> dict:
@@ -285,6 +332,8 @@ class Daemon:
                 if c.last_error or c.source_stats.get("connected") is False]
         if self.publisher is not None and not pub.get("connected", False):
             down.append("mqtt")
+        if self.store_error is not None:
+            down.append("outbox")
         return {
             "down": down,
             "station_id": self.config.station_id, "run_id": self.run_id, "model_version": self.model_version,
@@ -295,7 +344,8 @@ class Daemon:
                         for n, c in self.cameras.items()},
             "mqtt": {"configured": self.publisher is not None, "connected": pub.get("connected", False),
                      "published": pub.get("published", 0), "last_error": pub.get("last_error")},
-            "outbox": self.outbox.stats(),
+            "outbox": {**self.outbox.stats(), "unsaved": len(self._unsaved), "unsaved_dropped": self.unsaved_dropped,
+                       "write_error": self.store_error},
         }
 
     def summary(self) -> dict:
@@ -308,6 +358,7 @@ class Daemon:
                 "events": sum(c.events for c in self.cameras.values()),
                 "decisions": decisions,
                 "published": st.get("published", 0), "pending": self.outbox.depth(),
+                "unsaved": len(self._unsaved), "unsaved_dropped": self.unsaved_dropped,
                 "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "restarts": c.restarts,
                                 "pipeline": c.pipeline_summary} for n, c in self.cameras.items()}}
 
@@ -360,6 +411,8 @@ class Daemon:
             if all(c.done for c in self.cameras.values()) and self.config.exit_when_done:
                 break
             sd_notify("WATCHDOG=1")
+            if self._unsaved:
+                self.retry_unsaved()
             self._update_metrics()
             if self.publisher is not None and time.monotonic() >= next_status:
                 self.publisher.publish_status("status", self.status())
@@ -403,6 +456,9 @@ class Daemon:
         m.set_broker_connected(bool(self.publisher and self.publisher.connected))
 
     def _shutdown(self, classifier) -> int:
+        if self.retry_unsaved():
+            log.error("exiting with %d event(s) the outbox could not take (%s): %s", len(self._unsaved),
+                      self.store_error, ", ".join(e["event_id"] for e in self._unsaved))
         if self.publisher is not None:
             deadline = time.monotonic() + self.config.outbox.flush_timeout_s
             # wait for the broker too: a source that ended during an outage must not exit with alerts queued

@@ -108,7 +108,11 @@ class Outbox:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (SQLITE_FULL, IOERR): a second ROLLBACK
+                # would raise "no transaction is active" and hide the real error (the disk-full fault
+                # test found this)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def ack(self, msg_id: int) -> None:
