@@ -313,7 +313,7 @@ class Daemon:
             log.warning("outbox %s writable again; every held event is saved", self.outbox_path)
             self.store_error = None
 
-    def status_snapshot_unsaved(self) -> int:
+    def unsaved_count(self) -> int:
         """Events held in memory because the outbox could not take them."""
         with self._store_lock:
             return len(self._unsaved)

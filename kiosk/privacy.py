@@ -24,18 +24,17 @@ class FaceGuard:
     def __init__(self, *, min_score: float = 0.5) -> None:
         from pipeline.regions import RegionDetector
 
-        self._detectors = [RegionDetector(min_face_score=min_score, max_hands=0, face_model="full_range")]
+        self._detector = RegionDetector(min_face_score=min_score, max_hands=0, face_model="full_range")
 
     def contains_face(self, rgb: np.ndarray) -> bool:
         try:
-            return any(r.kind == "face" for det in self._detectors for r in det.detect(rgb))
+            return any(r.kind == "face" for r in self._detector.detect(rgb))
         except Exception as e:  # cannot tell → treat it as a face
             log.warning("face check failed, withholding the images: %s", e)
             return True
 
     def close(self) -> None:
-        for det in self._detectors:
-            det.close()
+        self._detector.close()
 
     def __enter__(self) -> FaceGuard:
         return self

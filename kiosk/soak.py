@@ -31,7 +31,7 @@ import yaml
 
 from export.bench import machine
 
-DEFAULT_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
+DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -44,6 +44,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--mqtt-url", default=None, help="publish events to this broker (default: outbox only)")
     p.add_argument("--json", default=None, help="write samples and summary here")
     return p
+
+
+def staff_url(log_text: str) -> str | None:
+    """The daemon's HTTP base URL from its start-up line (``... staff page http://host:port/ , ...``)."""
+    m = re.search(r"staff page (http://\S+?)/? ,", log_text)
+    return m.group(1) if m else None
 
 
 def proc_sample(pid: int) -> dict[str, float]:
@@ -104,8 +110,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         while time.monotonic() - t0 < 60 * args.minutes and proc.poll() is None:
             if url is None:
-                m = re.search(r"staff page (http://\S+?)/? ,", log_path.read_text(errors="replace"))
-                url = m.group(1) if m else None
+                url = staff_url(log_path.read_text(errors="replace"))
             s = {"t": round(time.monotonic() - t0, 1), **proc_sample(proc.pid), **health(url)}
             samples.append(s)
             print("  ".join(f"{k}={v}" for k, v in s.items()), flush=True)

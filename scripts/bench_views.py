@@ -8,11 +8,11 @@ import os
 import statistics
 import time
 
-import cv2
 import numpy as np
 import torch
 
 from training.data import load_rgb
+from training.preprocess import resize_square
 from training.pretrain import SourceImages, source_size
 from training.ssl import DeviceViews, SimCLRViews
 
@@ -57,8 +57,7 @@ ds = SourceImages(paths, side)
 def squares():
     out = []
     for im in images:  # SourceImages.__getitem__ minus the decode
-        interp = cv2.INTER_AREA if max(im.shape[:2]) > side else cv2.INTER_LINEAR
-        im = cv2.resize(im, (side, side), interpolation=interp)
+        im = resize_square(im, side)
         out.append(torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))))
     return torch.stack(out)
 batch = squares()

@@ -24,18 +24,13 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 
+from kiosk.soak import proc_sample
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -65,7 +60,7 @@ def main() -> None:
     samples = []
     t0 = time.time()
     while time.time() - t0 < a.minutes * 60 and d.poll() is None:
-        samples.append({"t_s": round(time.time() - t0, 1), "rss_mb": round(rss_mb(d.pid), 1)})
+        samples.append({"t_s": round(time.time() - t0, 1), "rss_mb": proc_sample(d.pid)["rss_mb"]})
         time.sleep(5)
     d.send_signal(signal.SIGTERM)
     t_stop = time.time()

@@ -30,14 +30,22 @@ def check_image(image: object) -> None:
         raise ValueError(f"empty image of shape {image.shape}")
 
 
+def resize_square(image_rgb: np.ndarray, size: int) -> np.ndarray:
+    """The whole image to size×size, aspect not kept: area averaging when shrinking, bilinear otherwise.
+
+    Also what SimCLR's on-device views start from, so pretraining sees the classifier's geometry.
+    """
+    if image_rgb.shape[0] == size and image_rgb.shape[1] == size:
+        return image_rgb
+    shrinking = image_rgb.shape[0] > size or image_rgb.shape[1] > size
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image_rgb, (size, size), interpolation=interp)
+
+
 def preprocess_numpy(image_rgb: np.ndarray, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
     """RGB uint8 H×W×3 → normalised float32 3×size×size (numpy, for ONNX/TensorRT backends)."""
     check_image(image_rgb)
-    if image_rgb.shape[0] != size or image_rgb.shape[1] != size:
-        shrinking = image_rgb.shape[0] > size or image_rgb.shape[1] > size
-        interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        image_rgb = cv2.resize(image_rgb, (size, size), interpolation=interp)
-    x = image_rgb.astype(np.float32) / 255.0
+    x = resize_square(image_rgb, size).astype(np.float32) / 255.0
     x = (x - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 

@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -48,6 +47,7 @@ from tqdm import tqdm
 from training.data import IMAGE_SUFFIXES, MANIFEST, DatasetError, load_rgb, scan_dataset
 from training.engine import make_scheduler, save_atomic, seed_everything, write_csv
 from training.models import ARCHS, DEFAULT_ARCH
+from training.preprocess import resize_square
 from training.split import group_split
 from training.ssl import DeviceViews, Encoder, ProjectionHead, SimCLR, SimCLRViews, nt_xent_loss
 
@@ -245,11 +245,7 @@ class SourceImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = load_rgb(self.paths[index])
-        if image.shape[:2] != (self.size, self.size):
-            shrinking = image.shape[0] > self.size or image.shape[1] > self.size
-            interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR  # as training.preprocess
-            image = cv2.resize(image, (self.size, self.size), interpolation=interp)
+        image = resize_square(load_rgb(self.paths[index]), self.size)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 

@@ -124,11 +124,12 @@ def parse_class_weights(items: list[str]) -> torch.Tensor | None:
             raise SystemExit(f"train --class-weight: expected LABEL=W with LABEL one of {', '.join(LABELS)}, "
                              f"got {item!r}")
         try:
-            w[LABELS.index(name)] = float(value)
+            weight = float(value)
         except ValueError:
             raise SystemExit(f"train --class-weight: {value!r} is not a number (in {item!r})") from None
-        if not w[LABELS.index(name)] > 0:
+        if not weight > 0:
             raise SystemExit(f"train --class-weight: weights must be > 0 (in {item!r})")
+        w[LABELS.index(name)] = weight
     return w
 
 

@@ -13,7 +13,6 @@ Inputs are made from the built-in sample photos (scikit-image / matplotlib), so 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
+from kiosk.soak import staff_url
 from pipeline.sources import Frame
 from tests.conftest import default_model_or_skip
 from tests.faults.conftest import start_daemon, tail, wait_daemon
@@ -133,8 +133,7 @@ def test_daemon_keeps_serving_through_bad_cameras_and_uploads(tmp_path: Path, br
         url = None
         deadline = time.monotonic() + 180
         while url is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"staff page (http://\S+?)/? ,", log.read_text(errors="replace") if log.exists() else "")
-            url = m.group(1) if m else None
+            url = staff_url(log.read_text(errors="replace") if log.exists() else "")
             time.sleep(0.5)
         assert url, f"daemon did not start its HTTP server:\n{tail(log)}"
         auth = {"Authorization": f"Bearer {TOKEN}"}

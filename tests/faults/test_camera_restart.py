@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
 from kiosk.config import parse_config
@@ -22,15 +21,9 @@ pytestmark = pytest.mark.faults
 
 def test_crashed_camera_is_restarted_and_the_other_keeps_running(tmp_path: Path, monkeypatch) -> None:
     default_model_or_skip()
-    from training.sample import _photos
+    from training.sample import builtin_sample_dir
 
-    folders = {}
-    for cam in ("flaky", "steady"):
-        d = tmp_path / cam
-        d.mkdir()
-        for name, bgr in _photos().items():
-            cv2.imwrite(str(d / name), bgr)
-        folders[cam] = d
+    folders = {cam: builtin_sample_dir(tmp_path / cam) / "normal" for cam in ("flaky", "steady")}
     real_next = ImageFolderSource.__next__
     crashes = {"n": 0}
 

@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
 from kiosk.config import parse_config
@@ -24,12 +23,9 @@ ALL = ["mpox", "chickenpox", "measles", "bullous", "eczema", "urticaria", "vascu
 
 def test_disk_full_holds_events_in_order_and_saves_them_when_space_returns(tmp_path: Path, monkeypatch) -> None:
     default_model_or_skip()
-    from training.sample import _photos
+    from training.sample import builtin_sample_dir
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name, bgr in _photos().items():
-        cv2.imwrite(str(photos / name), bgr)
+    photos = builtin_sample_dir(tmp_path / "photos") / "normal"
     outboxes: list[Outbox] = []
     real_init = Outbox.__init__
 
@@ -54,14 +50,14 @@ def test_disk_full_holds_events_in_order_and_saves_them_when_space_returns(tmp_p
 
     def fault() -> None:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and daemon.status_snapshot_unsaved() < 3:
+        while time.monotonic() < deadline and daemon.unsaved_count() < 3:
             time.sleep(0.2)
         st = daemon.status()
         seen.update(held=st["outbox"]["unsaved"], down=list(st["down"]), error=st["outbox"]["write_error"],
                     frames_while_full=daemon.cameras["desk"].frames)
         with outboxes[0]._lock:  # space is back
             outboxes[0]._db.execute("PRAGMA max_page_count=1073741823")
-        while time.monotonic() < deadline and (daemon.status_snapshot_unsaved() or daemon.cameras["desk"].events
+        while time.monotonic() < deadline and (daemon.unsaved_count() or daemon.cameras["desk"].events
                                                < int(seen["held"]) + 3):  # type: ignore[arg-type]
             time.sleep(0.2)
         seen["after"] = daemon.status()

@@ -39,12 +39,9 @@ ALL_LABELS = ["mpox", "chickenpox", "measles", "bullous", "eczema", "urticaria",
 
 def portraits(tmp_path: Path) -> Path:
     """Photos of people's faces (the built-in sample, and ../shared/data/people's face photos when present)."""
-    from training.sample import _photos
+    from training.sample import builtin_sample_dir
 
-    d = tmp_path / "portraits"
-    d.mkdir()
-    for name, bgr in _photos().items():
-        cv2.imwrite(str(d / name), bgr)
+    d = builtin_sample_dir(tmp_path / "portraits") / "normal"
     people = SHARED_DATA / "people"
     if people.is_dir():
         for p in sorted(people.iterdir()):
