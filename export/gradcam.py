@@ -43,6 +43,8 @@ def target_layer(model: nn.Module, arch: str) -> tuple[nn.Module, Callable | Non
         return model.inception5b, None
     if arch.startswith("regnet"):
         return model.trunk_output[-1], None
+    if arch.startswith("efficientnet_lite"):
+        return model._head_act, None
     if arch in ("mobilenet_v2", "efficientnet_b0", "densenet201"):
         return model.features[-1], None
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]

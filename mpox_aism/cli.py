@@ -13,6 +13,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("train",), "training.train", "train a classifier on a labeled image folder"),
     (("pretrain",), "training.pretrain", "SimCLR self-supervised pretraining of an encoder"),
     (("screen",), "training.screen", "train several architectures under one recipe and compare them"),
+    (("cv",), "training.cv", "cross-validate a recipe by group and by source; ship the model fit on all"),
     (("evaluate",), "training.evaluate", "evaluate a model: per-class figures, threshold, calibration"),
     (("export", "onnx"), "export.onnx_export", "export a model to ONNX and check parity with PyTorch"),
     (("export", "tensorrt"), "export.tensorrt_build", "build a TensorRT engine from an ONNX file"),

@@ -44,6 +44,7 @@ def predict_logits(model: nn.Module, samples: Sequence[Sample], *, image_size: i
 def _by_column(samples: Sequence[Sample], probs: np.ndarray, y: np.ndarray, threshold: float) -> dict:
     """The same figures per value of each extra manifest column (source, body region, stage…)."""
     columns = sorted({c for s in samples for c in s.extra})
+    groups = np.array([s.group for s in samples])
     out: dict[str, dict] = {}
     for col in columns:
         values = np.array([s.extra.get(col, "") for s in samples])
@@ -52,6 +53,7 @@ def _by_column(samples: Sequence[Sample], probs: np.ndarray, y: np.ndarray, thre
             m = values == v
             met = compute_metrics(probs[m], y[m], threshold=threshold)
             met["per_class"] = {k: c for k, c in met["per_class"].items() if c["support"] > 0}
+            met["ci95"] = group_bootstrap(probs[m], y[m], groups[m], n=300)
             out[col][v] = met
     return out
 
@@ -122,6 +124,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for metrics.json and figures")
     p.add_argument("--split", choices=("all", "val"), default="all",
                    help="'val': only the validation groups stored in the model (its own held-out side)")
+    p.add_argument("--where", default=None, metavar="COLUMN=VALUE",
+                   help="only the photos whose manifest COLUMN equals VALUE, e.g. source=msid")
     p.add_argument("--threshold", type=float, default=None, help="review threshold (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
@@ -145,13 +149,20 @@ def main(args: argparse.Namespace) -> dict:
         _, samples = split_by_groups(samples, info.val_groups)
         if not samples:
             raise SystemExit(f"evaluate --split val: none of the model's validation groups is in {data}")
+    if args.where:
+        column, sep, value = args.where.partition("=")
+        if not sep:
+            raise SystemExit(f"evaluate --where: expected COLUMN=VALUE, got {args.where!r}")
+        samples = [s for s in samples if s.extra.get(column) == value]
+        if not samples:
+            raise SystemExit(f"evaluate --where: no photo in {data} has {column}={value!r}")
     threshold = info.threshold if args.threshold is None else args.threshold
     logits = predict_logits(model, samples, image_size=info.image_size, batch_size=args.batch_size,
                             device=args.device, workers=args.workers)
     metrics = write_report(args.out, samples, logits, temperature=info.temperature, threshold=threshold,
                            title=f"{info.arch} {info.model_version} on {data} ({args.split})",
                            extra={"model_version": info.model_version, "data": str(data),
-                                  "split": args.split})
+                                  "split": args.split, "where": args.where})
     mpox = metrics["per_class"]["mpox"]
     mpox_recall = f"{mpox['recall']:.3f}" if mpox["support"] else "n/a (no mpox images)"
     print(f"n={metrics['n']} accuracy={metrics['accuracy']:.3f} macro_f1={metrics['macro_f1']:.3f} "

@@ -1,9 +1,14 @@
-"""A model card written next to every trained model, from what the run actually saw and measured."""
+"""A model card written next to every trained model, from what the run actually saw and measured.
+
+It says plainly which classes are not to be trusted (a rule, below, not a judgement made per
+model), and where the figures come from: a group-held-out validation side (``train``) or
+out-of-fold predictions over every dev photo (``cv``), with leave-one-source-out figures beside.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from training.data import Sample
@@ -18,17 +23,99 @@ SOURCE_TERMS = {
     "dermnet_nz": "DermNet NZ topic images — CC BY-NC-ND plus DermNet's own terms",
     "dermnet_com": "dermnet.com images — watermarked; no licence stated",
     "roboflow_urticaria": "Roboflow 'urticaria' v9 export — labels unchecked; no licence stated",
+    "msid": "Monkeypox Skin Images Dataset (MSID), public repository copy — no licence file; "
+            "non-commercial research use",
     "isic": "ISIC archive — CC0",
 }
+# A class is "not to be trusted" when its F1 is under this, or its photos come from fewer than
+# MIN_GROUPS groups or from a single source (then the figure says little about a new site).
+UNTRUSTED_F1 = 0.70
+MIN_GROUPS = 10
+
+
+def untrusted_classes(metrics: dict, samples: Sequence[Sample]) -> dict[str, str]:
+    """label → the plain reason it should not be relied on."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    sources: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        groups[s.label_name].add(s.group)
+        sources[s.label_name].add(s.extra.get("source", "unknown"))
+    out = {}
+    for name in LABELS:
+        c = metrics["per_class"].get(name)
+        why = []
+        if c and c["support"] and c["f1"] < UNTRUSTED_F1:
+            why.append(f"F1 {c['f1']:.2f}")
+        if len(groups[name]) < MIN_GROUPS:
+            why.append(f"only {len(groups[name])} patient/topic group(s)")
+        if len(sources[name]) == 1:
+            why.append(f"a single source ({next(iter(sources[name]))})")
+        if why:
+            out[name] = ", ".join(why)
+    return out
+
+
+def _interval(ci: Mapping, key: str) -> str:
+    v = ci.get(key)
+    return f" (95 % CI {v['low']:.3f}–{v['high']:.3f})" if v else ""
+
+
+def _per_source(metrics: dict) -> str:
+    rows = metrics.get("by_column", {}).get("source", {})
+    lines = ["| source | n | accuracy (95 % CI) | macro-F1 over the classes it has (95 % CI) |", "|---|---|---|---|"]
+    for k, m in rows.items():
+        ci = m.get("ci95", {})
+        lines.append(f"| {k} | {m['n']} | {m['accuracy']:.3f}{_span(ci, 'accuracy')} | "
+                     f"{m['macro_f1']:.3f}{_span(ci, 'macro_f1')} |")
+    return "\n".join(lines)
+
+
+def _span(ci: Mapping, key: str) -> str:
+    v = ci.get(key)
+    return f" ({v['low']:.3f}–{v['high']:.3f})" if v else ""
+
+
+def _loso(reports: Mapping[str, dict]) -> str:
+    if not reports:
+        return ""
+    lines = ["", "### Leave one source out (train without it, test on all of it)",
+             "The project's proxy for a site it has never seen.", "",
+             "| held-out source | n | accuracy | macro-F1 (95 % CI) | mpox recall | mpox precision |",
+             "|---|---|---|---|---|---|"]
+    for name, h in reports.items():
+        ci = h["ci95"]["macro_f1"]
+        lines.append(f"| {name.removeprefix('without_')} | {h['n']} | {h['accuracy']:.3f} | {h['macro_f1']:.3f} "
+                     f"({ci['low']:.3f}–{ci['high']:.3f}) | {h['mpox_recall']:.3f} | {h['mpox_precision']:.3f} |")
+    return "\n".join(lines)
 
 
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
-                     *, data_root: str) -> Path:
+                     *, data_root: str, loso: Mapping[str, dict] | None = None) -> Path:
     sources = Counter(s.extra.get("source", "unknown") for s in samples)
+    out_of_fold = not info.val_groups
     rows = "\n".join(
         f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['specificity']:.3f} | {c['f1']:.3f} "
         f"| {c['support']} |" for name, c in metrics["per_class"].items())
     th = metrics["threshold"]
+    ci = metrics.get("ci95", {})
+    bad = untrusted_classes(metrics, samples)
+    bad_lines = "\n".join(f"- **{k}**: {v}." for k, v in bad.items()) or "- none by this rule."
+    if out_of_fold:
+        temp_from = "out-of-fold predictions of the cross-validation"
+        split_text = (f"Every photo trains the shipped model ({info.split.get('n_train')} photos); the "
+                      f"figures below are out-of-fold: {info.split.get('validation', '')}.")
+        figures_title = f"Out-of-fold figures (every dev photo tested once, n = {metrics['n']})"
+        caveat = ("The temperature was fitted on these same out-of-fold predictions, so the ECE is mildly "
+                  "optimistic; the classification figures are not (no choice was made on them per fold).")
+        recipe_note = f"Kind: {info.recipe.get('kind', '')}; L2 penalty {info.recipe.get('l2')} (inner group k-fold)."
+    else:
+        temp_from = "the validation side"
+        split_text = (f"Split by `group` (patient / source topic / near-duplicate), stratified by class: "
+                      f"{info.split.get('n_train')} train, {info.split.get('n_val')} validation.")
+        figures_title = f"Validation figures (group-held-out side, n = {metrics['n']})"
+        caveat = ("These figures are measured on the validation side that also chose the best epoch and "
+                  "fitted the temperature, so they are mildly optimistic.")
+        recipe_note = f"Best epoch (by validation macro-F1): {info.recipe.get('best_epoch')}."
     text = f"""# Model card: {info.arch} ({info.model_version})
 
 **Research use only, not a diagnostic device.** This model screens photos of skin for signs that
@@ -38,15 +125,18 @@ a person should see; it has not been clinically validated and must not be used t
 - Architecture: `{info.arch}`, input {info.image_size}×{info.image_size} RGB, ImageNet mean/std
   (the shared `training.preprocess.preprocess`). Pretrained: {info.recipe.get("pretrained", "?")}.
 - Output: probabilities over {", ".join(LABELS)} = softmax(logits / T), T = {info.temperature:.4f}
-  (temperature scaling fitted on the validation side).
+  (temperature scaling fitted on {temp_from}).
 - Decision rule: a top probability under {info.threshold} is not answered and goes to a person.
+
+## Classes not to be trusted
+Rule: F1 under {UNTRUSTED_F1}, fewer than {MIN_GROUPS} patient/topic groups, or a single source.
+{bad_lines}
+
+A `normal` or `eczema` answer is not a clearance: a person reviews every flagged traveller.
 
 ## Data
 Trained on `{data_root}`: {len(samples)} labeled photos
-({", ".join(f"{k} {v}" for k, v in sorted(sources.items()))}), split by `group` (patient / source
-topic / near-duplicate), stratified by class: {info.split.get("n_train")} train,
-{info.split.get("n_val")} validation. Augmentation on the training side only; a weighted sampler
-balances the classes.
+({", ".join(f"{k} {v}" for k, v in sorted(sources.items()))}). {split_text}
 
 | source | terms as stated |
 |---|---|
@@ -58,24 +148,29 @@ The terms of most sources forbid commercial use; so does this model's use of the
 ```
 {info.recipe.get("command", "")}
 ```
-Best epoch (by validation macro-F1): {info.recipe.get("best_epoch")}.
+{recipe_note}
 
-## Validation figures (group-held-out side, n = {metrics["n"]})
-Accuracy {metrics["accuracy"]:.3f}, macro-F1 {metrics["macro_f1"]:.3f}, ECE {metrics["ece"]:.3f}
-(after temperature scaling). At threshold {th["value"]}: coverage {th["coverage"]:.3f}, accuracy on
-answered {th["accuracy_answered"]:.3f}.
+## {figures_title}
+Accuracy {metrics["accuracy"]:.3f}{_interval(ci, "accuracy")},
+macro-F1 {metrics["macro_f1"]:.3f}{_interval(ci, "macro_f1")},
+mpox recall {metrics["per_class"]["mpox"]["recall"]:.3f}{_interval(ci, "mpox_recall")}, ECE {metrics["ece"]:.3f}
+(after temperature scaling). Intervals: bootstrap over groups. At threshold {th["value"]}: coverage
+{th["coverage"]:.3f}, accuracy on answered {th["accuracy_answered"]:.3f}.
 
 | class | precision | recall | specificity | F1 | support |
 |---|---|---|---|---|---|
 {rows}
 
-These figures are measured on the validation side that also chose the best epoch and fitted the
-temperature, so they are mildly optimistic; a group-disjoint outside test set is the real measure.
+### Per source
+{_per_source(metrics)}
+{_loso(loso or {})}
+
+{caveat} A group-disjoint outside test set is the real measure.
 
 ## Known limitations
 - Each class comes from few sources (DermNet photos carry a watermark; mpox photos are news and
-  case-report crops): the model may partly learn the source rather than the disease. See the
-  per-source figures in `metrics.json` (`by_column.source`).
+  case-report crops; MSID's normal photos are largely stock photos): the model may partly learn the
+  source rather than the disease — compare the per-source and leave-one-source-out figures.
 - Skin tones, body sites, lighting and cameras of a real checkpoint are not represented by these
   web photos. Validate on local data before any field trial.
 """

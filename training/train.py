@@ -40,7 +40,14 @@ from training.labels import LABELS
 from training.metrics import compute_metrics
 from training.modelcard import write_model_card
 from training.modeldir import ModelInfo, save_model
-from training.models import ARCHS, DEFAULT_ARCH, build_model, load_imagenet_weights, load_init_checkpoint
+from training.models import (
+    ARCHS,
+    DEFAULT_ARCH,
+    IMAGENET_ARCHS,
+    build_model,
+    load_imagenet_weights,
+    load_init_checkpoint,
+)
 from training.split import group_split
 
 log = logging.getLogger(__name__)
@@ -58,7 +65,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (model.pt, checkpoint.pt, history.csv…)")
     p.add_argument("--init", default=None, help="initialise from a checkpoint (model.pt or SimCLR encoder.pt)")
     p.add_argument("--pretrained", choices=("auto", "imagenet", "none"), default="auto",
-                   help="ImageNet weights: 'auto' = yes where obtainable offline (mobilenet_v2)")
+                   help="ImageNet weights: 'auto' = yes where obtainable offline (mobilenet_v2, "
+                        "efficientnet_lite0/2)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--opt", choices=("adamw", "sgd"), default="adamw")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4 adamw, 0.01 sgd)")
@@ -198,7 +206,7 @@ def main(args: argparse.Namespace) -> dict:
     model = build_model(args.arch, image_size=args.image_size)
     pretrained = args.pretrained
     if pretrained == "auto":
-        pretrained = "imagenet" if args.arch == "mobilenet_v2" and not args.init else "none"
+        pretrained = "imagenet" if args.arch in IMAGENET_ARCHS and not args.init else "none"
     if pretrained == "imagenet":
         load_imagenet_weights(model, args.arch)
     if args.init:

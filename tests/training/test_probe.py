@@ -1,0 +1,39 @@
+"""The linear probe: weights that balance what they should, a head that folds into nn.Linear exactly."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.probe import fit_head, sample_weights
+
+
+def test_class_weights_give_every_class_equal_total():
+    y = np.array([0] * 90 + [1] * 10)
+    w = sample_weights(y, ["a"] * 100, "class")
+    assert np.isclose(w[y == 0].sum(), w[y == 1].sum()) and np.isclose(w.mean(), 1.0)
+
+
+def test_class_source_weights_balance_sources_within_a_class():
+    y = np.array([0] * 80 + [1] * 20)
+    src = ["com"] * 60 + ["nz"] * 20 + ["nz"] * 20
+    w = sample_weights(y, src, "class_source")
+    c0_com, c0_nz = w[:60].sum(), w[60:80].sum()
+    assert np.isclose(c0_com, c0_nz)  # within eczema, each source half
+    assert np.isclose(c0_com + c0_nz, w[80:].sum())  # and the classes equal
+
+
+def test_head_learns_and_folds_into_a_linear_layer():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 3, (3, 16))
+    y = np.repeat(np.arange(3), 40)
+    x = centers[y] + rng.normal(0, 1, (120, 16)) + 5.0  # offset: standardisation must be folded in
+    feats = np.stack([x, x + rng.normal(0, 0.1, x.shape)], axis=1)  # two views per photo
+    head = fit_head(feats, y, weights=np.ones(120), groups=[str(i // 4) for i in range(120)],
+                    l2_grid=(1e-3, 1e-1), num_classes=3)
+    assert head.l2 in (1e-3, 1e-1) and set(head.inner_scores) == {1e-3, 1e-1}
+    assert (head.logits(feats).argmax(1) == y).mean() > 0.95
+    lin = nn.Linear(16, 3)
+    head.fold_into(lin)
+    with torch.no_grad():
+        raw = lin(torch.from_numpy(x).float()).numpy()
+    assert np.allclose(raw, head.logits(x), atol=1e-3)

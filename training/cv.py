@@ -1,0 +1,291 @@
+"""``mpox-aism cv``: out-of-fold figures for a recipe, and the model trained on every dev photo.
+
+Recipe choices are made on these figures, never on one split: a stratified group k-fold tests every
+dev photo exactly once (groups never straddle a fold), and leave-one-source-out folds (``--loso``)
+test on a whole source the model never saw — the project's proxy for a new site. The recipe here
+is the linear probe of ``training.probe`` (frozen ImageNet backbone, see there for why).
+
+Writes ``OUT/cv.json`` (recipe, per-fold figures, the k-fold and each LOSO report's headline),
+``OUT/kfold/`` and ``OUT/without_<source>/`` (``metrics.json``, ``predictions.csv``, figures — the
+``evaluate`` report on out-of-fold predictions) and ``OUT/cv.md``. The temperature is fitted on the
+k-fold out-of-fold logits. ``--ship DIR`` then fits the head on all photos and saves a model
+directory (``model.pt`` … model card) whose card carries these out-of-fold figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.calibration import fit_temperature, softmax
+from training.data import Sample, class_counts, scan_dataset
+from training.engine import seed_everything
+from training.evaluate import write_report
+from training.folds import Fold, group_kfold, leave_source_out
+from training.labels import LABELS
+from training.metrics import compute_metrics
+from training.modelcard import write_model_card
+from training.modeldir import ModelInfo, load_model, save_model
+from training.models import IMAGENET_ARCHS, build_model, classifier_head, load_imagenet_weights
+from training.probe import (
+    BALANCES,
+    DEFAULT_L2_GRID,
+    LinearHead,
+    cached_array,
+    cached_features,
+    feature_cache_key,
+    fit_head,
+    sample_weights,
+)
+from training.toptune import split_model, stem_outputs, top_logits, tune_top
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """Everything that decides the out-of-fold figures; recorded in cv.json and the model."""
+
+    arch: str
+    image_size: int
+    balance: str = "class"
+    train_flips: bool = True
+    tta: bool = False
+    l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
+    tune_blocks: int = 0
+    tune_epochs: int = 6
+    tune_lr: float = 3e-4
+    folds: int = 5
+    seed: int = 0
+
+
+@dataclass
+class Inputs:
+    """What every fold fits on: the backbone, its pooled features and (LP-FT) its frozen part's output."""
+
+    model: torch.nn.Module
+    feats: np.ndarray
+    stem: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    name: str
+    n_train: int
+    n_test: int
+    l2: float
+    macro_f1: float
+    accuracy: float
+    mpox_recall: float
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Cross-validate a linear-probe recipe (and ship it).",
+                                add_help=add_help)
+    p.add_argument("--data", required=True, help="image folder <root>/<class>/*.jpg + manifest.csv")
+    p.add_argument("--arch", default="efficientnet_lite2", choices=sorted(IMAGENET_ARCHS))
+    p.add_argument("--image-size", type=int, default=260)
+    p.add_argument("--folds", type=int, default=5, help="stratified group k-fold (every photo tested once)")
+    p.add_argument("--loso", nargs="*", default=[], metavar="SOURCE",
+                   help="leave-one-source-out folds: train without SOURCE, test on it")
+    p.add_argument("--holdout-of", default=None, metavar="MODEL",
+                   help="one more fold: test on MODEL's stored validation groups, train on the rest "
+                        "minus --holdout-exclude sources (a paired comparison with that model)")
+    p.add_argument("--holdout-exclude", nargs="*", default=[], metavar="SOURCE",
+                   help="sources the --holdout-of model never trained on, kept out of that fold's training")
+    p.add_argument("--balance", choices=BALANCES, default="class",
+                   help="loss weights: equal per class, or per source within each class")
+    p.add_argument("--train-flips", action=argparse.BooleanOptionalAction, default=True,
+                   help="mirror images as extra training views")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                   help="average the logits of the photo and its mirror image at test time")
+    p.add_argument("--l2", type=float, nargs="+", default=list(DEFAULT_L2_GRID),
+                   help="L2 penalties tried by the inner group k-fold on each training side")
+    p.add_argument("--tune-blocks", type=int, default=0,
+                   help="after the probe, fine-tune the last N blocks + head on cached activations (LP-FT)")
+    p.add_argument("--tune-epochs", type=int, default=6)
+    p.add_argument("--tune-lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--cache", default=None, help="feature cache folder (default OUT/../cache)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--ship", default=None, metavar="DIR", help="fit on all photos, save a model directory")
+    return p
+
+
+def _views(feats: np.ndarray, recipe: ProbeRecipe, *, train: bool) -> np.ndarray:
+    use_both = recipe.train_flips if train else recipe.tta
+    return feats if use_both else feats[:, :1]
+
+
+def _weights(samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> tuple[np.ndarray, np.ndarray]:
+    y = np.array([samples[i].label for i in idx])
+    return y, sample_weights(y, [samples[i].extra.get("source", "") for i in idx], recipe.balance)
+
+
+def _fit(feats: np.ndarray, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> LinearHead:
+    y, w = _weights(samples, idx, recipe)
+    return fit_head(_views(feats[idx], recipe, train=True), y, weights=w,
+                    groups=[samples[i].group for i in idx], l2_grid=recipe.l2_grid, seed=recipe.seed)
+
+
+def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe
+                ) -> tuple[torch.nn.Module, LinearHead]:
+    """The recipe on the photos ``idx``: a probe head, then (``tune_blocks``) the tuned top."""
+    head = _fit(inputs.feats, samples, idx, recipe)
+    if not recipe.tune_blocks:
+        return inputs.model, head
+    y, w = _weights(samples, idx, recipe)
+    tuned = tune_top(inputs.model, recipe.arch, recipe.tune_blocks, inputs.stem[idx], y, w, head=head,
+                     epochs=recipe.tune_epochs, lr=recipe.tune_lr, seed=recipe.seed)
+    return tuned, head
+
+
+def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRecipe
+             ) -> tuple[np.ndarray, FoldResult]:
+    """Fit on the fold's training side; logits for its test side."""
+    model, head = fit_network(inputs, samples, fold.train, recipe)
+    if recipe.tune_blocks:
+        logits = top_logits(model, recipe.arch, recipe.tune_blocks, inputs.stem[fold.test], tta=recipe.tta)
+    else:
+        logits = head.logits(_views(inputs.feats[fold.test], recipe, train=False))
+    y = np.array([samples[i].label for i in fold.test])
+    m = compute_metrics(softmax(logits), y)
+    return logits, FoldResult(name=fold.name, n_train=len(fold.train), n_test=len(fold.test), l2=head.l2,
+                              macro_f1=m["macro_f1"], accuracy=m["accuracy"],
+                              mpox_recall=m["per_class"]["mpox"]["recall"])
+
+
+def _headline(m: dict) -> dict:
+    mpox = m["per_class"]["mpox"]
+    return {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"],
+            "ci95": m["ci95"], "mpox_recall": mpox["recall"], "mpox_precision": mpox["precision"],
+            "per_class_f1": {k: c["f1"] for k, c in m["per_class"].items() if c["support"]},
+            "per_source_accuracy": {k: v["accuracy"] for k, v in m["by_column"].get("source", {}).items()},
+            "coverage_at_threshold": m["threshold"]["coverage"]}
+
+
+def _markdown(doc: dict) -> str:
+    lines = [f"# Cross-validation: {doc['recipe']['arch']} @ {doc['recipe']['image_size']} px (linear probe)",
+             "", f"`{doc['command']}`", "",
+             "| evaluation | n | macro-F1 (95 % CI) | accuracy | mpox recall | mpox precision | ECE |",
+             "|---|---|---|---|---|---|---|"]
+    for name, h in doc["reports"].items():
+        ci = h["ci95"]["macro_f1"]
+        lines.append(f"| {name} | {h['n']} | {h['macro_f1']:.3f} ({ci['low']:.3f}–{ci['high']:.3f}) | "
+                     f"{h['accuracy']:.3f} | {h['mpox_recall']:.3f} | {h['mpox_precision']:.3f} | {h['ece']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_probe_model(recipe: ProbeRecipe) -> torch.nn.Module:
+    model = build_model(recipe.arch, image_size=recipe.image_size)
+    load_imagenet_weights(model, recipe.arch)
+    return model.eval()
+
+
+def main(args: argparse.Namespace) -> dict:
+    seed_everything(args.seed)
+    recipe = ProbeRecipe(arch=args.arch, image_size=args.image_size, balance=args.balance,
+                         train_flips=args.train_flips, tta=args.tta, l2_grid=tuple(args.l2),
+                         tune_blocks=args.tune_blocks, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr,
+                         folds=args.folds, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "mpox-aism cv " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["cv"] else sys.argv[1:])
+    samples = scan_dataset(args.data, require_all_classes=True)
+    model = build_probe_model(recipe)
+    cache = Path(args.cache) if args.cache else out.parent / "cache"
+    feats = cached_features(cache, model, samples, image_size=recipe.image_size, flip=True,
+                            workers=args.workers, desc=f"{recipe.arch}@{recipe.image_size}")
+    inputs = Inputs(model=model, feats=feats)
+    if recipe.tune_blocks:
+        key = "stem-" + feature_cache_key(model, samples, image_size=recipe.image_size,
+                                          tune_blocks=recipe.tune_blocks)
+        stem = split_model(model, recipe.arch, recipe.tune_blocks).stem
+        inputs.stem = cached_array(cache, key, lambda: stem_outputs(
+            stem, samples, image_size=recipe.image_size, workers=args.workers))
+    y = np.array([s.label for s in samples])
+
+    folds = group_kfold(samples, recipe.folds, seed=recipe.seed)
+    oof = np.zeros((len(samples), len(LABELS)))
+    results: list[FoldResult] = []
+    for fold in folds:
+        logits, res = run_fold(inputs, samples, fold, recipe)
+        oof[fold.test] = logits
+        results.append(res)
+        print(f"{res.name}: train {res.n_train} test {res.n_test} l2={res.l2:g} "
+              f"macro_f1={res.macro_f1:.3f} mpox_recall={res.mpox_recall:.3f}", flush=True)
+    temperature = fit_temperature(oof, y)
+    reports = {"kfold": _headline(write_report(
+        out / "kfold", samples, oof, temperature=temperature, threshold=0.6,
+        title=f"{recipe.arch} out-of-fold ({recipe.folds}-fold by group)",
+        extra={"split": f"out-of-fold, {recipe.folds}-fold by group", "recipe": asdict(recipe)}))}
+
+    extra_folds = [leave_source_out(samples, src) for src in args.loso]
+    if args.holdout_of:
+        _, info = load_model(args.holdout_of)
+        held = set(info.val_groups)
+        test = np.array([i for i, s in enumerate(samples) if s.group in held], dtype=int)
+        excluded = set(args.holdout_exclude)
+        train = np.array([i for i, s in enumerate(samples) if s.group not in held
+                          and s.extra.get("source") not in excluded], dtype=int)
+        extra_folds.append(Fold(name=f"holdout_of_{info.model_version}", train=train, test=test))
+    for fold in extra_folds:
+        logits, res = run_fold(inputs, samples, fold, recipe)
+        results.append(res)
+        sub = [samples[i] for i in fold.test]
+        reports[fold.name] = _headline(write_report(
+            out / fold.name, sub, logits, temperature=temperature, threshold=0.6,
+            title=f"{recipe.arch} {fold.name}", extra={"split": fold.name, "recipe": asdict(recipe)}))
+        print(f"{fold.name}: train {res.n_train} test {res.n_test} macro_f1={res.macro_f1:.3f} "
+              f"mpox_recall={res.mpox_recall:.3f}", flush=True)
+
+    doc = {"command": command, "recipe": asdict(recipe), "temperature": temperature,
+           "n": len(samples), "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
+           "folds": [asdict(r) for r in results], "reports": reports}
+    (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "cv.md").write_text(_markdown(doc))
+    k = reports["kfold"]
+    print(f"out-of-fold: macro_f1={k['macro_f1']:.3f} ({k['ci95']['macro_f1']['low']:.3f}–"
+          f"{k['ci95']['macro_f1']['high']:.3f}) mpox recall={k['mpox_recall']:.3f} "
+          f"precision={k['mpox_precision']:.3f} ece={k['ece']:.3f} T={temperature:.3f} → {out / 'cv.json'}")
+    if args.ship:
+        ship(args.ship, inputs, samples, recipe, temperature=temperature, command=command,
+             kfold_dir=out / "kfold", data_root=str(args.data),
+             loso={k: v for k, v in reports.items() if k != "kfold"})
+    return doc
+
+
+def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
+         temperature: float, command: str, kfold_dir: Path, data_root: str,
+         loso: dict[str, dict] | None = None) -> Path:
+    """Fit the recipe on every photo, save the resulting network as a model directory + card."""
+    model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
+    if not recipe.tune_blocks:
+        head.fold_into(classifier_head(model))
+    info = ModelInfo(
+        arch=recipe.arch, image_size=recipe.image_size, temperature=temperature, val_groups=[],
+        split={"n_train": len(samples), "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
+               "validation": f"none held out: figures are out-of-fold ({recipe.folds}-fold by group)"},
+        recipe={"command": command, "l2": head.l2,
+                "kind": (f"linear probe, then the last {recipe.tune_blocks} blocks fine-tuned (LP-FT)"
+                         if recipe.tune_blocks else "linear probe on frozen ImageNet backbone"),
+                "args": asdict(recipe), "pretrained": "imagenet"})
+    out = Path(out_dir)
+    path = save_model(out, model, info)
+    metrics = json.loads((kfold_dir / "metrics.json").read_text())
+    metrics["model_version"] = info.model_version
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for name in ("metrics.md", "confusion_matrix.png", "reliability.png", "threshold_sweep.png"):
+        (out / name).write_bytes((kfold_dir / name).read_bytes())
+    write_model_card(out, info, metrics, samples, data_root=data_root, loso=loso)
+    print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}) → {path}")
+    return path
