@@ -15,6 +15,7 @@ directory (``model.pt`` … model card) whose card carries these out-of-fold fig
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import shlex
@@ -45,6 +46,7 @@ from training.probe import (
     fit_head,
     sample_weights,
 )
+from training.split import check_disjoint
 from training.toptune import split_model, stem_outputs, top_logits, tune_top
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,8 @@ def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: 
     if not recipe.tune_blocks:
         return inputs.model, head
     y, w = _weights(samples, idx, recipe)
-    tuned = tune_top(inputs.model, recipe.arch, recipe.tune_blocks, inputs.stem[idx], y, w, head=head,
+    stem = inputs.stem[idx] if recipe.train_flips else inputs.stem[idx][:, :1]
+    tuned = tune_top(inputs.model, recipe.arch, recipe.tune_blocks, stem, y, w, head=head,
                      epochs=recipe.tune_epochs, lr=recipe.tune_lr, seed=recipe.seed)
     return tuned, head
 
@@ -192,6 +195,9 @@ def build_probe_model(recipe: ProbeRecipe) -> torch.nn.Module:
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.ship and args.tta:
+        raise SystemExit("cv --ship: --tta figures average a photo and its mirror, which the shipped "
+                         "network does not do; cross-validate without --tta to ship")
     seed_everything(args.seed)
     recipe = ProbeRecipe(arch=args.arch, image_size=args.image_size, balance=args.balance,
                          train_flips=args.train_flips, tta=args.tta, l2_grid=tuple(args.l2),
@@ -237,7 +243,11 @@ def main(args: argparse.Namespace) -> dict:
         excluded = set(args.holdout_exclude)
         train = np.array([i for i, s in enumerate(samples) if s.group not in held
                           and s.extra.get("source") not in excluded], dtype=int)
-        extra_folds.append(Fold(name=f"holdout_of_{info.model_version}", train=train, test=test))
+        if not len(test):
+            raise SystemExit(f"cv --holdout-of: none of {args.holdout_of}'s validation groups is in {args.data}")
+        fold = Fold(name=f"holdout_of_{info.model_version}", train=train, test=test)
+        check_disjoint([samples[i] for i in train], [samples[i] for i in test])
+        extra_folds.append(fold)
     for fold in extra_folds:
         logits, res = run_fold(inputs, samples, fold, recipe)
         results.append(res)
@@ -260,7 +270,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.ship:
         ship(args.ship, inputs, samples, recipe, temperature=temperature, command=command,
              kfold_dir=out / "kfold", data_root=str(args.data),
-             loso={k: v for k, v in reports.items() if k != "kfold"})
+             loso={k: v for k, v in reports.items() if k.startswith("without_")})
     return doc
 
 
@@ -270,6 +280,7 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
     """Fit the recipe on every photo, save the resulting network as a model directory + card."""
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     if not recipe.tune_blocks:
+        model = copy.deepcopy(model)  # the cached backbone stays untouched
         head.fold_into(classifier_head(model))
     info = ModelInfo(
         arch=recipe.arch, image_size=recipe.image_size, temperature=temperature, val_groups=[],

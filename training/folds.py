@@ -78,7 +78,12 @@ def group_kfold(samples: Sequence[Sample], k: int = 5, *, seed: int = 0) -> list
 
 
 def leave_source_out(samples: Sequence[Sample], source: str, *, column: str = "source") -> Fold:
-    """Test on every photo of ``source``; train on the rest minus any group that also holds one."""
+    """Test on every photo of ``source``; train on the rest minus any group that also holds one.
+
+    A group that joins a photo of ``source`` with photos of other sources (a topic published by two
+    collections) goes wholly to the test side, so those few other-source photos are tested too:
+    dropping them would hide them from both sides, keeping them in training would leak the group.
+    """
     held = {s.group for s in samples if s.extra.get(column) == source}
     if not held:
         known = sorted({s.extra.get(column, "") for s in samples})

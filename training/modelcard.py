@@ -105,8 +105,8 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         split_text = (f"Every photo trains the shipped model ({info.split.get('n_train')} photos); the "
                       f"figures below are out-of-fold: {info.split.get('validation', '')}.")
         figures_title = f"Out-of-fold figures (every dev photo tested once, n = {metrics['n']})"
-        caveat = ("The temperature was fitted on these same out-of-fold predictions, so the ECE is mildly "
-                  "optimistic; the classification figures are not (no choice was made on them per fold).")
+        caveat = ("The temperature was fitted on these same out-of-fold predictions, and the recipe was chosen "
+                  "among a few on them (docs/RESULTS.md), so they are mildly optimistic.")
         recipe_note = f"Kind: {info.recipe.get('kind', '')}; L2 penalty {info.recipe.get('l2')} (inner group k-fold)."
     else:
         temp_from = "the validation side"

@@ -26,42 +26,47 @@ from training.probe import LinearHead, _Views
 
 
 class _LiteStem(nn.Module):
+    """Stem conv and the first ``k`` blocks of an EfficientNet-Lite (shared modules, not copies)."""
+
     def __init__(self, m: EfficientNetLite, k: int):
         super().__init__()
-        self.m, self.k = m, k
+        self.conv, self.bn, self.blocks = m._conv_stem, m._bn0, nn.ModuleList(m._blocks[:k])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.relu6(self.m._bn0(self.m._conv_stem(x)))
-        for block in self.m._blocks[: self.k]:
+        x = nn.functional.relu6(self.bn(self.conv(x)))
+        for block in self.blocks:
             x = block(x)
         return x
 
 
 class _LiteTop(nn.Module):
+    """The remaining blocks, head conv, pooling and classifier; its parameters are what LP-FT tunes."""
+
     def __init__(self, m: EfficientNetLite, k: int):
         super().__init__()
-        self.m, self.k = m, k
+        self.blocks = nn.ModuleList(m._blocks[k:])
+        self.conv, self.bn, self.act, self.dropout, self.fc = m._conv_head, m._bn1, m._head_act, m._dropout, m._fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.m._blocks[self.k:]:
+        for block in self.blocks:
             x = block(x)
-        x = self.m._head_act(self.m._bn1(self.m._conv_head(x)))
-        return self.m._fc(self.m._dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)))
+        x = self.act(self.bn(self.conv(x)))
+        return self.fc(self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)))
 
 
 class _MobileTop(nn.Module):
     def __init__(self, m: nn.Module, k: int):
         super().__init__()
-        self.m, self.k = m, k
+        self.features, self.classifier = m.features[k:], m.classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.m.features[self.k:](x)
-        return self.m.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        x = self.features(x)
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
 @dataclass
 class Split:
-    """``top(stem(x)) == model(x)``; both share the model's parameters."""
+    """``top(stem(x)) == model(x)``; both hold the model's own modules, so tuning ``top`` tunes the model."""
 
     stem: nn.Module
     top: nn.Module
@@ -70,10 +75,18 @@ class Split:
 def split_model(model: nn.Module, arch: str, blocks: int) -> Split:
     """Freeze all but the last ``blocks`` feature stages (the head conv counts as one)."""
     if arch == "mobilenet_v2":
-        k = len(model.features) - blocks
+        depth = len(model.features)
+    elif isinstance(model, EfficientNetLite):
+        depth = len(model._blocks) + 1
+    else:
+        depth = 0
+    if depth and not 1 <= blocks < depth:
+        raise ValueError(f"--tune-blocks must be in 1..{depth - 1} for {arch}, got {blocks}")
+    if arch == "mobilenet_v2":
+        k = depth - blocks
         return Split(stem=model.features[:k], top=_MobileTop(model, k))
     if isinstance(model, EfficientNetLite):
-        k = len(model._blocks) - (blocks - 1)
+        k = depth - blocks
         return Split(stem=_LiteStem(model, k), top=_LiteTop(model, k))
     raise ValueError(f"top fine-tuning is implemented for mobilenet_v2 and efficientnet_lite*, not {arch}")
 

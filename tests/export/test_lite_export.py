@@ -5,9 +5,9 @@ import pytest
 from export.backends import load_classifier
 from export.gradcam import GradCamExplainer
 from export.onnx_export import check_parity, export_onnx
+from tests.conftest import SHARED_DATA
 from training.modeldir import ModelInfo, save_model
 from training.models import build_model, load_imagenet_weights
-from tests.conftest import SHARED_DATA
 
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
 
