@@ -9,8 +9,8 @@ every training side; its photos are still tested in the k-fold), ``neg`` (a sour
 crops, e.g. ``people``, added as ``normal`` to every training side — those crops are then not
 scored; the others are).
 
-Where ``runs/healthy_crops`` exists (``scripts/healthy_crops.py``: the pipeline's crops of healthy
-people), the variant is also fitted on every photo and scored there: the share of healthy crops
+Where ``runs/healthy_crops/{people,video}`` exist (``scripts/healthy_crops.py``: the pipeline's crops
+of healthy people), the variant is also fitted on every photo and scored there: the share of healthy crops
 called mpox, and called mpox with p ≥ 0.6 (what becomes an alert).
 
     python scripts/probe_variants.py mnv2 "mnv2,balance=class_source" "mnv2+lite2"
@@ -41,7 +41,8 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
          healthy_dir: str = "runs/healthy_crops") -> None:
     torch.set_num_threads(1)
     samples = scan_dataset(data, require_all_classes=True, verify=False)
-    healthy = scan_dataset(healthy_dir, verify=False) if Path(healthy_dir, "manifest.csv").is_file() else []
+    healthy = [s for part in ("people", "video") if Path(healthy_dir, part, "manifest.csv").is_file()
+               for s in scan_dataset(Path(healthy_dir, part), verify=False)]
     y = np.array([s.label for s in samples])
     sources = [s.extra.get("source", "") for s in samples]
 

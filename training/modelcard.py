@@ -26,6 +26,8 @@ SOURCE_TERMS = {
     "msid": "Monkeypox Skin Images Dataset (MSID), public repository copy — no licence file; "
             "non-commercial research use",
     "isic": "ISIC archive — CC0",
+    "people": ("face_recognition's example photos (MIT-licensed repository) and COCO val2014 photos "
+               "(Flickr, each under its own Creative Commons licence)"),
 }
 # A class is "not to be trusted" when its F1 is under this, or its photos come from fewer than
 # MIN_GROUPS groups or from a single source (then the figure says little about a new site).
@@ -108,7 +110,8 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         if negatives:
             split_text += (f" Also on every training side, never tested: {len(negatives)} crops of healthy "
                            f"people made by the camera pipeline itself from `../shared/data/people` "
-                           f"(label `normal`; the dermatology sources hold no camera-like healthy hands).")
+                           f"(label `normal`; the dermatology sources hold no camera-like healthy hands). "
+                           f"Terms: {SOURCE_TERMS['people']}.")
         figures_title = f"Out-of-fold figures (every dev photo tested once, n = {metrics['n']})"
         caveat = ("The temperature was fitted on these same out-of-fold predictions, and the recipe was chosen "
                   "among a few on them (docs/RESULTS.md), so they are mildly optimistic.")
