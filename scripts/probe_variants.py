@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from training.calibration import fit_temperature, softmax
-from training.cv import Inputs, ProbeRecipe, run_fold
+from training.cv import Inputs, ProbeRecipe, out_of_fold, run_fold
 from training.data import scan_dataset
 from training.folds import Fold, group_kfold, leave_source_out
 from training.metrics import compute_metrics
@@ -66,10 +66,8 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
         inputs = Inputs(model=torch.nn.Identity(), feats=feats)
         drop = kw.get("drop")
         keep = np.array([src != drop for src in sources])
-        oof = np.zeros((len(samples), 8))
-        for fold in kfold:
-            fold = Fold(name=fold.name, train=fold.train[keep[fold.train]], test=fold.test)
-            oof[fold.test] = run_fold(inputs, samples, fold, recipe)[0]
+        kept = [Fold(name=f.name, train=f.train[keep[f.train]], test=f.test) for f in kfold]
+        oof = out_of_fold(inputs, samples, kept, recipe, n=len(samples))[0]
         temperature = fit_temperature(oof, y)
         m = compute_metrics(softmax(oof, temperature), y)
         logits = run_fold(inputs, samples, msid, recipe)[0]

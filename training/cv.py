@@ -174,6 +174,33 @@ def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRec
                               mpox_recall=m["per_class"]["mpox"]["recall"])
 
 
+def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe, *,
+                n: int) -> tuple[np.ndarray, list[FoldResult]]:
+    """Logits for the first ``n`` samples, each from the one fold that tested it."""
+    oof = np.zeros((n, len(LABELS)))
+    results = []
+    for fold in folds:
+        logits, res = run_fold(inputs, samples, fold, recipe)
+        oof[fold.test] = logits
+        results.append(res)
+        print(f"{res.name}: train {res.n_train} test {res.n_test} l2={res.l2:g} "
+              f"macro_f1={res.macro_f1:.3f} mpox_recall={res.mpox_recall:.3f}", flush=True)
+    return oof, results
+
+
+def _holdout_fold(samples: list[Sample], model_path: str, exclude: set[str]) -> Fold:
+    """Test on a stored model's validation groups; train on the rest minus the sources it never saw."""
+    _, info = load_model(model_path)
+    held = set(info.val_groups)
+    test = np.array([i for i, s in enumerate(samples) if s.group in held], dtype=int)
+    if not len(test):
+        raise SystemExit(f"cv --holdout-of: none of {model_path}'s validation groups is in the data")
+    train = np.array([i for i, s in enumerate(samples)
+                      if s.group not in held and s.extra.get("source") not in exclude], dtype=int)
+    check_disjoint([samples[i] for i in train], [samples[i] for i in test])
+    return Fold(name=f"holdout_of_{info.model_version}", train=train, test=test)
+
+
 def _headline(m: dict) -> dict:
     mpox = m["per_class"]["mpox"]
     return {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"],
@@ -239,14 +266,7 @@ def main(args: argparse.Namespace) -> dict:
     pool = samples + negatives  # indices ≥ dev are negatives: on every training side, never tested
 
     folds = [_with_negatives(f, extra_train) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
-    oof = np.zeros((len(samples), len(LABELS)))
-    results: list[FoldResult] = []
-    for fold in folds:
-        logits, res = run_fold(inputs, pool, fold, recipe)
-        oof[fold.test] = logits
-        results.append(res)
-        print(f"{res.name}: train {res.n_train} test {res.n_test} l2={res.l2:g} "
-              f"macro_f1={res.macro_f1:.3f} mpox_recall={res.mpox_recall:.3f}", flush=True)
+    oof, results = out_of_fold(inputs, pool, folds, recipe, n=dev)
     temperature = fit_temperature(oof, y)
     reports = {"kfold": _headline(write_report(
         out / "kfold", samples, oof, temperature=temperature, threshold=0.6,
@@ -255,18 +275,8 @@ def main(args: argparse.Namespace) -> dict:
 
     extra_folds = [leave_source_out(samples, src) for src in args.loso]
     if args.holdout_of:
-        _, info = load_model(args.holdout_of)
-        held = set(info.val_groups)
-        test = np.array([i for i, s in enumerate(samples) if s.group in held], dtype=int)
-        excluded = set(args.holdout_exclude)
-        train = np.array([i for i, s in enumerate(samples) if s.group not in held
-                          and s.extra.get("source") not in excluded], dtype=int)
-        if not len(test):
-            raise SystemExit(f"cv --holdout-of: none of {args.holdout_of}'s validation groups is in {args.data}")
-        fold = Fold(name=f"holdout_of_{info.model_version}", train=train, test=test)
-        check_disjoint([samples[i] for i in train], [samples[i] for i in test])
-        extra_folds.append(fold)
-    for fold in map(lambda f: _with_negatives(f, extra_train), extra_folds):
+        extra_folds.append(_holdout_fold(samples, args.holdout_of, set(args.holdout_exclude)))
+    for fold in [_with_negatives(f, extra_train) for f in extra_folds]:
         logits, res = run_fold(inputs, pool, fold, recipe)
         results.append(res)
         sub = [samples[i] for i in fold.test]

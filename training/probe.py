@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,35 +41,36 @@ DEFAULT_L2_GRID: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1)
 class _Views(Dataset):
     """Each photo → (views × 3×S×S): the serving input and, with ``flip``, its mirror image."""
 
-    def __init__(self, samples: Sequence[Sample], size: int, flip: bool,
-                 augment: Callable[[np.ndarray], np.ndarray] | None = None):
-        self.samples, self.size, self.flip, self.augment = list(samples), size, flip, augment
+    def __init__(self, samples: Sequence[Sample], size: int, flip: bool):
+        self.samples, self.size, self.flip = list(samples), size, flip
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        image = load_rgb(self.samples[i].path)
-        if self.augment is not None:
-            image = self.augment(image)
-        x = preprocess(image, self.size)
+        x = preprocess(load_rgb(self.samples[i].path), self.size)
         return torch.stack([x, x.flip(-1)]) if self.flip else x.unsqueeze(0)
+
+
+def view_batches(samples: Sequence[Sample], *, image_size: int, flip: bool, batch_size: int = 32,
+                 workers: int = 1, desc: str | None = None) -> Iterator[torch.Tensor]:
+    """B × views × 3×S×S batches through the shared preprocessing (photo, and its mirror with ``flip``)."""
+    loader = DataLoader(_Views(samples, image_size, flip), batch_size=batch_size, num_workers=workers)
+    return iter(tqdm(loader, desc=desc, leave=False, mininterval=5.0) if desc else loader)
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size: int, flip: bool = True,
-                     batch_size: int = 32, workers: int = 1, desc: str = "features",
-                     augment: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                     batch_size: int = 32, workers: int = 1, desc: str = "features") -> np.ndarray:
     """N × views × D: the input of the model's final linear layer for every view of every photo."""
     head = classifier_head(model)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
     model.eval()
-    loader = DataLoader(_Views(samples, image_size, flip, augment), batch_size=batch_size,
-                        num_workers=workers)
     out = []
     try:
-        for x in tqdm(loader, desc=desc, leave=False, mininterval=5.0):
+        for x in view_batches(samples, image_size=image_size, flip=flip, batch_size=batch_size,
+                              workers=workers, desc=desc):
             n, v = x.shape[:2]
             captured.clear()
             model(x.flatten(0, 1))
@@ -88,7 +89,7 @@ def feature_cache_key(model: nn.Module, samples: Sequence[Sample], **settings: o
         if id(t) in skip:
             continue
         h.update(name.encode())
-        h.update(t.detach().cpu().float().numpy().tobytes()[:4096])
+        h.update(t.detach().cpu().float().numpy().tobytes())
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}".encode())

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from training.data import Sample
 from training.efficientnet_lite import EfficientNetLite
 from training.models import classifier_head
-from training.probe import LinearHead, _Views
+from training.probe import LinearHead, view_batches
 
 
 class _LiteStem(nn.Module):
@@ -97,7 +96,7 @@ def stem_outputs(stem: nn.Module, samples: list[Sample], *, image_size: int, bat
     """N × 2 views (photo, mirror) × C×H×W float16: the frozen part's output, computed once."""
     stem.eval()
     out = []
-    for x in DataLoader(_Views(samples, image_size, True), batch_size=batch_size, num_workers=workers):
+    for x in view_batches(samples, image_size=image_size, flip=True, batch_size=batch_size, workers=workers):
         n = x.shape[0]
         h = stem(x.flatten(0, 1))
         out.append(h.reshape(n, 2, *h.shape[1:]).half().numpy())
