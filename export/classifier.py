@@ -1,55 +1,42 @@
 """One ``Classifier`` interface for every runtime: crops in, calibrated probabilities out.
 
 Backends only implement :meth:`Classifier.logits` on an already preprocessed N×3×S×S float32
-batch. Preprocessing (``training.preprocess``), chunking into the backend's batch limit and the
+batch. Preprocessing (``contracts.preprocess``), chunking into the backend's batch limit and the
 temperature-scaled softmax live here, once, so two backends cannot disagree on them.
+
+One classifier is shared by every camera thread and the HTTP thread. A backend says whether its
+``logits`` may be called concurrently (``thread_safe``: ONNX Runtime's ``InferenceSession.run`` is;
+a TensorRT execution context, with its bound device buffers, is not, nor is a torch module whose
+CPU threads would fight each other); when it may not, the base class serialises the calls with one
+lock, so a backend cannot forget it.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.calibration import softmax
-from training.labels import LABELS
-from training.metrics import DEFAULT_THRESHOLD
-from training.preprocess import MEAN, STD, preprocess_batch
-
-
-@dataclass(frozen=True)
-class ModelMeta:
-    """What a backend must know about the network it runs; stored in ONNX metadata and sidecars."""
-
-    image_size: int
-    labels: tuple[str, ...] = LABELS
-    mean: tuple[float, ...] = MEAN
-    std: tuple[float, ...] = STD
-    temperature: float = 1.0
-    threshold: float = DEFAULT_THRESHOLD
-    model_version: str = ""
-    arch: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
-
-    def check_compatible(self, source: str) -> None:
-        """Refuse a model whose label order or normalisation differs from this build's contract."""
-        if tuple(self.labels) != tuple(LABELS):
-            raise ValueError(f"{source}: labels {list(self.labels)} differ from this build's {list(LABELS)}")
-        if not (np.allclose(self.mean, MEAN) and np.allclose(self.std, STD)):
-            raise ValueError(f"{source}: normalisation mean={self.mean} std={self.std} differs from preprocess()")
+from contracts.decision import softmax
+from contracts.model import ModelMeta
+from contracts.preprocess import preprocess_batch
 
 
 class Classifier(abc.ABC):
     """Classify skin crops. ``predict`` is the whole contract the pipeline relies on."""
 
     backend: str = "abstract"
+    thread_safe: bool = False  # may ``logits`` run in two threads at once? (the safe default: no)
 
     def __init__(self, meta: ModelMeta, *, max_batch: int = 32):
         meta.check_compatible(self.backend)
         self.meta = meta
         self.max_batch = max_batch
+        self._lock: contextlib.AbstractContextManager = (contextlib.nullcontext() if self.thread_safe
+                                                          else threading.Lock())
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -70,7 +57,8 @@ class Classifier(abc.ABC):
         if len(batch) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        out = [self.logits(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+        with self._lock:
+            out = [self.logits(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
         return softmax(np.concatenate(out), self.meta.temperature).astype(np.float32)
 
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:

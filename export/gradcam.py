@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.calibration import softmax
+from contracts.decision import softmax
+from contracts.preprocess import check_image
 from training.modeldir import ModelInfo, load_model
-from training.preprocess import check_image, preprocess
+from training.preprocess import preprocess
 
 
 def _vit_reshape(t: torch.Tensor) -> torch.Tensor:

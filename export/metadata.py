@@ -1,40 +1,24 @@
-"""ModelMeta ↔ ONNX metadata and ↔ the training model directory, so every artefact is self-describing."""
+"""ModelMeta from the training model directory and from an ONNX file (``contracts.model`` holds the record).
+
+``meta_from_info`` needs training's ``ModelInfo`` (torch), so only the exporters and the torch
+backend import it; reading an ONNX file's record needs only ``onnx``.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from export.classifier import ModelMeta
-from training.modeldir import ModelInfo
+from contracts.model import ONNX_META_KEY, ModelMeta, meta_from_json
 
-ONNX_META_KEY = "mpox_aism_meta"
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+if TYPE_CHECKING:
+    from training.modeldir import ModelInfo
 
 
 def meta_from_info(info: ModelInfo) -> ModelMeta:
     return ModelMeta(image_size=info.image_size, labels=tuple(info.labels), mean=tuple(info.mean),
                      std=tuple(info.std), temperature=info.temperature, threshold=info.threshold,
                      model_version=info.model_version, arch=info.arch)
-
-
-def meta_to_json(meta: ModelMeta) -> str:
-    d = asdict(meta)
-    d["labels"], d["mean"], d["std"] = list(meta.labels), list(meta.mean), list(meta.std)
-    return json.dumps(d)
-
-
-def meta_from_json(text: str, source: str = "metadata") -> ModelMeta:
-    try:
-        d = json.loads(text)
-        return ModelMeta(image_size=int(d["image_size"]), labels=tuple(d["labels"]), mean=tuple(d["mean"]),
-                         std=tuple(d["std"]), temperature=float(d.get("temperature", 1.0)),
-                         threshold=float(d.get("threshold", 0.6)), model_version=str(d.get("model_version", "")),
-                         arch=str(d.get("arch", "")), extra=dict(d.get("extra", {})))
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{source}: malformed mpox-aism model metadata ({e})") from None
 
 
 def read_onnx_meta(path: str | Path) -> ModelMeta:

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.metadata import INPUT_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_from_info, meta_to_json
-from training.calibration import softmax
-from training.data import IMAGE_SUFFIXES, load_rgb
+from contracts.decision import softmax
+from contracts.images import list_images, load_rgb
+from contracts.model import INPUT_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_to_json
+from contracts.preprocess import preprocess_batch
+from export.metadata import meta_from_info
 from training.modeldir import load_model
-from training.preprocess import preprocess_batch
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -30,12 +31,6 @@ OPSET = 17
 
 class ParityError(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance."""
-
-
-def list_images(root: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``root``, recursively, sorted (so parity runs are repeatable)."""
-    files = sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return files[:limit] if limit else files
 
 
 def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int = OPSET) -> Path:
@@ -97,7 +92,7 @@ def _parity_images(data: str | None, limit: int) -> list[np.ndarray]:
             raise FileNotFoundError(f"no images under {data}")
         step = max(1, len(files) // limit)
         return [load_rgb(p) for p in files[::step][:limit]]
-    from training.sample import builtin_sample_dir
+    from contracts.sample import builtin_sample_dir
 
     log.warning("no --parity-data: checking parity on the 2 built-in sample photos only")
     return [load_rgb(p) for p in list_images(builtin_sample_dir())]

@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from export.classifier import ModelMeta
-from export.metadata import INPUT_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_from_json
-from training.data import IMAGE_SUFFIXES, DatasetError, load_rgb
-from training.preprocess import preprocess_numpy
+from contracts.images import IMAGE_SUFFIXES, DatasetError, list_images, load_rgb
+from contracts.model import INPUT_NAME, ONNX_META_KEY, OUTPUT_NAME, ModelMeta, meta_from_json
+from contracts.preprocess import preprocess_numpy
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +132,7 @@ def list_calibration_images(root: str | Path, limit: int | None = None, *, seed:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"calibration data folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    files = list_images(root)
     if not files:
         raise ValueError(f"no images under {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if limit and len(files) > limit:

@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from training.labels import LABELS
+from pipeline.decider import DecisionConfig
+from pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
 
 
 class _Model(BaseModel):
@@ -28,8 +29,8 @@ class CameraConfig(_Model):
     loop: bool = Field(False, description="File sources: start again at the end instead of finishing.")
     close_range: bool = Field(False, description="The camera always shows skin close to the lens (PC terminal): "
                               "classify the frame centre instead of face/hand regions.")
-    detect_stride: int = Field(2, ge=1, description="Run face/hand detection on every Nth frame.")
-    classify_stride: int = Field(3, ge=1, description="Classify each track at most every Nth frame.")
+    detect_stride: int = Field(DETECT_STRIDE, ge=1, description="Run face/hand detection on every Nth frame.")
+    classify_stride: int = Field(CLASSIFY_STRIDE, ge=1, description="Classify each track at most every Nth frame.")
 
 
 class DetectorConfig(_Model):
@@ -46,22 +47,6 @@ class ClassifierConfig(_Model):
         "auto", description="auto = onnxruntime when the model has model.onnx, else torch.")
     device: str = Field("cpu", description="torch backend device: cpu or cuda[:N].")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch backend precision.")
-
-
-class DecisionConfig(_Model):
-    threshold: float = Field(0.6, gt=0, lt=1, description="Top probability under this goes to a person (review).")
-    notifiable: list[str] = Field(["mpox"], min_length=1, description="Classes that raise a 'suspected' alert.")
-    window: int = Field(15, ge=1, description="Crops per track combined by the window median.")
-    min_crops: int = Field(3, ge=1, description="Crops a track needs before it is decided.")
-    consensus: float = Field(0.5, gt=0, le=1, description="Share of window crops that must vote for the alert.")
-
-    @field_validator("notifiable")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        bad = [x for x in v if x not in LABELS]
-        if bad:
-            raise ValueError(f"unknown class(es) {bad}; choose from {', '.join(LABELS)}")
-        return v
 
 
 class TlsConfig(_Model):

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-DECISION_STATES = ("clear", "review", "suspected")
+from contracts.decision import STATES as DECISION_STATES
+
 # classifier latency on CPU is tens of ms to seconds; a GPU batch is a few ms
 INFERENCE_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -188,6 +188,10 @@ class MqttPublisher:
         self._wake.set()
         return event_id
 
+    def wake(self) -> None:
+        """Something was written to the outbox by its owner (the event sink): send it now, not in a second."""
+        self._wake.set()
+
     def publish_status(self, suffix: str, payload: dict[str, Any]) -> bool:
         """Retained, best-effort state (not an alert): sent only while connected, never queued."""
         if not self.connected:

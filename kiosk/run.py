@@ -12,7 +12,7 @@ from kiosk.config import ConfigError, KioskConfig, load_config, parse_config
 def demo_config() -> KioskConfig:
     """The embedded default: no camera, no broker. A still-image source built from real photos that
     ship inside dependencies; events wait in the outbox until a broker is configured."""
-    from training.sample import builtin_sample_dir
+    from contracts.sample import builtin_sample_dir
 
     folder = builtin_sample_dir() / "normal"
     return parse_config({"station_id": "demo", "cameras": [{"name": "demo", "source": str(folder),

@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from contracts.images import DatasetError
     from export.onnx_export import ParityError
-    from training.data import DatasetError
     from training.split import LeakageError
 
     try:

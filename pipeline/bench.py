@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from contracts.model import default_backend
 from export.bench import machine
+from pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -25,21 +27,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model directory (default: models/default)")
     p.add_argument("--backend", default=None, help="classifier backend (default: onnxruntime if model.onnx "
                    "exists, else torch)")
-    p.add_argument("--detect-stride", type=int, default=2)
-    p.add_argument("--classify-stride", type=int, default=3)
+    p.add_argument("--detect-stride", type=int, default=DETECT_STRIDE)
+    p.add_argument("--classify-stride", type=int, default=CLASSIFY_STRIDE)
     p.add_argument("--max-hands", type=int, default=4)
     p.add_argument("--hold-frames", type=int, default=15, help="frames per still for an image folder")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = whole source)")
     p.add_argument("--threads", type=int, default=None, help="torch/ORT CPU threads")
     p.add_argument("--json", required=True, help="output JSON file")
     return p
-
-
-def default_backend(model: str | None) -> str:
-    from training.modeldir import default_model_dir
-
-    d = Path(model) if model else default_model_dir()
-    return "onnxruntime" if (d / "model.onnx").is_file() else "torch"
 
 
 def main(args: argparse.Namespace) -> dict:

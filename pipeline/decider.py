@@ -12,23 +12,35 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contracts.decision import DEFAULT_NOTIFIABLE, DEFAULT_THRESHOLD, State, decide
+from contracts.labels import LABELS
 from pipeline.crops import Crop
-from training.labels import LABELS
-
-State = Literal["clear", "review", "suspected"]
 
 
-@dataclass(frozen=True)
-class DecisionConfig:
-    threshold: float = 0.6
-    notifiable: tuple[str, ...] = ("mpox",)
-    window: int = 15  # crops kept per track
-    min_crops: int = 3
-    consensus: float = 0.5  # share of window crops whose top class is the notifiable one
+class DecisionConfig(BaseModel):
+    """The per-track rule's knobs; also the kiosk config's ``decision:`` section (one home, one set of defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(DEFAULT_THRESHOLD, gt=0, lt=1,
+                             description="Top probability under this goes to a person (review).")
+    notifiable: tuple[str, ...] = Field(DEFAULT_NOTIFIABLE, min_length=1,
+                                        description="Classes that raise a 'suspected' alert.")
+    window: int = Field(15, ge=1, description="Crops per track combined by the window median.")
+    min_crops: int = Field(3, ge=1, description="Crops a track needs before it is decided.")
+    consensus: float = Field(0.5, gt=0, le=1, description="Share of window crops that must vote for the alert.")
+
+    @field_validator("notifiable")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [x for x in v if x not in LABELS]
+        if bad:
+            raise ValueError(f"unknown class(es) {bad}; choose from {', '.join(LABELS)}")
+        return v
 
 
 @dataclass
@@ -108,14 +120,8 @@ class Decider:
         top = int(med.argmax())
         label, p = self.labels[top], float(med[top])
         votes = float((window.argmax(axis=1) == top).mean())
-        if len(st.probs) < c.min_crops or p < c.threshold:
-            state: State = "review"
-        elif label in c.notifiable and votes >= c.consensus:
-            state = "suspected"
-        elif label in c.notifiable:
-            state = "review"
-        else:
-            state = "clear"
+        state = decide(label, p, threshold=c.threshold, notifiable=c.notifiable,
+                       enough_evidence=len(st.probs) >= c.min_crops, consensus=votes >= c.consensus)
         assert st.best is not None
         return Decision(track_id, state, label, p, {k: float(v) for k, v in zip(self.labels, med, strict=True)},
                         len(st.probs), sorted(set(st.kinds)), st.first_ts, st.last_ts, st.best.image,

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 
+from contracts.preprocess import check_image
 from pipeline.mediapipe_models import HAND_TASK, ensure_models
-from training.preprocess import check_image
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,6 +36,7 @@ __all__ = ["HAND_BOX_MARGIN", "Region", "RegionDetector", "check_frame"]
 # "close": no face or hand found but the frame is dominated by skin held near the lens (the
 # paper's Grade "Others"); made by the crop stage, never by the detector.
 RegionKind = Literal["face", "hand", "close"]
+REGION_KINDS: tuple[RegionKind, ...] = ("face", "hand", "close")
 
 # Fraction of the landmark box's width/height added on each side of a hand box.
 HAND_BOX_MARGIN = 0.15

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from training.data import IMAGE_SUFFIXES, DatasetError, load_rgb
+from contracts.images import IMAGE_SUFFIXES, DatasetError, list_images, load_rgb
 
 __all__ = [
     "Frame",
@@ -119,10 +119,28 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+@dataclass(frozen=True)
+class SourceStats:
+    """A source's counters at one moment, for health checks, metrics and benchmarks.
+
+    ``connected`` is ``None`` for sources that have no connection (files, image folders), so "down"
+    means a live camera that is really down, not a file that has ended.
+    """
+
+    frames: int = 0
+    dropped_frames: int = 0
+    reconnects: int = 0
+    reconnect_attempts: int = 0
+    connected: bool | None = None
+    last_error: str | None = None
+    last_frame_age_s: float | None = None
+
+
 class Source(ABC):
     """An iterator of `Frame`s that holds a resource: use it in a `with` block or call `close()`."""
 
     name: str
+    stills: bool = False  # frames are held photos (each its own scene), not a moving scene
 
     def __iter__(self) -> Self:
         return self
@@ -134,9 +152,9 @@ class Source(ABC):
     def close(self) -> None:
         """Release the file/camera; safe to call twice; iteration then stops."""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SourceStats:
         """Counters for health checks and benchmarks; live sources add connection state."""
-        return {"frames": getattr(self, "_frames", 0), "dropped_frames": 0}
+        return SourceStats(frames=getattr(self, "_frames", 0))
 
     def __enter__(self) -> Self:
         return self
@@ -253,16 +271,6 @@ class VideoFileSource(Source):
 # --------------------------------------------------------------------------------- image folder
 
 
-def _list_images(root: Path, recursive: bool) -> list[Path]:
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    found = []
-    for p in candidates:
-        rel = p.relative_to(root).parts
-        if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in rel) and p.is_file():
-            found.append(p)
-    return sorted(found)
-
-
 class ImageFolderSource(Source):
     """Every image under `root` (sorted by path), each repeated for `hold_frames` frames.
 
@@ -270,6 +278,8 @@ class ImageFolderSource(Source):
     and the decider's multi-frame consensus run as they do live. Unreadable images are skipped with
     one warning each; the folder is listed once, at construction.
     """
+
+    stills = True
 
     def __init__(
         self,
@@ -285,7 +295,7 @@ class ImageFolderSource(Source):
             raise ValueError(f"hold_frames must be >= 1, got {hold_frames}")
         if not self.root.is_dir():
             raise SourceError(f"image folder {self.root} does not exist or is not a folder")
-        self.paths = _list_images(self.root, recursive)
+        self.paths = list_images(self.root, recursive=recursive)
         if not self.paths:
             raise SourceError(
                 f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {self.root}"
@@ -570,20 +580,15 @@ class LiveSource(Source):
             raise StopIteration
         return frame
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SourceStats:
         """Counters for health checks; `connected` is False while the newest frame is older than
         `stall_timeout`, even before the capture thread has given up on a blocked read."""
         with self._lock:
             age = None if self._last_frame_mono is None else time.monotonic() - self._last_frame_mono
-            return {
-                "frames": self._frames,
-                "dropped_frames": self._queue.dropped,
-                "reconnects": self.reconnects,
-                "reconnect_attempts": self.reconnect_attempts,
-                "connected": self.connected and age is not None and age < self.stall_timeout,
-                "last_error": self.last_error,
-                "last_frame_age_s": age,
-            }
+            return SourceStats(frames=self._frames, dropped_frames=self._queue.dropped, reconnects=self.reconnects,
+                               reconnect_attempts=self.reconnect_attempts,
+                               connected=bool(self.connected and age is not None and age < self.stall_timeout),
+                               last_error=self.last_error, last_frame_age_s=age)
 
     @property
     def dropped_frames(self) -> int:

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import torch
 
-from training.data import load_rgb
-from training.preprocess import resize_square
+from contracts.images import load_rgb
+from contracts.preprocess import resize_square
 from training.pretrain import SourceImages, source_size
 from training.ssl import DeviceViews, SimCLRViews
 

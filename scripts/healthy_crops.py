@@ -19,10 +19,10 @@ from pathlib import Path
 
 import cv2
 
+from contracts.images import load_rgb
 from pipeline.crops import CropExtractor
 from pipeline.regions import RegionDetector
 from pipeline.sources import open_source
-from training.data import load_rgb
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

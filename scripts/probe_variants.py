@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.calibration import fit_temperature, softmax
+from contracts.decision import softmax
+from training.calibration import fit_temperature
 from training.cv import Inputs, ProbeRecipe, out_of_fold, run_fold
 from training.data import scan_dataset
 from training.folds import Fold, group_kfold, leave_source_out

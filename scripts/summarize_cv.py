@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from training.labels import LABELS
+from contracts.labels import LABELS
 
 
 def _ci(h: dict) -> str:

@@ -75,7 +75,7 @@ def link_photos(tmp_path: Path, label: str, n: int) -> Path:
 
 
 def default_model_or_skip() -> Path:
-    from training.modeldir import default_model_dir
+    from contracts.model import default_model_dir
 
     d = default_model_dir()
     if not (d / "model.pt").is_file():
@@ -91,7 +91,8 @@ def default_model() -> Path:
 @pytest.fixture(scope="session")
 def real_crops() -> list:
     """A dozen real skin photos (RGB uint8), two per class where possible."""
-    from training.data import load_rgb, scan_dataset
+    from contracts.images import load_rgb
+    from training.data import scan_dataset
 
     samples = scan_dataset(need_skin8(), verify=False)
     picked, seen = [], defaultdict(int)

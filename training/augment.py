@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-from training.preprocess import DEFAULT_IMAGE_SIZE, preprocess
+from contracts.preprocess import DEFAULT_IMAGE_SIZE
+from training.preprocess import preprocess
 
 
 def paper_augmentation(size: int = DEFAULT_IMAGE_SIZE, *, seed: int | None = None) -> A.Compose:

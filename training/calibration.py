@@ -29,9 +29,3 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, max_iter: int = 2
     opt.step(closure)
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.calibration import fit_temperature, softmax
+from contracts.decision import softmax
+from contracts.labels import LABELS
+from training.calibration import fit_temperature
 from training.data import Sample, class_counts, scan_dataset
 from training.engine import seed_everything
 from training.evaluate import write_report
 from training.folds import Fold, group_kfold, leave_source_out
-from training.labels import LABELS
 from training.metrics import compute_metrics
 from training.modelcard import write_model_card
 from training.modeldir import ModelInfo, load_model, save_model

@@ -13,21 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.labels import LABEL_TO_INDEX, LABELS
+from contracts.images import DatasetError, is_image_name, load_rgb
+from contracts.labels import LABEL_TO_INDEX, LABELS
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 MANIFEST = "manifest.csv"
-
-
-class DatasetError(ValueError):
-    """The data on disk cannot be used as given; the message names the offending file."""
 
 
 @dataclass(frozen=True)
@@ -44,17 +39,8 @@ class Sample:
         return LABELS[self.label]
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB uint8; a clear error when it cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None or image.size == 0:
-        raise DatasetError(f"cannot decode image {path}: not an image, or truncated/corrupt")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return is_image_name(path.name) and path.is_file()
 
 
 def _scan_manifest(root: Path) -> list[Sample]:

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from contracts.decision import softmax
+from contracts.labels import LABELS
 from training import plots
 from training.augment import EvalTransform
-from training.calibration import softmax
 from training.data import ImageDataset, Sample, scan_dataset
-from training.labels import LABELS
 from training.metrics import compute_metrics, group_bootstrap, reliability_bins, threshold_sweep
 from training.modeldir import load_model
 from training.split import split_by_groups
@@ -136,7 +136,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     model, info = load_model(args.model)
     if args.sample:
-        from training.sample import builtin_sample_dir
+        from contracts.sample import builtin_sample_dir
         data = builtin_sample_dir()
     elif args.data:
         data = Path(args.data)

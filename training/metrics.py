@@ -11,9 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from training.labels import LABELS
-
-DEFAULT_THRESHOLD = 0.6
+from contracts.decision import DEFAULT_THRESHOLD
+from contracts.labels import LABELS
 
 
 def _ratio(num: float, den: float) -> float:

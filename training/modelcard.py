@@ -11,8 +11,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from contracts.labels import LABELS
 from training.data import Sample
-from training.labels import LABELS
 from training.modeldir import ModelInfo
 
 # Terms as stated by each source (../shared/data/README.md); unknown sources are listed as such.

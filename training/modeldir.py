@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.labels import LABELS
-from training.metrics import DEFAULT_THRESHOLD
+from contracts.decision import DEFAULT_THRESHOLD
+from contracts.labels import LABELS
+from contracts.model import default_model_dir
+from contracts.preprocess import MEAN, STD
 from training.models import build_model
-from training.preprocess import MEAN, STD
 
 FORMAT = "mpox-aism/model@1"
 MODEL_FILE = "model.pt"
-ENV_DEFAULT_MODEL = "MPOX_AISM_MODEL"
 
 
 @dataclass
@@ -73,14 +73,6 @@ def save_model(out_dir: str | Path, model: nn.Module, info: ModelInfo) -> Path:
              "model_version": info.model_version}
     _atomic_write(out / "calibration.json", (json.dumps(calib, indent=2) + "\n").encode())
     return out / MODEL_FILE
-
-
-def default_model_dir() -> Path:
-    """``$MPOX_AISM_MODEL``, else the model shipped in the repository's ``models/default``."""
-    env = os.environ.get(ENV_DEFAULT_MODEL)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1] / "models" / "default"
 
 
 def resolve_model_path(path: str | Path | None) -> Path:

@@ -18,8 +18,8 @@ import torch
 import torchvision
 from torch import nn
 
+from contracts.labels import NUM_CLASSES
 from training.efficientnet_lite import LITE_PARAMS, EfficientNetLite, load_lite_imagenet
-from training.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from training.data import IMAGE_SUFFIXES, MANIFEST, DatasetError, load_rgb, scan_dataset
+from contracts.images import DatasetError, is_image_name, load_rgb
+from contracts.preprocess import resize_square
+from training.data import MANIFEST, scan_dataset
 from training.engine import make_scheduler, save_atomic, seed_everything, write_csv
 from training.models import ARCHS, DEFAULT_ARCH
-from training.preprocess import resize_square
 from training.split import group_split
 from training.ssl import DeviceViews, Encoder, ProjectionHead, SimCLR, SimCLRViews, nt_xent_loss
 
@@ -113,10 +114,6 @@ class ImageCollection:
     labeled_roots: list[str] = field(default_factory=list)
 
 
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
-
-
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
     """(images outside labeled folders, labeled folders) under ``root``; hidden entries skipped."""
     images: list[Path] = []
@@ -133,7 +130,7 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
             dirnames[:] = []  # the manifest, not the folder tree, says what belongs to this set
             continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        images += [Path(dirpath) / f for f in sorted(filenames) if _is_image(f)]
+        images += [Path(dirpath) / f for f in sorted(filenames) if is_image_name(f)]
     return images, labeled
 
 

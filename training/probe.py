@@ -27,8 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.data import Sample, load_rgb
-from training.labels import LABELS
+from contracts.images import load_rgb
+from contracts.labels import LABELS
+from training.data import Sample
 from training.models import classifier_head
 from training.preprocess import preprocess
 

@@ -27,8 +27,8 @@ from torchvision import tv_tensors
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
+from contracts.preprocess import MEAN, STD, check_image
 from training.models import build_model, classifier_head
-from training.preprocess import MEAN, STD, check_image
 
 
 def blur_kernel_size(image_size: int) -> int:

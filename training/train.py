@@ -30,13 +30,14 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler, get_worker_info
 from tqdm import tqdm
 
+from contracts.decision import softmax
+from contracts.labels import LABELS
 from training import plots
 from training.augment import TrainTransform
-from training.calibration import fit_temperature, softmax
+from training.calibration import fit_temperature
 from training.data import ImageDataset, Sample, class_counts, scan_dataset
 from training.engine import make_scheduler, save_atomic, seed_everything, write_csv
 from training.evaluate import predict_logits, write_report
-from training.labels import LABELS
 from training.metrics import compute_metrics
 from training.modelcard import write_model_card
 from training.modeldir import ModelInfo, save_model

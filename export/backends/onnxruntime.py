@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.model import INPUT_NAME, OUTPUT_NAME
 from export.classifier import Classifier
-from export.metadata import INPUT_NAME, OUTPUT_NAME, read_onnx_meta
+from export.metadata import read_onnx_meta
 
 
 class OnnxRuntimeClassifier(Classifier):
     backend = "onnxruntime"
+    thread_safe = True  # InferenceSession.run may be called from several threads
 
     def __init__(self, onnx_path: str | Path, *, max_batch: int = 32, providers: list[str] | None = None,
                  threads: int | None = None):

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from contracts.model import INPUT_NAME, OUTPUT_NAME, meta_from_json
 from export.classifier import Classifier
-from export.metadata import INPUT_NAME, OUTPUT_NAME, meta_from_json
 from export.tensorrt_build import check_sidecar, gpu_identity, import_tensorrt, load_sidecar, sidecar_path
 
 
 class TensorRTClassifier(Classifier):
     backend = "tensorrt"
+    thread_safe = False  # one execution context and its bound buffers: one call at a time
 
     def __init__(self, engine_path: str | Path, *, max_batch: int | None = None, device: str = "cuda:0"):
         import torch

@@ -1,10 +1,14 @@
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
+from contracts.decision import softmax
+from contracts.model import ModelMeta
 from export.backends import load_classifier
-from export.classifier import ModelMeta
-from training.calibration import softmax
+from export.classifier import Classifier
 from training.data import scan_dataset
 from training.evaluate import predict_logits
 from training.modeldir import load_model
@@ -37,7 +41,7 @@ def test_serving_equals_training_evaluation(default_model, skin8):
     samples = scan_dataset(skin8, verify=False)[::300]
     model, info = load_model(default_model)
     ref = softmax(predict_logits(model, samples, image_size=info.image_size), info.temperature)
-    from training.data import load_rgb
+    from contracts.images import load_rgb
 
     with load_classifier("torch", default_model) as clf:
         got = clf.predict([load_rgb(s.path) for s in samples])
@@ -55,3 +59,59 @@ def test_fp16_on_cpu_is_refused(default_model):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA graphs need"):
             load_classifier("torch", default_model, cuda_graphs=True)
+
+
+class _Probe(Classifier):
+    """A backend that records how many threads are inside ``logits`` at once."""
+
+    backend = "probe"
+
+    def __init__(self, thread_safe: bool, meet: threading.Barrier | None = None):
+        self.thread_safe = thread_safe
+        super().__init__(ModelMeta(image_size=8))
+        self.inside = self.most = 0
+        self._count = threading.Lock()
+        self._meet = meet
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with self._count:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        if self._meet is not None:
+            self._meet.wait()  # returns only when two calls are inside together
+        else:
+            time.sleep(0.01)  # room for another thread to arrive, if nothing stopped it
+        with self._count:
+            self.inside -= 1
+        return np.zeros((len(batch), 8), np.float32)
+
+
+def _hammer(clf: Classifier, threads: int, calls: int) -> None:
+    crop = np.zeros((8, 8, 3), np.uint8)
+    workers = [threading.Thread(target=lambda: [clf.predict([crop]) for _ in range(calls)]) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+
+
+def test_a_backend_that_is_not_thread_safe_gets_one_call_at_a_time():
+    """Every camera thread and the HTTP thread share one classifier; a TensorRT context is not re-entrant."""
+    clf = _Probe(thread_safe=False)
+    _hammer(clf, threads=4, calls=5)
+    assert clf.most == 1
+
+
+def test_a_thread_safe_backend_is_not_serialised():
+    clf = _Probe(thread_safe=True, meet=threading.Barrier(2, timeout=10))
+    _hammer(clf, threads=2, calls=1)  # a lock would leave the first call waiting at the barrier: BrokenBarrierError
+    assert clf.most == 2
+
+
+def test_backends_declare_their_thread_safety():
+    from export.backends.onnxruntime import OnnxRuntimeClassifier
+    from export.backends.tensorrt import TensorRTClassifier
+    from export.backends.torch import TorchClassifier
+
+    assert OnnxRuntimeClassifier.thread_safe and not TensorRTClassifier.thread_safe
+    assert not TorchClassifier.thread_safe

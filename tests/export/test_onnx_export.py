@@ -4,8 +4,9 @@ import numpy as np
 import onnx
 import pytest
 
+from contracts.model import ONNX_META_KEY
 from export.backends import load_classifier
-from export.metadata import ONNX_META_KEY, read_onnx_meta
+from export.metadata import read_onnx_meta
 from export.onnx_export import ParityError, check_parity, export_onnx
 from mpox_aism.cli import main as cli
 from training.modeldir import load_model

@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from contracts.labels import LABELS
+from contracts.preprocess import MEAN, STD, preprocess_numpy
 from export.tensorrt_build import (
     EngineMismatchError,
     calibration_batches,
@@ -21,8 +23,6 @@ from export.tensorrt_build import (
     main,
     onnx_contract,
 )
-from training.labels import LABELS
-from training.preprocess import MEAN, STD, preprocess_numpy
 
 H100 = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt_version": "10.3.0",
         "onnx": "models/default/model.onnx", "engine": "models/default/model.engine",

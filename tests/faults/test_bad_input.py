@@ -35,7 +35,7 @@ TOKEN = "bad-input-token"
 
 
 def sample_bgr(size: int = 320) -> np.ndarray:
-    from training.sample import _photos
+    from contracts.sample import _photos
 
     return cv2.resize(next(iter(_photos().values())), (size, size), interpolation=cv2.INTER_AREA)
 
@@ -76,7 +76,7 @@ def test_pipeline_drops_and_counts_bad_frames() -> None:
         for what, image in bad.items():
             pipe.process(Frame(good, index, time.time(), "cam"))  # a good frame between each bad one
             index += 1
-            decisions = pipe.process(Frame(image, index, time.time(), "cam"))  # type: ignore[arg-type]
+            decisions = pipe.process(Frame(image, index, time.time(), "cam")).decisions  # type: ignore[arg-type]
             index += 1
             assert decisions == [] or all(d.state in ("clear", "review", "suspected") for d in decisions), what
         pipe.process(Frame(good, index, time.time(), "cam"))
@@ -113,7 +113,7 @@ def broken_inputs(tmp_path: Path) -> dict[str, Path]:
 def test_daemon_keeps_serving_through_bad_cameras_and_uploads(tmp_path: Path, broken_inputs: dict[str, Path],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     default_model_or_skip()
-    from tests.kiosk.test_http import png_header_bomb
+    from tests.kiosk.web.test_api import png_header_bomb
 
     cfg = {"station_id": "gate-bad",
            "cameras": [{"name": "photos", "source": str(broken_inputs["photos"]), "hold_frames": 3, "loop": True},

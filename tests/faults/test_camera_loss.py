@@ -41,29 +41,29 @@ def test_rtsp_camera_killed_and_restarted_20_times(rtsp_server):
     consumer.start()
     back_to_frame: list[float] = []  # server accepting connections -> reconnect with a frame (backoff included)
     try:
-        wait_until(lambda: src.stats()["frames"] > 5, 120, what="first frames from the RTSP server")
+        wait_until(lambda: src.stats().frames > 5, 120, what="first frames from the RTSP server")
         for i in range(RESTARTS):
-            frames = src.stats()["frames"]
-            wait_until(lambda f=frames: src.stats()["frames"] > f + 5, 60, what=f"frames flowing (cycle {i})")
+            frames = src.stats().frames
+            wait_until(lambda f=frames: src.stats().frames > f + 5, 60, what=f"frames flowing (cycle {i})")
             rtsp_server.kill()  # SIGKILL: the camera (or its network) is gone at once
             wait_until(lambda: not src.connected, 60, what=f"the source noticing the loss (cycle {i})")
             rtsp_server.start(timeout=60)
             t_up = time.monotonic()
             wait_until(lambda n=i + 1: src.reconnects >= n, 120, interval=0.02, what=f"reconnect #{i + 1}")
             back_to_frame.append(time.monotonic() - t_up)
-        frames = src.stats()["frames"]
-        wait_until(lambda: src.stats()["frames"] > frames + 5, 60, what="frames after the last restart")
+        frames = src.stats().frames
+        wait_until(lambda: src.stats().frames > frames + 5, 60, what="frames after the last restart")
         stats = src.stats()
     finally:
         src.close()
         consumer.join(30)
     assert not raised, f"LiveSource raised to its consumer: {raised[0]!r}"
-    assert stats["reconnects"] == RESTARTS and len(src.reconnect_seconds) == RESTARTS, stats
-    assert stats["connected"] and stats["last_error"] is None, stats
+    assert stats.reconnects == RESTARTS and len(src.reconnect_seconds) == RESTARTS, stats
+    assert stats.connected and stats.last_error is None, stats
     assert consumed[0] > 0
-    print(f"\nFAULT camera-loss (RTSP, {RESTARTS} SIGKILL+restart cycles): reconnects {stats['reconnects']}, "
-          f"reopen attempts {stats['reconnect_attempts']}, exceptions 0, frames {stats['frames']} "
-          f"(consumed {consumed[0]}, dropped {stats['dropped_frames']}); "
+    print(f"\nFAULT camera-loss (RTSP, {RESTARTS} SIGKILL+restart cycles): reconnects {stats.reconnects}, "
+          f"reopen attempts {stats.reconnect_attempts}, exceptions 0, frames {stats.frames} "
+          f"(consumed {consumed[0]}, dropped {stats.dropped_frames}); "
           f"reopen->first frame {_figures(src.reconnect_seconds)}; "
           f"server up->first frame {_figures(back_to_frame)}; "
           f"last frame->first frame (outage seen by the pipeline) {_figures(src.outage_seconds)}")
@@ -78,7 +78,7 @@ def test_missing_v4l2_camera_is_retried_with_a_clear_error():
         stats = src.stats()
     finally:
         src.close()
-    assert stats["connected"] is False and stats["frames"] == 0 and stats["reconnects"] == 0
-    assert f"/dev/video{index} does not exist" in (stats["last_error"] or ""), stats
+    assert stats.connected is False and stats.frames == 0 and stats.reconnects == 0
+    assert f"/dev/video{index} does not exist" in (stats.last_error or ""), stats
     print(f"\nFAULT camera-loss (V4L2 index {index} absent): no exception, reopen attempts "
-          f"{stats['reconnect_attempts']}, last_error {stats['last_error']!r}")
+          f"{stats.reconnect_attempts}, last_error {stats.last_error!r}")

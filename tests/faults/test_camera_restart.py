@@ -21,7 +21,7 @@ pytestmark = pytest.mark.faults
 
 def test_crashed_camera_is_restarted_and_the_other_keeps_running(tmp_path: Path, monkeypatch) -> None:
     default_model_or_skip()
-    from training.sample import builtin_sample_dir
+    from contracts.sample import builtin_sample_dir
 
     folders = {cam: builtin_sample_dir(tmp_path / cam) / "normal" for cam in ("flaky", "steady")}
     real_next = ImageFolderSource.__next__
@@ -35,7 +35,7 @@ def test_crashed_camera_is_restarted_and_the_other_keeps_running(tmp_path: Path,
         return frame
 
     monkeypatch.setattr(ImageFolderSource, "__next__", flaky_next)
-    monkeypatch.setattr("kiosk.daemon.RESTART_MIN_S", 0.2)
+    monkeypatch.setattr("kiosk.camera.RESTART_MIN_S", 0.2)
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     cfg = parse_config({
         "station_id": "gate-wd",

@@ -31,27 +31,27 @@ def _source(url: str) -> LiveSource:
 def test_frozen_camera_is_noticed_and_reconnected(rtsp_server: RtspServer) -> None:
     src = _source(rtsp_server.url)
     try:
-        wait_until(lambda: src.stats()["frames"] > 10, 120, what="first frames")
+        wait_until(lambda: src.stats().frames > 10, 120, what="first frames")
         assert rtsp_server.proc is not None
         rtsp_server.proc.send_signal(signal.SIGSTOP)
         frozen_at = time.monotonic()
         wait_until(lambda: not src.connected, 60, what="the source noticing the frozen camera")
         noticed = time.monotonic() - frozen_at
-        error = src.stats()["last_error"]
+        error = src.stats().last_error
         time.sleep(max(0.0, STALL_S - (time.monotonic() - frozen_at)))
         rtsp_server.proc.send_signal(signal.SIGCONT)
         thawed = time.monotonic()
         wait_until(lambda: src.connected and src.reconnects >= 1, 120, what="reconnect after the thaw")
         back = time.monotonic() - thawed
-        frames = src.stats()["frames"]
-        wait_until(lambda: src.stats()["frames"] > frames + 10, 60, what="frames after the thaw")
+        frames = src.stats().frames
+        wait_until(lambda: src.stats().frames > frames + 10, 60, what="frames after the thaw")
         stats = src.stats()
     finally:
         src.close()
     print(f"\nFAULT frozen RTSP camera ({STALL_S} s SIGSTOP, stall_timeout 3 s): noticed after {noticed:.1f} s "
-          f"({error!r}), reconnected {back:.1f} s after SIGCONT, reconnects {stats['reconnects']}, exceptions 0")
+          f"({error!r}), reconnected {back:.1f} s after SIGCONT, reconnects {stats.reconnects}, exceptions 0")
     assert "stall" in (error or "") or "read failed" in (error or ""), error
-    assert stats["connected"] and stats["last_error"] is None
+    assert stats.connected and stats.last_error is None
 
 
 def test_two_cameras_lost_at_once_both_come_back(rtsp_available: None, tmp_path: Path) -> None:
@@ -63,8 +63,8 @@ def test_two_cameras_lost_at_once_both_come_back(rtsp_available: None, tmp_path:
         sources = [_source(s.url) for s in servers]
         for cycle in range(3):
             for src in sources:
-                f = src.stats()["frames"]
-                wait_until(lambda src=src, f=f: src.stats()["frames"] > f + 5, 120, what=f"frames (cycle {cycle})")
+                f = src.stats().frames
+                wait_until(lambda src=src, f=f: src.stats().frames > f + 5, 120, what=f"frames (cycle {cycle})")
             for s in servers:
                 s.kill()
             wait_until(lambda: not any(src.connected for src in sources), 60, what="both losses noticed")
@@ -78,6 +78,6 @@ def test_two_cameras_lost_at_once_both_come_back(rtsp_available: None, tmp_path:
             src.close()
         for s in servers:
             s.kill(signal.SIGTERM)
-    print(f"\nFAULT two RTSP cameras lost at once ×3: reconnects {[st['reconnects'] for st in stats]}, "
+    print(f"\nFAULT two RTSP cameras lost at once ×3: reconnects {[st.reconnects for st in stats]}, "
           f"reopen→first frame {[round(max(src.reconnect_seconds), 2) for src in sources]} s (max), exceptions 0")
-    assert all(st["reconnects"] == 3 for st in stats)
+    assert all(st.reconnects == 3 for st in stats)

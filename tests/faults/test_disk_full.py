@@ -23,7 +23,7 @@ ALL = ["mpox", "chickenpox", "measles", "bullous", "eczema", "urticaria", "vascu
 
 def test_disk_full_holds_events_in_order_and_saves_them_when_space_returns(tmp_path: Path, monkeypatch) -> None:
     default_model_or_skip()
-    from training.sample import builtin_sample_dir
+    from contracts.sample import builtin_sample_dir
 
     photos = builtin_sample_dir(tmp_path / "photos") / "normal"
     outboxes: list[Outbox] = []
@@ -53,7 +53,7 @@ def test_disk_full_holds_events_in_order_and_saves_them_when_space_returns(tmp_p
         while time.monotonic() < deadline and daemon.unsaved_count() < 3:
             time.sleep(0.2)
         st = daemon.status()
-        seen.update(held=st["outbox"]["unsaved"], down=list(st["down"]), error=st["outbox"]["write_error"],
+        seen.update(held=st.outbox.unsaved, down=list(st.down), error=st.outbox.write_error,
                     frames_while_full=daemon.cameras["desk"].frames)
         with outboxes[0]._lock:  # space is back
             outboxes[0]._db.execute("PRAGMA max_page_count=1073741823")
@@ -75,6 +75,6 @@ def test_disk_full_holds_events_in_order_and_saves_them_when_space_returns(tmp_p
           f"{len(rows)} of {events} events in the outbox, lost 0")
     assert int(seen["held"]) >= 3 and "outbox" in seen["down"] and "full" in str(seen["error"])  # type: ignore[arg-type]
     after = seen["after"]
-    assert after["outbox"]["unsaved"] == 0 and "outbox" not in after["down"]  # type: ignore[index]
+    assert after.outbox.unsaved == 0 and "outbox" not in after.down  # type: ignore[attr-defined]
     assert len(rows) == events and len(set(ids)) == events and daemon.unsaved_dropped == 0
     assert daemon.cameras["desk"].errors == 0 and daemon.cameras["desk"].restarts == 0

@@ -61,7 +61,7 @@ def _seed_photos() -> list[bytes]:
     """The built-in sample photos, small, in the four accepted formats."""
     import cv2
 
-    from training.sample import _photos
+    from contracts.sample import _photos
 
     out = []
     for bgr in _photos().values():
@@ -109,7 +109,7 @@ def image_bytes(draw: st.DrawFn) -> bytes:
             im.convert("RGB").save(buf := io.BytesIO(), format="PNG")
         return buf.getvalue()
     if kind == "bomb":
-        from tests.kiosk.test_http import png_header_bomb
+        from tests.kiosk.web.test_api import png_header_bomb
 
         return png_header_bomb(draw(st.integers(1, 6000)), draw(st.integers(1, 6000)))
     if kind == "random":
@@ -156,7 +156,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
 def api() -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
     """The diagnosis app on loopback with the shipped model (no Grad-CAM: 1,000 cases on two cores)."""
     from export.backends import load_classifier
-    from kiosk.http import ServerThread, create_app
+    from kiosk.web.api import ServerThread, create_app
 
     model_dir = default_model_or_skip()
     if not (model_dir / "model.onnx").is_file():

@@ -39,7 +39,7 @@ ALL_LABELS = ["mpox", "chickenpox", "measles", "bullous", "eczema", "urticaria",
 
 def portraits(tmp_path: Path) -> Path:
     """Photos of people's faces (the built-in sample, and ../shared/data/people's face photos when present)."""
-    from training.sample import builtin_sample_dir
+    from contracts.sample import builtin_sample_dir
 
     d = builtin_sample_dir(tmp_path / "portraits") / "normal"
     people = SHARED_DATA / "people"

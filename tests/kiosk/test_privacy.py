@@ -17,7 +17,7 @@ def guard():
 
 
 def _portraits() -> list[np.ndarray]:
-    from training.sample import _photos
+    from contracts.sample import _photos
 
     return [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in _photos().values()]
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from contracts.labels import LABELS
 from pipeline.crops import Crop
 from pipeline.decider import Decider, DecisionConfig
 from pipeline.regions import Region
-from training.labels import LABELS
 
 
 def _crop(q=1.0, kind="face"):

@@ -40,8 +40,8 @@ def test_speaker_clip_one_main_track_not_suspected(detector, classifier):
         decisions = list(pipe.run(src))
     s = pipe.stats
     assert s.frames > 250
-    assert s.frames_with_face / s.frames > 0.6  # faces in most frames (the wide opening shot misses)
-    assert s.frames_with_hand > 0
+    assert s.frames_with["face"] / s.frames > 0.6  # faces in most frames (the wide opening shot misses)
+    assert s.frames_with["hand"] > 0
     by_track = collections.Counter(d.track_id for d in decisions)
     main = max(by_track, key=lambda t: max(d.n_crops for d in decisions if d.track_id == t))
     assert not [d for d in decisions if d.track_id == main and d.state == "suspected"]
@@ -57,7 +57,7 @@ def test_image_folder_one_decision_per_photo(detector, classifier, tmp_path, lab
     with open_source(str(folder), hold_frames=5) as src:
         for frame in src:
             still_of[frame.index] = frame.still_id
-            decisions += pipe.process(frame)
+            decisions += pipe.process(frame).decisions
         decisions += list(pipe.finish())
     last = {}  # the latest decision of each photo's main track
     for d in decisions:

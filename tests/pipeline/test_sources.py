@@ -248,10 +248,10 @@ def test_missing_v4l2_device_keeps_retrying_without_raising(caplog):
     caplog.set_level(logging.ERROR, logger="pipeline.sources")
     src = LiveSource(99, reconnect_initial=0.05, reconnect_max=0.2)
     try:
-        assert wait_for(lambda: src.stats()["reconnect_attempts"] >= 3, timeout=30)
+        assert wait_for(lambda: src.stats().reconnect_attempts >= 3, timeout=30)
         s = src.stats()
-        assert s["connected"] is False and s["frames"] == 0 and s["last_frame_age_s"] is None
-        assert "/dev/video99" in s["last_error"] and "does not exist" in s["last_error"]
+        assert s.connected is False and s.frames == 0 and s.last_frame_age_s is None
+        assert "/dev/video99" in s.last_error and "does not exist" in s.last_error
         assert src.get(0.05) is None
         errors = [r for r in caplog.records if "/dev/video99" in r.getMessage()]
         assert len(errors) == 1  # one clear line, not one per retry
@@ -268,18 +268,18 @@ def test_rtsp_frames_survive_a_server_restart(rtsp_server: RtspServer, record_pr
         first = src.get(LIVE_TIMEOUT)
         assert first is not None, src.stats()
         assert first.image.dtype == np.uint8 and first.image.ndim == 3 and first.source == rtsp_server.url
-        assert src.stats()["connected"] is True
+        assert src.stats().connected is True
 
         rtsp_server.kill()  # abrupt: SIGKILL, as a crashed camera or a pulled cable
-        assert wait_for(lambda: not src.stats()["connected"]), src.stats()
+        assert wait_for(lambda: not src.stats().connected), src.stats()
         rtsp_server.start()
         assert wait_for(lambda: src.reconnects >= 1), src.stats()
-        after = src.stats()["frames"]
-        assert wait_for(lambda: src.stats()["frames"] >= after + 10), src.stats()  # the stream flows again
+        after = src.stats().frames
+        assert wait_for(lambda: src.stats().frames >= after + 10), src.stats()  # the stream flows again
         again = src.get(LIVE_TIMEOUT)
         assert again is not None and again.index > first.index
         s = src.stats()
-        assert s["reconnects"] >= 1 and s["last_error"] is None and s["connected"] is True
+        assert s.reconnects >= 1 and s.last_error is None and s.connected is True
         assert len(src.reconnect_seconds) == src.reconnects == len(src.outage_seconds)
         record_property("rtsp_connect_s", round(src.connect_seconds or -1, 3))
         record_property("rtsp_reconnect_s", [round(x, 3) for x in src.reconnect_seconds])
@@ -293,13 +293,13 @@ def test_rtsp_frames_survive_a_server_restart(rtsp_server: RtspServer, record_pr
 def test_rtsp_queue_drops_oldest_when_consumer_stalls(rtsp_server: RtspServer):
     src = LiveSource(rtsp_server.url, queue_size=2)
     try:
-        assert wait_for(lambda: src.stats()["frames"] >= 15), src.stats()  # nobody reads meanwhile
+        assert wait_for(lambda: src.stats().frames >= 15), src.stats()  # nobody reads meanwhile
         s = src.stats()
-        assert s["dropped_frames"] > 0 and s["dropped_frames"] >= s["frames"] - 3
+        assert s.dropped_frames > 0 and s.dropped_frames >= s.frames - 3
         newest = [src.get(LIVE_TIMEOUT), src.get(LIVE_TIMEOUT)]
         assert all(f is not None for f in newest)
         # only the latest frames were kept; the capture thread may hold one more, counted but still
         # being converted to RGB before it is queued (seen once under a loaded CPU: 19 vs 22 - 2)
-        assert newest[0].index >= s["frames"] - 3
+        assert newest[0].index >= s.frames - 3
     finally:
         src.close()

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from training.calibration import fit_temperature, softmax
+from contracts.decision import softmax
+from training.calibration import fit_temperature
 
 
 def test_recovers_a_known_temperature():

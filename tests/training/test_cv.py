@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.labels import LABELS
 from training import cv
 from training.data import scan_dataset
-from training.labels import LABELS
 from training.modeldir import load_model
 from training.preprocess import preprocess
 
@@ -52,7 +52,7 @@ def test_shipped_model_is_the_fitted_head_in_the_network(cv_run, tiny_skin8):
     for name in ("model.pt", "labels.json", "calibration.json", "metrics.json", "model_card.md"):
         assert (out / "model" / name).is_file()
     s = scan_dataset(tiny_skin8, verify=False)[0]
-    from training.data import load_rgb
+    from contracts.images import load_rgb
     with torch.no_grad():
         logits = model(preprocess(load_rgb(s.path), 64).unsqueeze(0))
     assert logits.shape == (1, len(LABELS)) and torch.isfinite(logits).all()

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data import DatasetError, class_counts, load_rgb, scan_dataset
-from training.labels import LABELS
+from contracts.images import DatasetError, load_rgb
+from contracts.labels import LABELS
+from training.data import class_counts, scan_dataset
 
 
 def _img(path: Path, value: int = 128) -> None:

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from contracts.model import default_model_dir
 from mpox_aism.cli import main as cli
-from training.modeldir import default_model_dir, load_model
+from training.modeldir import load_model
 
 
 def _need_default():

@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.images import load_rgb
+from contracts.preprocess import MEAN, STD, preprocess_batch, preprocess_numpy
 from tests.conftest import need_skin8
 from training.augment import EvalTransform, TrainTransform
-from training.data import ImageDataset, load_rgb, scan_dataset
-from training.preprocess import MEAN, STD, preprocess, preprocess_batch, preprocess_numpy
+from training.data import ImageDataset, scan_dataset
+from training.preprocess import preprocess
 
 
 def test_shape_dtype_and_normalisation():

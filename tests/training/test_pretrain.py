@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.labels import LABELS
 from mpox_aism.cli import main as cli
 from tests.conftest import REPO, make_subset
 from training import pretrain
 from training.data import scan_dataset
-from training.labels import LABELS
 from training.models import build_model, classifier_head, load_init_checkpoint
 from training.pretrain import ENCODER_FORMAT, SourceImages, collect_images, source_size
 from training.split import group_split

@@ -11,8 +11,9 @@ import torch.multiprocessing as mp
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from contracts.preprocess import MEAN, STD
 from training.models import build_model, classifier_head
-from training.preprocess import MEAN, STD, preprocess
+from training.preprocess import preprocess
 from training.ssl import DeviceViews, Encoder, ProjectionHead, SimCLR, SimCLRViews, feature_dim, nt_xent_loss
 
 

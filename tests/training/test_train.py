@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
+from contracts.labels import LABELS
 from mpox_aism.cli import main as cli
-from training.labels import LABELS
 from training.modeldir import load_model
 
 QUICK = ["--arch", "mobilenet_v2", "--image-size", "64", "--batch-size", "8", "--workers", "0",

@@ -36,11 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
+from contracts.decision import State, decide
+from contracts.preprocess import fit_within
 from kiosk.metrics import KioskMetrics
 
 log = logging.getLogger(__name__)
 
-State = Literal["clear", "review", "suspected"]
 # Formats whose header PIL reads (for the pixel check) and OpenCV decodes. Others (GIF, TIFF, JPEG 2000,
 # HEIC, EXR…) are refused: fewer decoders exposed to uploads, and no format we cannot size before decoding.
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp"}
@@ -79,15 +80,6 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(
         description="degraded: a part listed in `down` is not working; the kiosk still answers.")
     model_version: str
-
-
-def decide(probs: np.ndarray, labels: Sequence[str], threshold: float,
-           notifiable: Sequence[str] = ("mpox",)) -> tuple[State, int]:
-    """The single-photo form of the 0.6 rule; returns (decision, index of the top class)."""
-    top = int(np.argmax(probs))
-    if float(probs[top]) < threshold:
-        return "review", top
-    return ("suspected" if labels[top] in notifiable else "clear"), top
 
 
 class _Reject(Exception):
@@ -146,15 +138,6 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise _Reject(400, f"cannot decode the {fmt} image: the file is corrupt or truncated")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 class _LimitedReceive:
@@ -216,102 +199,92 @@ _MULTIPART_BODY: dict[str, Any] = {
 }
 
 
-def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer] | None = None,
-               token: str | None, max_upload_bytes: int = 10 * 1024 * 1024, max_pixels: int = 40_000_000,
-               status_provider: Callable[[], Mapping[str, Any]] | None = None,
-               metrics: KioskMetrics | None = None, metrics_registry: CollectorRegistry | None = None,
-               threshold: float | None = None, notifiable: Sequence[str] = ("mpox",),
-               inference_lock: AbstractContextManager[Any] | None = None,
-               explain_lock: AbstractContextManager[Any] | None = None, max_concurrent: int = 2) -> FastAPI:
-    """The kiosk's FastAPI app.
+class DiagnosisService:
+    """One uploaded photo: decode → classify → the threshold rule → explain. Runs in a worker thread.
 
-    ``classifier``: an ``export.classifier.Classifier``. ``explainer``: a ``GradCamExplainer`` or a
-    zero-argument factory for one (the daemon builds it lazily). ``token``: the bearer token; ``None`` or
-    empty disables the diagnosis API (503) rather than leaving it open. ``metrics``: the kiosk's
-    ``KioskMetrics`` (a private one when omitted); ``metrics_registry`` overrides what ``/metrics`` shows.
-    ``threshold`` defaults to the model's. ``inference_lock`` / ``explain_lock``: pass the locks the camera
-    workers use when they share the classifier / explainer; Grad-CAM hooks on a shared torch model are
-    not thread-safe, and neither is every backend (TensorRT contexts). ``max_concurrent``: photos decoded and
-    analysed at once (each can be ``max_pixels``×3 bytes); the rest wait without holding a thread.
-    ``status_provider()`` feeds ``/healthz``; a non-empty ``"down"`` list in it marks the kiosk degraded.
+    ``explainer``: a ``GradCamExplainer`` or a zero-argument factory for one (built on first use, under
+    ``explain_lock``: Grad-CAM hooks on a shared torch model are not thread-safe, so the camera workers and
+    the API share the lock); the classifier serialises its own calls when its backend needs it.
     """
-    labels = tuple(classifier.labels)
-    thr = float(classifier.meta.threshold if threshold is None else threshold)
-    model_version = str(classifier.meta.model_version)
-    metrics = metrics or KioskMetrics()
-    registry = metrics_registry or metrics.registry
-    predict_lock = inference_lock or threading.Lock()
-    cam_lock = explain_lock or threading.Lock()
-    expected = token.encode() if token else None
-    body_limit = max_upload_bytes + MULTIPART_OVERHEAD
-    explainer_box: list[Explainer] = []
-    limiters: list[anyio.CapacityLimiter] = []  # made on first use: older anyio wants a running loop
 
-    def get_explainer() -> Explainer | None:
-        if explainer is None:
+    def __init__(self, classifier: Any, explainer: Explainer | Callable[[], Explainer] | None, *,
+                 threshold: float, notifiable: Sequence[str], max_pixels: int,
+                 explain_lock: AbstractContextManager[Any]) -> None:
+        self.classifier, self.labels = classifier, tuple(classifier.labels)
+        self.threshold, self.notifiable, self.max_pixels = threshold, tuple(notifiable), max_pixels
+        self.model_version = str(classifier.meta.model_version)
+        self._explainer, self._built, self._lock = explainer, None, explain_lock
+
+    def _get_explainer(self) -> Explainer:
+        if self._built is None:
+            e = self._explainer
+            self._built = e if hasattr(e, "explain") else e()  # type: ignore[misc, operator]
+        return self._built  # type: ignore[return-value]
+
+    def _overlay_png(self, rgb: np.ndarray, top: int) -> str | None:
+        if self._explainer is None:
             return None
-        if hasattr(explainer, "explain"):
-            return explainer  # type: ignore[return-value]
-        if not explainer_box:
-            explainer_box.append(explainer())  # type: ignore[operator]
-        return explainer_box[0]
+        try:
+            with self._lock:  # also guards building the explainer once
+                # explain the classifier's label, not the torch model's own argmax, so the two agree
+                overlay = self._get_explainer().explain(fit_within(rgb, GRADCAM_MAX_SIDE), target=top)
+            return base64.b64encode(overlay.overlay_png()).decode("ascii")
+        except Exception:  # the classification stands without its picture
+            log.exception("Grad-CAM failed; answering without the overlay")
+            return None
 
-    def analyse(data: bytes) -> Diagnosis:
-        """Decode, classify and explain; runs in the threadpool so the event loop keeps serving."""
-        rgb = decode_upload(data, max_pixels)
-        with predict_lock:
-            probs = np.asarray(classifier.predict([rgb])[0], dtype=np.float64)
-        decision, top = decide(probs, labels, thr, notifiable)
-        png = None
-        if explainer is not None:
-            try:
-                with cam_lock:  # also guards building the explainer once
-                    exp = get_explainer()
-                    assert exp is not None
-                    # explain the classifier's label, not the torch model's own argmax, so the two agree
-                    overlay = exp.explain(_shrink(rgb, GRADCAM_MAX_SIDE), target=top)
-                png = base64.b64encode(overlay.overlay_png()).decode("ascii")
-            except Exception:  # the classification stands without its picture
-                log.exception("Grad-CAM failed; answering without the overlay")
-        return Diagnosis(label=labels[top], probability=float(probs[top]), decision=decision, threshold=thr,
-                         probabilities={k: float(v) for k, v in zip(labels, probs, strict=True)},
-                         model_version=model_version, gradcam_png_base64=png)
+    def analyse(self, data: bytes) -> Diagnosis:
+        rgb = decode_upload(data, self.max_pixels)
+        probs = np.asarray(self.classifier.predict([rgb])[0], dtype=np.float64)
+        top = int(np.argmax(probs))
+        label, p = self.labels[top], float(probs[top])
+        return Diagnosis(label=label, probability=p, threshold=self.threshold,
+                         decision=decide(label, p, threshold=self.threshold, notifiable=self.notifiable),
+                         probabilities={k: float(v) for k, v in zip(self.labels, probs, strict=True)},
+                         model_version=self.model_version, gradcam_png_base64=self._overlay_png(rgb, top))
 
-    app = FastAPI(
-        title="mpox-aism kiosk",
-        version=model_version or "unknown",
-        description="Skin-photo screening for a border checkpoint: upload a photo, get 8-class calibrated "
-                    "probabilities, the 0.6-confidence decision and a Grad-CAM overlay. **Research use only** "
-                    "— not a diagnostic device; every `review`/`suspected` answer goes to a person.",
-    )
-    def check_token(credentials: HTTPAuthorizationCredentials | None) -> None:
-        if expected is None:
+
+class BearerToken:
+    """The machine API's token check; no token configured = the API is closed (503), never open."""
+
+    def __init__(self, token: str | None) -> None:
+        self._expected = token.encode() if token else None
+
+    def check(self, credentials: HTTPAuthorizationCredentials | None) -> None:
+        if self._expected is None:
             raise HTTPException(503, "the diagnosis API is disabled: no API token is configured")
         if credentials is None:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+        if not hmac.compare_digest(credentials.credentials.encode(), self._expected):
             raise HTTPException(401, "invalid bearer token",
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
-    async def read_image(request: Request) -> bytes:
-        """The ``image`` part's bytes, refusing oversize bodies before and while they arrive."""
+
+class UploadReader:
+    """The ``image`` part's bytes, refusing oversize bodies before and while they arrive."""
+
+    def __init__(self, max_upload_bytes: int) -> None:
+        self.max_upload_bytes = max_upload_bytes
+        self.body_limit = max_upload_bytes + MULTIPART_OVERHEAD
+
+    async def __call__(self, request: Request) -> bytes:
         ctype = request.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/form-data"):
             raise HTTPException(415, "send multipart/form-data with the photo in the field 'image'")
-        too_large = HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        too_large = HTTPException(413, f"upload larger than {self.max_upload_bytes} bytes")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > body_limit:
-            if int(declared) <= body_limit + max_upload_bytes:
-                await _drain(request.receive, max_upload_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
+            if int(declared) <= self.body_limit + self.max_upload_bytes:
+                await _drain(request.receive, self.max_upload_bytes)
             raise too_large
-        counted = _LimitedReceive(request.receive, body_limit)
+        counted = _LimitedReceive(request.receive, self.body_limit)
         limited = Request(request.scope, receive=counted)
         try:
             async with limited.form(max_files=1, max_fields=8, max_part_size=64 * 1024) as form:
                 part = form.get("image")
                 if part is None or isinstance(part, str):
                     raise HTTPException(400, "no file in the multipart field 'image'")
-                if part.size is not None and part.size > max_upload_bytes:
+                if part.size is not None and part.size > self.max_upload_bytes:
                     raise too_large
                 return await part.read()
         except ClientDisconnect:
@@ -319,8 +292,26 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
             raise HTTPException(499, "client closed the request") from None
         except _BodyTooLarge:
             if not counted.done:
-                await _drain(request.receive, max_upload_bytes)
+                await _drain(request.receive, self.max_upload_bytes)
             raise too_large from None
+
+
+DIAGNOSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "Missing field, empty, truncated or corrupt image."},
+    401: {"model": ErrorDetail, "description": "Missing or wrong bearer token.",
+          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}},
+    413: {"model": ErrorDetail, "description": "Upload over the byte limit, or an image with more "
+                                               "pixels than allowed (decompression bomb)."},
+    415: {"model": ErrorDetail, "description": "Not multipart, or not a JPEG/PNG/WebP/BMP image."},
+    503: {"model": ErrorDetail, "description": "The API is disabled (no token configured)."},
+}
+
+
+def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: BearerToken, reader: UploadReader,
+                       metrics: KioskMetrics, max_concurrent: int) -> None:
+    """``POST /v1/diagnose``; ``max_concurrent`` photos are decoded and analysed at once (each can be
+    ``max_pixels``×3 bytes), the rest wait without holding a thread."""
+    limiters: list[anyio.CapacityLimiter] = []  # made on first use: older anyio wants a running loop
 
     @app.post(
         "/v1/diagnose",
@@ -330,29 +321,20 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
         description="Upload one photo as multipart field `image`. Answers the 8-class probabilities, the "
                     "decision under the 0.6 rule and (when the kiosk has an explainer) a Grad-CAM overlay.",
         openapi_extra={"requestBody": _MULTIPART_BODY},
-        responses={
-            400: {"model": ErrorDetail, "description": "Missing field, empty, truncated or corrupt image."},
-            401: {"model": ErrorDetail, "description": "Missing or wrong bearer token.",
-                  "headers": {"WWW-Authenticate": {"schema": {"type": "string"},
-                                                   "description": "Bearer"}}},
-            413: {"model": ErrorDetail, "description": "Upload over the byte limit, or an image with more "
-                                                       "pixels than allowed (decompression bomb)."},
-            415: {"model": ErrorDetail, "description": "Not multipart, or not a JPEG/PNG/WebP/BMP image."},
-            503: {"model": ErrorDetail, "description": "The API is disabled (no token configured)."},
-        },
+        responses=DIAGNOSE_RESPONSES,
     )
     async def diagnose(request: Request,
                        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> Diagnosis:
         status = 500
         t0 = time.perf_counter()
         try:
-            check_token(credentials)
-            data = await read_image(request)
+            token.check(credentials)
+            data = await reader(request)
             try:
                 # a worker thread (what run_in_threadpool does), bounded: each holds a decoded photo
                 if not limiters:
                     limiters.append(anyio.CapacityLimiter(max_concurrent))
-                result = await anyio.to_thread.run_sync(analyse, data, limiter=limiters[0])
+                result = await anyio.to_thread.run_sync(service.analyse, data, limiter=limiters[0])
             except _Reject as e:
                 raise HTTPException(e.status, e.detail) from None
             status = 200
@@ -363,6 +345,11 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
         finally:
             metrics.diagnose_request(status)
             log.info("diagnose %d in %.0f ms", status, 1000 * (time.perf_counter() - t0))
+
+
+def add_health_routes(app: FastAPI, *, model_version: str, registry: CollectorRegistry,
+                      status_provider: Callable[[], Mapping[str, Any]] | None) -> None:
+    """``/healthz`` and ``/metrics``."""
 
     @app.get("/healthz", response_model=Health, summary="Liveness and the state of the kiosk's parts")
     def healthz() -> JSONResponse:
@@ -388,6 +375,36 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
     def prometheus() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer] | None = None,
+               token: str | None, max_upload_bytes: int = 10 * 1024 * 1024, max_pixels: int = 40_000_000,
+               status_provider: Callable[[], Mapping[str, Any]] | None = None,
+               metrics: KioskMetrics | None = None, metrics_registry: CollectorRegistry | None = None,
+               threshold: float | None = None, notifiable: Sequence[str] = ("mpox",),
+               explain_lock: AbstractContextManager[Any] | None = None, max_concurrent: int = 2) -> FastAPI:
+    """The kiosk's FastAPI app: the diagnosis API and the health routes (the staff pages add their own).
+
+    ``classifier``: an ``export.classifier.Classifier``. ``token``: the bearer token; ``None`` or empty
+    disables the diagnosis API (503) rather than leaving it open. ``metrics``: the kiosk's ``KioskMetrics``
+    (a private one when omitted); ``metrics_registry`` overrides what ``/metrics`` shows. ``threshold``
+    defaults to the model's. ``status_provider()`` feeds ``/healthz``; a non-empty ``"down"`` list in it
+    marks the kiosk degraded. The rest: :class:`DiagnosisService`, :func:`add_diagnose_route`.
+    """
+    thr = float(classifier.meta.threshold if threshold is None else threshold)
+    service = DiagnosisService(classifier, explainer, threshold=thr, notifiable=notifiable, max_pixels=max_pixels,
+                               explain_lock=explain_lock or threading.Lock())
+    metrics = metrics or KioskMetrics()
+    app = FastAPI(
+        title="mpox-aism kiosk",
+        version=service.model_version or "unknown",
+        description="Skin-photo screening for a border checkpoint: upload a photo, get 8-class calibrated "
+                    "probabilities, the 0.6-confidence decision and a Grad-CAM overlay. **Research use only** "
+                    "— not a diagnostic device; every `review`/`suspected` answer goes to a person.",
+    )
+    add_diagnose_route(app, service, token=BearerToken(token), reader=UploadReader(max_upload_bytes),
+                       metrics=metrics, max_concurrent=max_concurrent)
+    add_health_routes(app, model_version=service.model_version, registry=metrics_registry or metrics.registry,
+                      status_provider=status_provider)
     app.state.metrics = metrics
     return app
 

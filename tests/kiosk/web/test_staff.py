@@ -26,8 +26,8 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from kiosk.events import jpeg_b64  # noqa: E402
-from kiosk.http import ServerThread, create_app  # noqa: E402
-from kiosk.staff import ReviewStore, add_staff_routes  # noqa: E402
+from kiosk.web.api import ServerThread, create_app  # noqa: E402
+from kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, need_skin8  # noqa: E402
 
 APT_LINE = "apt-get install -y chromium chromium-driver"
@@ -232,8 +232,18 @@ def test_frames_and_pages(kiosk: Kiosk, client: httpx.Client) -> None:
         # self-contained: the LAN is offline, so nothing is loaded from another host
         assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""",
                              r.text), path
-        assert "<script src" not in r.text and '<link rel="stylesheet"' not in r.text
         assert 'name="viewport"' in r.text
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', r.text)
+        assert assets, path  # the page's CSS and JS come from the kiosk itself
+        for asset in assets:
+            a = client.get(asset)
+            assert a.status_code == 200, asset
+            assert a.headers["content-type"].split(";")[0] in ("text/css", "text/javascript"), asset
+            # nothing fetched, imported or linked from another host
+            assert not re.search(r"""(?:fetch|import|src\s*=|href\s*=|url)\s*\(?\s*["'`]?(?:https?:)?//|@import""",
+                                 a.text), asset
+    for bad in ("/static/nope.js", "/static/..%2Fstaff.py", "/static/staff.html"):
+        assert client.get(bad).status_code == 404, bad
 
 
 def test_upload_page_file_and_camera(kiosk: Kiosk, client: httpx.Client, browser: WebDriver) -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from training.labels import LABELS, NUM_CLASSES, label_index
+from contracts.labels import LABELS, NUM_CLASSES, label_index
 
 
 def test_fixed_order():

@@ -22,8 +22,8 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
 pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi uvicorn python-multipart")
 
-from kiosk.http import ServerThread, create_app, decide  # noqa: E402
 from kiosk.metrics import KioskMetrics  # noqa: E402
+from kiosk.web.api import ServerThread, create_app  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, need_skin8  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
@@ -141,7 +141,7 @@ def test_diagnose_real_photo(client: httpx.Client, classifier: Any, label: str) 
     body = r.json()
     check_diagnosis(body, classifier)
     # the API answers what the classifier says about the same decoded photo
-    from training.data import load_rgb
+    from contracts.images import load_rgb
 
     expected = classifier.predict([load_rgb(SKIN8 / label / name)])[0]
     assert np.allclose([body["probabilities"][k] for k in classifier.labels], expected, atol=1e-5)
@@ -270,15 +270,6 @@ def test_parallel_uploads_all_answered(client: httpx.Client, classifier: Any) ->
     for r in responses:
         assert r.status_code == 200, r.text
         check_diagnosis(r.json(), classifier)
-
-
-def test_decide_rule() -> None:
-    labels = ("mpox", "chickenpox", "normal")
-    assert decide(np.array([0.7, 0.2, 0.1]), labels, 0.6) == ("suspected", 0)
-    assert decide(np.array([0.5, 0.3, 0.2]), labels, 0.6) == ("review", 0)
-    assert decide(np.array([0.1, 0.2, 0.7]), labels, 0.6) == ("clear", 2)
-    assert decide(np.array([0.1, 0.65, 0.25]), labels, 0.6, notifiable=("mpox", "chickenpox")) == ("suspected", 1)
-    assert decide(np.array([0.2, 0.2, 0.6]), labels, 0.6) == ("clear", 2)  # at the threshold is not under it
 
 
 def test_metrics_class_exposition() -> None:

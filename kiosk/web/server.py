@@ -1,0 +1,59 @@
+"""Serve the HTTP app (``kiosk.web.api`` + ``kiosk.web.staff``) in a background thread.
+
+The web part sees the kiosk only through :class:`KioskView`, a narrow read-only protocol: it can
+neither reach into the daemon nor import it (the daemon imports this module, never the reverse).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from export.classifier import Classifier
+from kiosk.config import KioskConfig, secret
+from kiosk.events import Event
+from kiosk.metrics import KioskMetrics
+from kiosk.status import KioskStatus
+
+log = logging.getLogger(__name__)
+
+
+class KioskView(Protocol):
+    """What the web pages may read of a running kiosk."""
+
+    def status(self) -> KioskStatus: ...
+
+    def recent_events(self) -> list[Event]: ...
+
+    def latest_frame(self, camera: str) -> bytes | None: ...
+
+    def camera_names(self) -> list[str]: ...
+
+
+def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, explainer: Callable[[], Any],
+               explain_lock: AbstractContextManager[Any], metrics: KioskMetrics,
+               reviews_path: Path) -> tuple[Any, str]:
+    from kiosk.web.api import ServerThread, create_app
+
+    h = config.http
+    token = secret(h.token_env, "api-token")
+    if token is None:
+        log.warning("no API token in $%s or the 'api-token' credential: POST /v1/diagnose answers 503 "
+                    "(closed) until one is set", h.token_env)
+    app = create_app(classifier=classifier, explainer=explainer, token=token,
+                     max_upload_bytes=int(h.max_upload_mb * 1024 * 1024),
+                     status_provider=lambda: view.status().model_dump(mode="json"), metrics=metrics,
+                     threshold=config.decision.threshold, notifiable=config.decision.notifiable,
+                     explain_lock=explain_lock)
+    try:
+        from kiosk.web.staff import add_staff_routes
+    except ImportError:  # the staff page is optional; the API is not
+        log.warning("staff page not available in this build")
+    else:
+        add_staff_routes(app, events_provider=lambda: [e.payload() for e in view.recent_events()],
+                         frame_provider=view.latest_frame, cameras=view.camera_names, reviews_path=reviews_path)
+    server = ServerThread(app, host=h.host, port=h.port).start()
+    return server, server.url + "/"

@@ -1,0 +1,117 @@
+"use strict";
+const nameInput = document.getElementById("staff-name");
+nameInput.value = localStorage.getItem("staffName") || "";
+nameInput.addEventListener("change", () => localStorage.setItem("staffName", nameInput.value.trim()));
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  Object.assign(e, props);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// one live view per camera; the next frame is asked only after the last one loaded or failed
+async function startCameras() {
+  const box = document.getElementById("cameras");
+  let names = [];
+  try { names = await (await fetch("/api/cameras", {cache: "no-store"})).json(); } catch (e) { /* retried */ }
+  if (!names.length) { setTimeout(startCameras, 5000); return; }
+  for (const name of names) {
+    const status = el("div", {className: "note", textContent: "waiting for a frame…"});
+    const img = el("img", {alt: "live view of " + name});
+    img.dataset.camera = name;
+    const url = "/api/cameras/" + encodeURIComponent(name) + "/frame.jpg";
+    const next = () => setTimeout(() => { img.src = url + "?t=" + Date.now(); }, 1000);
+    img.addEventListener("load", () => { img.style.visibility = ""; status.textContent = "live"; next(); });
+    img.addEventListener("error", () => {
+      img.style.visibility = "hidden"; status.textContent = "no frame yet"; next();
+    });
+    img.src = url + "?t=" + Date.now();
+    box.append(el("div", {className: "camera"}, el("strong", {textContent: name}), img, status));
+  }
+}
+
+const shown = new Map();  // event_id -> {li, state, buttons}
+
+function stateText(review) {
+  if (!review) return "not yet reviewed";
+  return review.action + " by " + review.by + " at " + new Date(review.time).toLocaleString();
+}
+
+async function sendReview(ev, action, item) {
+  const by = nameInput.value.trim();
+  if (!by) { item.msg.textContent = "Type your name at the top first."; nameInput.focus(); return; }
+  localStorage.setItem("staffName", by);
+  item.buttons.forEach(b => b.disabled = true);
+  try {
+    const r = await fetch("/api/events/" + encodeURIComponent(ev.event_id) + "/review", {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({action: action, by: by, note: ""})});
+    const body = await r.json();
+    if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+    item.msg.textContent = "";
+    showState(item, body);
+  } catch (e) {
+    item.msg.textContent = "Not recorded: " + e.message;
+  } finally {
+    item.buttons.forEach(b => b.disabled = false);
+  }
+}
+
+function showState(item, review) {
+  item.state.textContent = stateText(review);
+  item.li.dataset.review = review ? review.action : "";
+}
+
+function makeEvent(ev) {
+  const pics = el("div", {className: "pics"});
+  if (ev.crop_jpeg_base64) pics.append(el("img", {className: "crop", alt: "crop",
+                                                  src: "data:image/jpeg;base64," + ev.crop_jpeg_base64}));
+  if (ev.gradcam_jpeg_base64) pics.append(el("img", {className: "gradcam", alt: "Grad-CAM",
+                                                     src: "data:image/jpeg;base64," + ev.gradcam_jpeg_base64}));
+  const state = el("div", {className: "state"});
+  const msg = el("div", {className: "error"});
+  const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
+  const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
+  const info = el("div", {className: "info"},
+    el("div", {}, el("span", {className: "badge " + ev.decision, textContent: ev.decision}), " ",
+       el("strong", {className: "label", textContent: ev.label}), " ",
+       el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
+    el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
+    state, el("div", {className: "actions"}, ack, rev), msg);
+  const li = el("li", {className: "event"}, pics, info);
+  li.dataset.eventId = ev.event_id;
+  const item = {li, state, msg, buttons: [ack, rev]};
+  ack.addEventListener("click", () => sendReview(ev, "acknowledged", item));
+  rev.addEventListener("click", () => sendReview(ev, "reviewed", item));
+  return item;
+}
+
+// the list is patched, not rebuilt: images are decoded once and a click is never lost to a redraw
+async function pollEvents() {
+  const errBox = document.getElementById("events-error");
+  try {
+    const r = await fetch("/api/events", {cache: "no-store"});
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const events = await r.json();
+    const list = document.getElementById("events");
+    const keep = new Set();
+    events.forEach((ev, i) => {
+      keep.add(ev.event_id);
+      let item = shown.get(ev.event_id);
+      if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
+      showState(item, ev.review);
+      if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
+    });
+    for (const [id, item] of shown) if (!keep.has(id)) { item.li.remove(); shown.delete(id); }
+    document.getElementById("no-events").hidden = events.length > 0;
+    errBox.hidden = true;
+  } catch (e) {
+    errBox.textContent = "Cannot reach the kiosk: " + e.message;
+    errBox.hidden = false;
+  }
+  setTimeout(pollEvents, 2000);
+}
+
+startCameras();
+pollEvents();

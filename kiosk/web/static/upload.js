@@ -1,0 +1,70 @@
+"use strict";
+const $ = id => document.getElementById(id);
+const token = $("token");
+token.value = sessionStorage.getItem("kioskToken") || "";  // per tab: the token is not left on a shared phone
+token.addEventListener("change", () => sessionStorage.setItem("kioskToken", token.value));
+
+function showError(msg) { $("error").textContent = msg; $("error").hidden = false; }
+
+async function diagnose(blob, name) {
+  $("error").hidden = true; $("result").hidden = true; $("gradcam").hidden = true; $("busy").hidden = false;
+  const form = new FormData();
+  form.append("image", blob, name);
+  try {
+    const r = await fetch("/v1/diagnose", {method: "POST", body: form,
+                                           headers: {"Authorization": "Bearer " + token.value.trim()}});
+    let body = null;
+    try { body = await r.json(); } catch (e) { /* not JSON: a proxy's error page */ }
+    if (!r.ok) {
+      const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail))
+                                         : "HTTP " + r.status;
+      showError((r.status === 401 ? "Check the API token: " : "Not analysed: ") + detail);
+      return;
+    }
+    $("decision").textContent = body.decision;
+    $("decision").className = "badge " + body.decision;
+    $("label").textContent = body.label;
+    $("probability").textContent = (100 * body.probability).toFixed(1) + " %";
+    $("result").hidden = false;
+    if (body.gradcam_png_base64) {
+      $("gradcam").src = "data:image/png;base64," + body.gradcam_png_base64;
+      $("gradcam").hidden = false;
+    }
+  } catch (e) {
+    showError("Cannot reach the kiosk: " + e.message);
+  } finally {
+    $("busy").hidden = true;
+  }
+}
+
+$("file").addEventListener("change", () => {
+  const f = $("file").files[0];
+  if (f) diagnose(f, f.name);
+});
+
+let stream = null;
+$("use-camera").addEventListener("click", async () => {
+  // browsers give the camera only to https:// or localhost pages; the file input still opens it on phones
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    showError("The camera needs an https:// page here; use the Photo field, which opens the camera on phones.");
+    return;
+  }
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({video: {facingMode: "environment"}, audio: false});
+  } catch (e) {
+    showError("No camera: " + e.message);
+    return;
+  }
+  $("video").srcObject = stream;
+  await $("video").play();
+  $("camera-box").hidden = false;
+});
+
+$("snap").addEventListener("click", () => {
+  const v = $("video");
+  if (!v.videoWidth) { showError("The camera has no picture yet."); return; }
+  const c = document.createElement("canvas");
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  c.getContext("2d").drawImage(v, 0, 0);
+  c.toBlob(blob => diagnose(blob, "camera.jpg"), "image/jpeg", 0.92);
+});

@@ -1,0 +1,70 @@
+"""Serving stands on the floor alone: with the onnxruntime backend, torch is never imported.
+
+An edge box that runs ONNX Runtime or TensorRT must not carry torch (gigabytes of wheels, seconds of
+start-up) to check a dtype. Each check runs in a fresh interpreter, because this test process has
+imported torch long ago.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str, tmp_path: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={"STATE_DIRECTORY": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                           "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_floor_imports_no_torch(tmp_path):
+    got = _run("""
+        import json, sys
+        import contracts.decision, contracts.images, contracts.labels, contracts.model, contracts.preprocess
+        import contracts.sample
+        print(json.dumps({"torch": "torch" in sys.modules}))
+    """, tmp_path)
+    assert got == {"torch": False}
+
+
+def test_serving_modules_import_no_torch(tmp_path):
+    got = _run("""
+        import json, sys
+        import export.backends, export.backends.onnxruntime, export.classifier, export.metadata
+        import pipeline.pipeline, pipeline.regions, pipeline.sources, pipeline.crops, pipeline.tracker
+        import kiosk.daemon, kiosk.run, kiosk.config, kiosk.events, kiosk.outbox, kiosk.mqtt, kiosk.web.server
+        import kiosk.web.api, kiosk.web.staff, kiosk.privacy, kiosk.metrics
+        print(json.dumps({"torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))[:3]}))
+    """, tmp_path)
+    assert got == {"torch": []}
+
+
+@pytest.mark.usefixtures("default_model")
+def test_the_daemon_runs_the_demo_without_torch(tmp_path):
+    """The whole job: onnxruntime classifier, detector, pipeline, events to the outbox, HTTP up and down.
+
+    Images are not attached here (``publish_crops: false``): the Grad-CAM explainer still needs torch
+    until heat maps come from the ONNX model's own outputs.
+    """
+    got = _run("""
+        import json, sys
+        from kiosk.config import parse_config
+        from kiosk.daemon import Daemon
+        from kiosk.run import demo_config
+        data = demo_config().model_dump(mode="json")
+        data["classifier"]["backend"] = "onnxruntime"
+        data["privacy"]["publish_crops"] = False
+        data["http"]["port"] = 0
+        rc = Daemon(parse_config(data)).run()
+        print(json.dumps({"rc": rc, "torch": "torch" in sys.modules}))
+    """, tmp_path)
+    assert got == {"rc": 0, "torch": False}
