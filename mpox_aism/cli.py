@@ -7,8 +7,9 @@ import importlib
 import logging
 import sys
 
-# (command path, module, help). Modules are imported lazily so `mpox-aism --help` stays fast and a
-# missing optional runtime only affects the command that needs it.
+# (command path, module, help). Only the chosen command's module is imported: `mpox-aism --help` stays
+# fast, a missing optional runtime only affects the command that needs it, and `mpox-aism run` on an
+# ONNX Runtime box never imports the training stack (torch) for a parser it will not use.
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("train",), "training.train", "train a classifier on a labeled image folder"),
     (("pretrain",), "training.pretrain", "SimCLR self-supervised pretraining of an encoder"),
@@ -31,7 +32,18 @@ def _unavailable(command: str, error: ImportError):
     return fail
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> tuple[str, ...] | None:
+    """The command path named by ``argv`` (its leading words), or None (help, or a typo argparse reports)."""
+    words = [a for a in argv if not a.startswith("-")]
+    for path, _, _ in COMMANDS:
+        if tuple(words[:len(path)]) == path:
+            return path
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every command is listed; only the chosen one (all of them when ``argv`` is None) is built in full."""
+    chosen = None if argv is None else chosen_command(argv)
     parser = argparse.ArgumentParser(prog="mpox-aism", description="Mpox screening (research use only, "
                                      "not a diagnostic device).")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -44,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                 g = sub.add_parser(path[0], help=f"{path[0]} subcommands")
                 groups[path[0]] = g.add_subparsers(dest="subcommand", required=True)
             target = groups[path[0]]
+        if argv is not None and path != chosen:
+            target.add_parser(path[-1], help=help_)  # listed in --help; never parsed in this run
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:  # e.g. a GPU box without the training stack: other commands still work
@@ -55,17 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "your input is wrong" (one line, exit 2), from the modules this run imported."""
+    from contracts.images import DatasetError
+
+    errors: list[type[BaseException]] = [DatasetError, FileNotFoundError, ValueError]
+    for module, name in (("export.onnx_export", "ParityError"), ("training.split", "LeakageError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from contracts.images import DatasetError
-    from export.onnx_export import ParityError
-    from training.split import LeakageError
-
     try:
         args.func(args)
-    except (DatasetError, LeakageError, ParityError, FileNotFoundError, ValueError) as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"mpox-aism {args.command_name}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -37,7 +37,7 @@ def torch_mapped(pid: int) -> bool:
     return "libtorch_cpu" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def measure(backend: str, config: str | None, settle_s: float) -> dict:
+def measure(backend: str, config: str | None, settle_s: float, images: bool) -> dict:
     from kiosk.config import load_config
     from kiosk.run import demo_config
 
@@ -45,6 +45,7 @@ def measure(backend: str, config: str | None, settle_s: float) -> dict:
     cfg["classifier"]["backend"] = backend
     cfg["http"]["port"] = 0
     cfg["exit_when_done"] = False
+    cfg["privacy"]["publish_crops"] = images  # images on: Grad-CAM (torch) is loaded at the first flagged crop
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "kiosk.yaml")
         path.write_text(yaml.safe_dump(cfg))
@@ -75,7 +76,7 @@ def measure(backend: str, config: str | None, settle_s: float) -> dict:
         finally:
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=60)
-    return {"backend": backend, "config": config or "embedded demo", "running_s": round(t_running, 2),
+    return {"backend": backend, "config": config or "embedded demo", "publish_crops": images, "running_s": round(t_running, 2),
             "healthz_s": None if t_healthy is None else round(t_healthy, 2),
             "rss_mb_ready": round(at_ready[0], 1), "torch_mapped_ready": at_ready[1],
             "settle_s": settle_s, "rss_mb_settled": round(settled[0], 1), "torch_mapped_settled": settled[1],
@@ -88,9 +89,10 @@ def main() -> None:
     p.add_argument("--config", default=None, help="kiosk YAML (default: the embedded demo)")
     p.add_argument("--settle", type=float, default=20.0, help="seconds to keep serving before the second sample")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-images", action="store_true", help="privacy.publish_crops: false (no Grad-CAM)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    runs = [measure(a.backend, a.config, a.settle) for _ in range(a.repeat)]
+    runs = [measure(a.backend, a.config, a.settle, not a.no_images) for _ in range(a.repeat)]
     doc = {"runs": runs, "running_s_median": sorted(r["running_s"] for r in runs)[len(runs) // 2]}
     text = json.dumps(doc, indent=2)
     print(text)

@@ -55,16 +55,18 @@ def test_the_daemon_runs_the_demo_without_torch(tmp_path):
     Images are not attached here (``publish_crops: false``): the Grad-CAM explainer still needs torch
     until heat maps come from the ONNX model's own outputs.
     """
-    got = _run("""
-        import json, sys
-        from kiosk.config import parse_config
-        from kiosk.daemon import Daemon
+    got = _run(f"""
+        import json, sys, yaml
         from kiosk.run import demo_config
         data = demo_config().model_dump(mode="json")
         data["classifier"]["backend"] = "onnxruntime"
         data["privacy"]["publish_crops"] = False
         data["http"]["port"] = 0
-        rc = Daemon(parse_config(data)).run()
-        print(json.dumps({"rc": rc, "torch": "torch" in sys.modules}))
+        open("{tmp_path}/kiosk.yaml", "w").write(yaml.safe_dump(data))
+        from mpox_aism.cli import main  # the front door, `mpox-aism run --config FILE`
+        rc = main(["run", "--config", "{tmp_path}/kiosk.yaml", "--summary", "{tmp_path}/summary.json"])
+        print(json.dumps({{"rc": rc, "torch": "torch" in sys.modules}}))
     """, tmp_path)
     assert got == {"rc": 0, "torch": False}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] > 0 and sum(summary["decisions"].values()) > 0  # it did the job
