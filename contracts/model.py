@@ -22,6 +22,7 @@ from contracts.preprocess import MEAN, STD
 ONNX_META_KEY = "mpox_aism_meta"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+MAPS_NAME = "class_maps"  # optional second output: N×K×h×w class-activation maps (GAP → linear heads)
 ENV_DEFAULT_MODEL = "MPOX_AISM_MODEL"
 
 

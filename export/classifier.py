@@ -9,6 +9,11 @@ One classifier is shared by every camera thread and the HTTP thread. A backend s
 a TensorRT execution context, with its bound device buffers, is not, nor is a torch module whose
 CPU threads would fight each other); when it may not, the base class serialises the calls with one
 lock, so a backend cannot forget it.
+
+A backend whose model returns class-activation maps from the forward pass (``can_explain``: the ONNX
+file has a ``class_maps`` output, or the torch model a GAP → linear head) also implements
+``logits_and_maps``; :meth:`Classifier.explain` then answers and explains a crop in one call — no torch,
+no backward pass — with the heat map made as Grad-CAM makes it (``contracts.heatmap``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from contracts.decision import softmax
+from contracts.heatmap import Explanation, heat_from_class_map, overlay_heatmap
 from contracts.model import ModelMeta
-from contracts.preprocess import preprocess_batch
+from contracts.preprocess import fit_within, preprocess_batch
 
 
 class Classifier(abc.ABC):
@@ -30,6 +36,7 @@ class Classifier(abc.ABC):
 
     backend: str = "abstract"
     thread_safe: bool = False  # may ``logits`` run in two threads at once? (the safe default: no)
+    can_explain: bool = False  # does the model give class maps from its forward pass?
 
     def __init__(self, meta: ModelMeta, *, max_batch: int = 32):
         meta.check_compatible(self.backend)
@@ -49,6 +56,25 @@ class Classifier(abc.ABC):
     @abc.abstractmethod
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw logits for a preprocessed float32 batch of at most ``max_batch`` images."""
+
+    def logits_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and N×K×h×w class maps, for backends with ``can_explain``."""
+        raise NotImplementedError(f"{self.backend}: this model gives no class maps; use Grad-CAM")
+
+    def explain(self, crop: np.ndarray, target: int | None = None, *, max_side: int | None = None) -> Explanation:
+        """Probabilities of every class and the heat map of ``target`` (default: the top class), one forward pass.
+
+        The network sees the whole crop; the heat map and overlay are made at most ``max_side`` a side.
+        """
+        batch = preprocess_batch([crop], self.image_size)
+        with self._lock:
+            logits, maps = self.logits_and_maps(batch)
+        probs = softmax(logits, self.meta.temperature)[0].astype(np.float32)
+        target = int(probs.argmax()) if target is None else int(target)
+        shown = crop if max_side is None else fit_within(crop, max_side)
+        heat = heat_from_class_map(maps[0, target], self.image_size, shown.shape[:2])
+        return Explanation(label=self.labels[target], target=target, probability=float(probs[target]), heatmap=heat,
+                           overlay=overlay_heatmap(shown, heat), probabilities=probs)
 
     def predict_preprocessed(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for an N×3×S×S batch already made by ``preprocess``."""

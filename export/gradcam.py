@@ -1,14 +1,15 @@
-"""Grad-CAM for a flagged crop, on the torch weights (a TensorRT engine has no gradients).
+"""Grad-CAM on the torch weights: the explainer for heads that are not GAP → linear (ViT, Swin,
+DenseNet's ReLU after its last norm), and the reference the forward-pass CAM is tested against.
 
-Used only for ``review``/``suspected`` crops and the diagnosis API, so its cost (a forward and a
-backward pass) stays off the hot path. Built on pytorch-grad-cam; its context manager releases
-the hooks after every call so a long-running daemon does not accumulate them.
+Networks with a GAP → linear head explain from their own forward pass instead (``export/cam.py``,
+the ONNX ``class_maps`` output); this path costs a torch forward and backward pass. Built on
+pytorch-grad-cam; its context manager releases the hooks after every call, so a long-running daemon
+does not accumulate them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from contracts.decision import softmax
+from contracts.heatmap import Explanation, overlay_heatmap
 from contracts.preprocess import check_image
 from training.modeldir import ModelInfo, load_model
 from training.preprocess import preprocess
@@ -52,34 +54,6 @@ def target_layer(model: nn.Module, arch: str) -> tuple[nn.Module, Callable | Non
     if not convs:
         raise ValueError(f"no convolution to explain in {arch}")
     return convs[-1], None
-
-
-@dataclass
-class Explanation:
-    label: str
-    target: int
-    probability: float
-    heatmap: np.ndarray  # H×W float32 in [0, 1], at the crop's size
-    overlay: np.ndarray  # H×W×3 RGB uint8
-
-    def overlay_png(self) -> bytes:
-        return _encode(self.overlay, ".png")
-
-    def overlay_jpeg(self, quality: int = 85) -> bytes:
-        return _encode(self.overlay, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
-
-
-def _encode(rgb: np.ndarray, ext: str, params: list[int] | None = None) -> bytes:
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params or [])
-    if not ok:
-        raise ValueError(f"could not encode {ext}")
-    return buf.tobytes()
-
-
-def overlay_heatmap(crop_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    colour = cv2.applyColorMap(np.uint8(255 * np.clip(heatmap, 0, 1)), cv2.COLORMAP_JET)
-    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(crop_rgb, 1 - alpha, colour, alpha, 0)
 
 
 class GradCamExplainer:

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from contracts.decision import softmax
+from contracts.heatmap import heat_from_class_map
 from contracts.images import list_images, load_rgb
-from contracts.model import INPUT_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_to_json
+from contracts.model import INPUT_NAME, MAPS_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_to_json
 from contracts.preprocess import preprocess_batch
+from export.cam import WithClassMaps, supports_class_maps
 from export.metadata import meta_from_info
 from training.modeldir import load_model
 
@@ -39,11 +41,14 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int = 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 3, info.image_size, info.image_size)
+    maps = supports_class_maps(info.arch)  # a second output: the heat maps come with the answer
+    net = WithClassMaps(model, info.arch).eval() if maps else model
+    outputs = [OUTPUT_NAME, MAPS_NAME] if maps else [OUTPUT_NAME]
     with warnings.catch_warnings():  # the legacy exporter is chosen on purpose (module docstring)
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], external_data=False,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        torch.onnx.export(net, (dummy,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=outputs, external_data=False,
+                          dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)})
     import onnx
 
     proto = onnx.load(str(out))
@@ -52,7 +57,9 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int = 
         "labels": json.dumps(list(meta.labels)),
         "input": f"{INPUT_NAME}: float32 N×3×{info.image_size}×{info.image_size}, RGB, /255, "
                  f"normalised mean={list(meta.mean)} std={list(meta.std)}",
-        "output": f"{OUTPUT_NAME}: N×{len(meta.labels)} raw logits; probabilities = softmax(logits / temperature)",
+        "output": f"{OUTPUT_NAME}: N×{len(meta.labels)} raw logits; probabilities = softmax(logits / temperature)"
+                  + (f"; {MAPS_NAME}: N×{len(meta.labels)}×h×w class-activation maps (Σ_c W_kc·A_c on the last "
+                     "feature map; heat map = ReLU + min-max, as Grad-CAM)" if maps else ""),
         "temperature": str(meta.temperature),
         "model_version": meta.model_version,
     }
@@ -76,12 +83,21 @@ def check_parity(model_path: str | Path | None, onnx_path: str | Path, images: l
         ref = softmax(model(torch.from_numpy(batch)).numpy(), info.temperature)
     with OnnxRuntimeClassifier(onnx_path) as ort:
         got = ort.predict_preprocessed(batch)
+        got_maps = ort.logits_and_maps(batch)[1] if ort.can_explain and len(batch) else None
     diff = float(np.abs(ref - got).max()) if len(batch) else 0.0
     report = {"images": len(batch), "max_abs_diff": diff, "tolerance": tolerance,
-              "argmax_agree": float((ref.argmax(1) == got.argmax(1)).mean()) if len(batch) else 1.0,
-              "passed": diff <= tolerance}
+              "argmax_agree": float((ref.argmax(1) == got.argmax(1)).mean()) if len(batch) else 1.0}
+    if got_maps is not None:  # the heat maps of the top class, as a person would see them
+        with torch.no_grad():
+            ref_maps = WithClassMaps(model, info.arch)(torch.from_numpy(batch))[1].numpy()
+        size, top = info.image_size, ref.argmax(1)
+        report["heatmap_max_abs_diff"] = max(
+            float(np.abs(heat_from_class_map(r[t], size, (size, size)) - heat_from_class_map(g[t], size, (size, size)))
+                  .max()) for r, g, t in zip(ref_maps, got_maps, top, strict=True))
+    worst = max(diff, report.get("heatmap_max_abs_diff", 0.0))
+    report["passed"] = worst <= tolerance
     if not report["passed"]:
-        raise ParityError(f"ONNX Runtime differs from PyTorch by {diff:.2e} > {tolerance:.0e} on {len(batch)} images")
+        raise ParityError(f"ONNX Runtime differs from PyTorch by {worst:.2e} > {tolerance:.0e} on {len(batch)} images")
     return report
 
 

@@ -32,7 +32,7 @@ from kiosk.host import sd_notify, state_dir
 from kiosk.metrics import KioskMetrics
 from kiosk.mqtt import MqttPublisher
 from kiosk.outbox import Outbox
-from kiosk.sink import EventSink, lazy_explainer
+from kiosk.sink import EventSink, explainer_for
 from kiosk.status import KioskStatus, MetricsFeed, kiosk_status
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,9 @@ class Daemon:
         self.outbox = Outbox(self.outbox_path, max_messages=c.outbox.max_messages, max_age_s=c.outbox.max_age_s)
         self.publisher = self._publisher(self.outbox)
         self.sink = EventSink(c, run_id=self.run_id, model_version=self.model_version, outbox=self.outbox,
-                              topic=f"{self.topic_prefix}/events", explainer=lazy_explainer(c.classifier.model),
-                              metrics=self.metrics, waker=self.publisher)
+                              topic=f"{self.topic_prefix}/events",
+                              explainer=explainer_for(classifier, c.classifier.model), metrics=self.metrics,
+                              waker=self.publisher)
         self._start_http(classifier)
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=classifier, sink=self.sink,
                                                         stop=self.stop_event).run,

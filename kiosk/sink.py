@@ -1,8 +1,9 @@
 """Decision → face guard → explanation → ``Event`` → outbox: where a decision leaves the pipeline.
 
 The event path as a chain, one stage each: ``clear`` stops here (counted, not published); the
-privacy rule and then the face guard decide whether images may leave the box; Grad-CAM explains
-the crop (built on the first flagged crop: torch stays out of memory until one is needed); the
+privacy rule and then the face guard decide whether images may leave the box; the crop is
+explained — by the classifier's own forward pass when its model has class maps, else by Grad-CAM,
+built on the first flagged crop so torch stays out of memory until one is needed; the
 ``Event`` is encoded once and written to the outbox before any send. When the write fails (disk
 full, I/O error) the event waits in memory behind any earlier ones and ``retry`` (the daemon's main
 loop, every second) saves it later: an alert is not dropped because one write failed, and the
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from export.classifier import Classifier
 from kiosk.config import KioskConfig
 from kiosk.events import Event, build_event, images_allowed
 from kiosk.metrics import KioskMetrics
@@ -40,8 +42,11 @@ class Waker(Protocol):
     def wake(self) -> None: ...
 
 
-def lazy_explainer(model: str | None) -> Callable[[], Explainer]:
-    """A factory that builds the Grad-CAM explainer once, on first use (it loads torch and the weights)."""
+def explainer_for(classifier: Classifier, model: str | None) -> Callable[[], Explainer]:
+    """The classifier itself when its model gives class maps from the forward pass (no torch, one pass);
+    else a factory that builds the Grad-CAM explainer once, on first use (it loads torch and the weights)."""
+    if classifier.can_explain:
+        return lambda: classifier
     built: list[Explainer] = []
     lock = threading.Lock()
 

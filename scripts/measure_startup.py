@@ -76,7 +76,8 @@ def measure(backend: str, config: str | None, settle_s: float, images: bool) -> 
         finally:
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=60)
-    return {"backend": backend, "config": config or "embedded demo", "publish_crops": images, "running_s": round(t_running, 2),
+    return {"backend": backend, "config": config or "embedded demo", "publish_crops": images,
+            "running_s": round(t_running, 2),
             "healthz_s": None if t_healthy is None else round(t_healthy, 2),
             "rss_mb_ready": round(at_ready[0], 1), "torch_mapped_ready": at_ready[1],
             "settle_s": settle_s, "rss_mb_settled": round(settled[0], 1), "torch_mapped_settled": settled[1],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.model import INPUT_NAME, OUTPUT_NAME
+from contracts.model import INPUT_NAME, MAPS_NAME, OUTPUT_NAME
 from export.classifier import Classifier
 from export.metadata import read_onnx_meta
 
@@ -28,9 +28,16 @@ class OnnxRuntimeClassifier(Classifier):
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         self._ort_version = ort.__version__
+        self.can_explain = MAPS_NAME in {o.name for o in self.session.get_outputs()}
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]  # the maps branch is not computed
+
+    def logits_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.can_explain:
+            return super().logits_and_maps(batch)
+        logits, maps = self.session.run([OUTPUT_NAME, MAPS_NAME], {INPUT_NAME: batch})
+        return logits, maps
 
     def describe(self) -> dict:
         return {**super().describe(), "precision": "fp32", "onnxruntime": self._ort_version,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from contracts.model import INPUT_NAME, OUTPUT_NAME, meta_from_json
+from contracts.model import INPUT_NAME, MAPS_NAME, OUTPUT_NAME, meta_from_json
 from export.classifier import Classifier
 from export.tensorrt_build import check_sidecar, gpu_identity, import_tensorrt, load_sidecar, sidecar_path
 
@@ -65,8 +65,18 @@ class TensorRTClassifier(Classifier):
             self._outputs = {n: torch.empty(tuple(self.context.get_tensor_shape(n)), dtype=dtypes[n],
                                             device=self.device) for n in outputs}
             self.stream = torch.cuda.Stream(device=self.device)
+        self.can_explain = MAPS_NAME in self._outputs  # built from an ONNX file with class maps
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch, (OUTPUT_NAME,))[0]
+
+    def logits_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.can_explain:
+            return super().logits_and_maps(batch)
+        logits, maps = self._run(batch, (OUTPUT_NAME, MAPS_NAME))
+        return logits, maps
+
+    def _run(self, batch: np.ndarray, wanted: tuple[str, ...]) -> list[np.ndarray]:
         import torch
 
         n = len(batch)
@@ -80,9 +90,9 @@ class TensorRTClassifier(Classifier):
                 self.context.set_tensor_address(name, buf.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT errors above)")
-            out = self._outputs[OUTPUT_NAME][:n].float().cpu()
+            out = [self._outputs[name][:n].float().cpu() for name in wanted]
             self.stream.synchronize()
-        return out.numpy()
+        return [o.numpy() for o in out]
 
     def describe(self) -> dict:
         return {**super().describe(), "precision": self._precision, "tensorrt": self._trt_version,

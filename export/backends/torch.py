@@ -45,6 +45,10 @@ class TorchClassifier(Classifier):
         self.graph_batches = tuple(sorted({b for b in graph_batches if b < max_batch} | {max_batch}))
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pinned: dict[torch.Size, torch.Tensor] = {}
+        from export.cam import supports_class_maps
+
+        self.can_explain = supports_class_maps(info.arch)
+        self._with_maps: torch.nn.Module | None = None
 
     def to_device(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(batch)
@@ -74,6 +78,17 @@ class TorchClassifier(Classifier):
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.forward_device(self.to_device(batch)).float().cpu().numpy()
+
+    @torch.no_grad()
+    def logits_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.can_explain:
+            return super().logits_and_maps(batch)
+        if self._with_maps is None:
+            from export.cam import WithClassMaps
+
+            self._with_maps = WithClassMaps(self.model, self.meta.arch)
+        logits, maps = self._with_maps(self.to_device(batch))
+        return logits.float().cpu().numpy(), maps.float().cpu().numpy()
 
     def _capture(self, batch_size: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         s = self.image_size

@@ -199,8 +199,15 @@ _MULTIPART_BODY: dict[str, Any] = {
 }
 
 
+def _png_b64(explanation: Any) -> str:
+    return base64.b64encode(explanation.overlay_png()).decode("ascii")
+
+
 class DiagnosisService:
     """One uploaded photo: decode → classify → the threshold rule → explain. Runs in a worker thread.
+
+    When the classifier's model gives class maps (``can_explain``), one forward pass answers and
+    explains; otherwise the Grad-CAM explainer runs after the classification.
 
     ``explainer``: a ``GradCamExplainer`` or a zero-argument factory for one (built on first use, under
     ``explain_lock``: Grad-CAM hooks on a shared torch model are not thread-safe, so the camera workers and
@@ -228,20 +235,32 @@ class DiagnosisService:
             with self._lock:  # also guards building the explainer once
                 # explain the classifier's label, not the torch model's own argmax, so the two agree
                 overlay = self._get_explainer().explain(fit_within(rgb, GRADCAM_MAX_SIDE), target=top)
-            return base64.b64encode(overlay.overlay_png()).decode("ascii")
+            return _png_b64(overlay)
         except Exception:  # the classification stands without its picture
             log.exception("Grad-CAM failed; answering without the overlay")
             return None
 
     def analyse(self, data: bytes) -> Diagnosis:
         rgb = decode_upload(data, self.max_pixels)
-        probs = np.asarray(self.classifier.predict([rgb])[0], dtype=np.float64)
+        one_pass = self._explainer is not None and self.classifier.can_explain
+        png: str | None = None
+        probs: np.ndarray | None = None
+        if one_pass:  # one forward pass answers and explains
+            try:
+                exp = self.classifier.explain(rgb, max_side=GRADCAM_MAX_SIDE)
+                probs, png = np.asarray(exp.probabilities, dtype=np.float64), _png_b64(exp)
+            except Exception:  # the classification below stands without its picture
+                log.exception("explanation failed; answering without the overlay")
+        if probs is None:
+            probs = np.asarray(self.classifier.predict([rgb])[0], dtype=np.float64)
         top = int(np.argmax(probs))
+        if not one_pass:
+            png = self._overlay_png(rgb, top)
         label, p = self.labels[top], float(probs[top])
         return Diagnosis(label=label, probability=p, threshold=self.threshold,
                          decision=decide(label, p, threshold=self.threshold, notifiable=self.notifiable),
                          probabilities={k: float(v) for k, v in zip(self.labels, probs, strict=True)},
-                         model_version=self.model_version, gradcam_png_base64=self._overlay_png(rgb, top))
+                         model_version=self.model_version, gradcam_png_base64=png)
 
 
 class BearerToken:

@@ -70,3 +70,27 @@ def test_the_daemon_runs_the_demo_without_torch(tmp_path):
     assert got == {"rc": 0, "torch": False}
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames"] > 0 and sum(summary["decisions"].values()) > 0  # it did the job
+
+
+@pytest.mark.usefixtures("default_model")
+def test_events_with_heat_maps_need_no_torch(tmp_path):
+    """Real skin photos at close range: events carry the crop and its heat map, from the ONNX model itself."""
+    from tests.conftest import link_photos
+
+    folder = link_photos(tmp_path, "mpox", 4)
+    got = _run(f"""
+        import json, sqlite3, sys
+        from kiosk.config import parse_config
+        from kiosk.daemon import Daemon
+        cfg = parse_config({{"station_id": "floor", "classifier": {{"backend": "onnxruntime"}},
+                            "http": {{"enabled": False}},
+                            "cameras": [{{"name": "desk", "source": "{folder}", "hold_frames": 4,
+                                          "close_range": True}}]}})
+        rc = Daemon(cfg).run()
+        rows = sqlite3.connect("{tmp_path}/outbox.sqlite3").execute("SELECT payload FROM outbox").fetchall()
+        events = [json.loads(r[0]) for r in rows]
+        print(json.dumps({{"rc": rc, "torch": "torch" in sys.modules, "events": len(events),
+                          "with_heat_map": sum("gradcam_jpeg_base64" in e for e in events)}}))
+    """, tmp_path)
+    assert got["rc"] == 0 and got["torch"] is False
+    assert got["events"] > 0 and got["with_heat_map"] == got["events"], got

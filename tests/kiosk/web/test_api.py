@@ -7,6 +7,7 @@ No timing asserts: the machine is shared; every wait has a generous timeout inst
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import struct
 import threading
@@ -307,7 +308,10 @@ def test_explainer_factory_built_once_and_failure_leaves_the_answer(classifier: 
         built.append(1)
         return Broken()
 
-    app = create_app(classifier=classifier, explainer=factory, token=TOKEN)
+    # the Grad-CAM path: a classifier whose model gives no class maps (ViT, Swin…) needs the explainer
+    plain = copy.copy(classifier)
+    plain.can_explain = False
+    app = create_app(classifier=plain, explainer=factory, token=TOKEN)
     name, data = photo("normal")
     with ServerThread(app) as s, httpx.Client(base_url=s.url, timeout=TIMEOUT) as c:
         for _ in range(2):
