@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kiosk.web.limits import ApiLimits
 from pipeline.decider import DecisionConfig
 from pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
 
@@ -102,6 +103,8 @@ class HttpConfig(_Model):
     token_env: str = Field("MPOX_AISM_API_TOKEN", description="Environment variable (or systemd credential "
                            "'api-token') holding the diagnosis API bearer token.")
     max_upload_mb: float = Field(10.0, gt=0, description="Largest accepted upload.")
+    limits: ApiLimits = Field(default_factory=ApiLimits, description="Diagnosis API load shedding: rates, queue, "
+                              "wrong-token lock-out (the camera keeps its CPU).")
 
 
 class PrivacyConfig(_Model):

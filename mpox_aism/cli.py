@@ -21,6 +21,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("bench", "classifier"), "export.bench", "benchmark classifier backends"),
     (("bench", "pipeline"), "pipeline.bench", "benchmark the camera pipeline on a source"),
     (("bench", "soak"), "kiosk.soak", "run the daemon on a looping clip; report memory/fd/thread growth"),
+    (("bench", "api"), "kiosk.bench_api", "the diagnosis API under N clients, and the camera's fps meanwhile"),
     (("run",), "kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
     (("validate-config",), "kiosk.validate", "check a kiosk config file"),
 )

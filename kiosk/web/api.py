@@ -39,6 +39,7 @@ from starlette.types import Message
 from contracts.decision import State, decide
 from contracts.preprocess import fit_within
 from kiosk.metrics import KioskMetrics
+from kiosk.web.limits import ApiLimits, Limiter, Refused
 
 log = logging.getLogger(__name__)
 
@@ -322,14 +323,20 @@ DIAGNOSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorDetail, "description": "Upload over the byte limit, or an image with more "
                                                "pixels than allowed (decompression bomb)."},
     415: {"model": ErrorDetail, "description": "Not multipart, or not a JPEG/PNG/WebP/BMP image."},
-    503: {"model": ErrorDetail, "description": "The API is disabled (no token configured)."},
+    429: {"model": ErrorDetail, "description": "Over the configured rate (per client or in total), or too many "
+                                               "wrong tokens from this address: wait `Retry-After` seconds.",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}},
+    503: {"model": ErrorDetail, "description": "The API is disabled (no token configured), or busy: every slot and "
+                                               "the short queue are taken (then with `Retry-After`).",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}},
 }
 
 
 def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: BearerToken, reader: UploadReader,
-                       metrics: KioskMetrics, max_concurrent: int) -> None:
+                       metrics: KioskMetrics, max_concurrent: int, limiter: Limiter | None = None) -> None:
     """``POST /v1/diagnose``; ``max_concurrent`` photos are decoded and analysed at once (each can be
-    ``max_pixels``×3 bytes), the rest wait without holding a thread."""
+    ``max_pixels``×3 bytes), the rest wait without holding a thread. With a ``limiter``, rates, the
+    queue and wrong tokens are bounded (``kiosk.web.limits``): the camera keeps its CPU."""
     limiters: list[anyio.CapacityLimiter] = []  # made on first use: older anyio wants a running loop
 
     @app.post(
@@ -346,8 +353,24 @@ def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: Bearer
                        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> Diagnosis:
         status = 500
         t0 = time.perf_counter()
+        client = request.client.host if request.client else "unknown"
+        admitted = False
         try:
-            token.check(credentials)
+            try:
+                if limiter is not None:
+                    limiter.check_locked(client)
+                try:
+                    token.check(credentials)
+                except HTTPException as e:
+                    if limiter is not None and e.status_code == 401:
+                        limiter.auth_failed(client)
+                    raise
+                if limiter is not None:
+                    limiter.admit(client)
+                    admitted = True
+            except Refused as r:
+                await _drain(request.receive, reader.max_upload_bytes)  # let the client read the answer
+                raise HTTPException(r.status, r.detail, headers={"Retry-After": r.retry_after}) from None
             data = await reader(request)
             try:
                 # a worker thread (what run_in_threadpool does), bounded: each holds a decoded photo
@@ -362,6 +385,8 @@ def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: Bearer
             status = e.status_code
             raise
         finally:
+            if admitted:
+                limiter.release()  # type: ignore[union-attr]
             metrics.diagnose_request(status)
             log.info("diagnose %d in %.0f ms", status, 1000 * (time.perf_counter() - t0))
 
@@ -400,14 +425,16 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
                status_provider: Callable[[], Mapping[str, Any]] | None = None,
                metrics: KioskMetrics | None = None, metrics_registry: CollectorRegistry | None = None,
                threshold: float | None = None, notifiable: Sequence[str] = ("mpox",),
-               explain_lock: AbstractContextManager[Any] | None = None, max_concurrent: int = 2) -> FastAPI:
+               explain_lock: AbstractContextManager[Any] | None = None, max_concurrent: int = 2,
+               limits: ApiLimits | None = None) -> FastAPI:
     """The kiosk's FastAPI app: the diagnosis API and the health routes (the staff pages add their own).
 
     ``classifier``: an ``export.classifier.Classifier``. ``token``: the bearer token; ``None`` or empty
     disables the diagnosis API (503) rather than leaving it open. ``metrics``: the kiosk's ``KioskMetrics``
     (a private one when omitted); ``metrics_registry`` overrides what ``/metrics`` shows. ``threshold``
     defaults to the model's. ``status_provider()`` feeds ``/healthz``; a non-empty ``"down"`` list in it
-    marks the kiosk degraded. The rest: :class:`DiagnosisService`, :func:`add_diagnose_route`.
+    marks the kiosk degraded. ``limits``: load shedding (the daemon always passes its config's; ``None``
+    = unbounded, for tests and embedding). The rest: :class:`DiagnosisService`, :func:`add_diagnose_route`.
     """
     thr = float(classifier.meta.threshold if threshold is None else threshold)
     service = DiagnosisService(classifier, explainer, threshold=thr, notifiable=notifiable, max_pixels=max_pixels,
@@ -421,7 +448,8 @@ def create_app(*, classifier: Any, explainer: Explainer | Callable[[], Explainer
                     "— not a diagnostic device; every `review`/`suspected` answer goes to a person.",
     )
     add_diagnose_route(app, service, token=BearerToken(token), reader=UploadReader(max_upload_bytes),
-                       metrics=metrics, max_concurrent=max_concurrent)
+                       metrics=metrics, max_concurrent=limits.concurrent if limits else max_concurrent,
+                       limiter=Limiter(limits) if limits else None)
     add_health_routes(app, model_version=service.model_version, registry=metrics_registry or metrics.registry,
                       status_provider=status_provider)
     app.state.metrics = metrics

@@ -1,0 +1,121 @@
+"""Load shedding for the diagnosis API: rates per client and in total, a short queue, token guessing.
+
+The camera is the kiosk's main job and the API shares its two CPU cores, so the API's work is
+bounded, not queued without end: beyond ``max_rps`` (all clients) or ``max_rps_per_client`` a request
+is answered ``429`` with ``Retry-After`` at once; beyond ``concurrent`` running plus ``queue`` waiting
+it is ``503`` with ``Retry-After``. A client that sends ``max_failed_auth`` wrong tokens within
+``auth_window_s`` is refused (429) for ``auth_lockout_s``: a brute force of the token gets a few
+guesses a minute. Clients are told apart by their address (behind a reverse proxy, configure the
+proxy to limit instead). Everything here runs on the server's event loop, one thread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_CLIENTS = 4096  # remembered clients; the least recently seen are forgotten first
+
+
+class ApiLimits(BaseModel):
+    """The diagnosis API's bounds (the kiosk config's ``http.limits``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rps: float = Field(4.0, gt=0, description="Diagnoses per second, all clients together.")
+    max_rps_per_client: float = Field(2.0, gt=0, description="Diagnoses per second from one client address.")
+    burst: int = Field(2, ge=1, description="Requests one client may send at once above its rate (all clients "
+                                            "together: a second's worth, at least this).")
+    concurrent: int = Field(2, ge=1, description="Photos decoded and classified at once.")
+    queue: int = Field(4, ge=0, description="Requests that may wait for a free slot; beyond it 503.")
+    max_failed_auth: int = Field(5, ge=1, description="Wrong tokens from one client within auth_window_s "
+                                                      "before it is locked out.")
+    auth_window_s: float = Field(60.0, gt=0, description="Window for counting wrong tokens.")
+    auth_lockout_s: float = Field(300.0, gt=0, description="How long a client that guessed too often is refused.")
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = field(default=-1.0)
+    stamp: float = 0.0
+
+    def take(self, now: float) -> float:
+        """0 when a request may go now (a token is used), else the seconds until one may."""
+        if self.tokens < 0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Refused(Exception):
+    def __init__(self, status: int, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+        self.retry_after = str(max(1, math.ceil(retry_after_s)))
+
+
+class Limiter:
+    def __init__(self, limits: ApiLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits, self.clock = limits, clock
+        self._total = TokenBucket(limits.max_rps, max(float(limits.burst), limits.max_rps))
+        self._clients: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._locked: dict[str, float] = {}
+        self.in_flight = 0
+
+    @staticmethod
+    def _touch(table: OrderedDict, key: str, make: Callable[[], object]) -> object:
+        if key not in table:
+            table[key] = make()
+            if len(table) > MAX_CLIENTS:
+                table.popitem(last=False)
+        table.move_to_end(key)
+        return table[key]
+
+    def check_locked(self, client: str) -> None:
+        until = self._locked.get(client)
+        now = self.clock()
+        if until is not None:
+            if now < until:
+                raise Refused(429, "too many wrong tokens from this address; try again later", until - now)
+            del self._locked[client]
+
+    def auth_failed(self, client: str) -> None:
+        now, lim = self.clock(), self.limits
+        times = self._touch(self._failures, client, deque)
+        assert isinstance(times, deque)
+        times.append(now)
+        while times and times[0] < now - lim.auth_window_s:
+            times.popleft()
+        if len(times) >= lim.max_failed_auth:
+            self._locked[client] = now + lim.auth_lockout_s
+            times.clear()
+
+    def admit(self, client: str) -> None:
+        """Rate and queue checks for an authenticated request; the caller must ``release`` after."""
+        now, lim = self.clock(), self.limits
+        bucket = self._touch(self._clients, client, lambda: TokenBucket(lim.max_rps_per_client, lim.burst))
+        assert isinstance(bucket, TokenBucket)
+        wait = bucket.take(now)
+        if wait:
+            raise Refused(429, f"over {lim.max_rps_per_client:g} diagnoses per second from this address", wait)
+        wait = self._total.take(now)
+        if wait:
+            raise Refused(429, f"the kiosk takes at most {lim.max_rps:g} diagnoses per second", wait)
+        if self.in_flight >= lim.concurrent + lim.queue:
+            raise Refused(503, "the kiosk is busy; try again shortly", 1.0)
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
