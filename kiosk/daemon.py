@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from contracts.decision import STATES
 from contracts.model import default_backend
 from export.classifier import Classifier
 from kiosk.camera import CameraState, CameraWorker
@@ -112,7 +113,7 @@ class Daemon:
     def summary(self) -> dict:
         assert self.outbox is not None
         st = self.publisher.stats() if self.publisher else {"published": 0}
-        decisions: dict[str, int] = {"clear": 0, "review": 0, "suspected": 0}
+        decisions: dict[str, int] = dict.fromkeys(STATES, 0)
         for c in self.cameras.values():
             for k, v in c.counts.decisions.items():
                 decisions[k] = decisions.get(k, 0) + v
