@@ -4,8 +4,9 @@ Starts the daemon (``mpox-aism run``) on a looping clip with a fresh API token â
 running kiosk with ``--url`` and ``$MPOX_AISM_API_TOKEN`` â€” measures the camera's frame rate idle,
 then runs ``--clients`` threads that each post real photos back to back to ``POST /v1/diagnose`` for
 ``--seconds``, and reports the status counts, p50/p99 latency of the answered (200) requests, answers
-per second, and the camera's frame rate under load (frames counted from ``/healthz``). A benchmark,
-not a test: it asserts nothing.
+per second, and the camera's frame rate under load (frames counted from ``/healthz``). Clients wait
+``Retry-After`` when refused, as a well-behaved client does; ``--ignore-retry-after`` makes them
+hammer instead (a misbehaving or hostile client). A benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--source", default=str(DEFAULT_CLIP), help="the daemon's camera: a looping video or folder")
     p.add_argument("--photos", default=str(DEFAULT_PHOTOS), help="folder of photos to upload (every 50th is used)")
     p.add_argument("--url", default=None, help="attach to this running kiosk instead (token in $MPOX_AISM_API_TOKEN)")
+    p.add_argument("--ignore-retry-after", action="store_true", help="clients retry at once when refused")
     p.add_argument("--json", default=None, help="write the result here")
     return p
 
@@ -64,20 +66,29 @@ def _fps(url: str, seconds: float) -> float:
 
 
 def _client(url: str, token: str, photos: list[tuple[str, bytes]], stop: threading.Event,
-            out: list[tuple[int, float]], offset: int) -> None:
+            out: list[tuple[int, float]], offset: int, polite: bool) -> None:
     import httpx
 
-    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as c:
+    # on loopback each client gets its own source address (127.0.0.k), as separate phones or desks would:
+    # per-client limits then apply per client, not to all of them together
+    local = f"127.0.0.{2 + offset % 250}" if httpx.URL(url).host == "127.0.0.1" else None
+    transport = httpx.HTTPTransport(local_address=local) if local else None
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"},
+                      transport=transport) as c:
         i = offset
         while not stop.is_set():
             name, data = photos[i % len(photos)]
             t0 = time.perf_counter()
+            retry_after = 0.0
             try:
-                status = c.post("/v1/diagnose", files={"image": (name, data, "image/jpeg")}).status_code
+                r = c.post("/v1/diagnose", files={"image": (name, data, "image/jpeg")})
+                status, retry_after = r.status_code, float(r.headers.get("retry-after", 0) or 0)
             except httpx.HTTPError:
                 status = 0  # no answer at all
             out.append((status, 1000 * (time.perf_counter() - t0)))
             i += 1
+            if polite and retry_after:
+                stop.wait(retry_after)
 
 
 def _start_daemon(source: str, token: str) -> tuple[subprocess.Popen, str, Path]:
@@ -102,7 +113,11 @@ def _start_daemon(source: str, token: str) -> tuple[subprocess.Popen, str, Path]
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+
     from export.bench import machine
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the report
 
     files = list_images(args.photos)[::50] if Path(args.photos).is_dir() else []
     if not files:
@@ -119,7 +134,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(5 if proc else 0)  # the camera's first frames and the detector's warm-up
         idle = _fps(url, args.idle_seconds)
         stop, out = threading.Event(), []
-        threads = [threading.Thread(target=_client, args=(url, token, photos, stop, out, k), daemon=True)
+        polite = not args.ignore_retry_after
+        threads = [threading.Thread(target=_client, args=(url, token, photos, stop, out, k, polite), daemon=True)
                    for k in range(args.clients)]
         f0, t0 = _frames(url), time.monotonic()
         for t in threads:
@@ -140,6 +156,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "command": "mpox-aism bench api " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["bench", "api"]
                                                          else sys.argv[1:]),
         "machine": machine(), "clients": args.clients, "seconds": args.seconds, "photos": len(photos),
+        "clients_honour_retry_after": not args.ignore_retry_after,
         "statuses": dict(sorted(Counter(str(s) for s, _ in out).items())),
         "answered_p50_ms": round(float(np.percentile(answered, 50)), 1) if answered.size else None,
         "answered_p99_ms": round(float(np.percentile(answered, 99)), 1) if answered.size else None,
