@@ -1,5 +1,6 @@
-"""Export and inference backends (ONNX, TensorRT, ONNX Runtime, Torch) and Grad-CAM.
+"""Export and inference backends (ONNX, TensorRT, ONNX Runtime, Torch), class maps and Grad-CAM.
 
-Built by the backends issue. It depends on ``training`` for the labels, the model zoo and the one
-``training.preprocess.preprocess`` function, which every backend must call.
+The ``Classifier`` base and the ONNX Runtime / TensorRT backends stand on ``contracts`` alone (the
+numpy preprocessing every backend calls, ``ModelMeta``, the heat-map normalisation); the exporters,
+the torch backend and Grad-CAM also use ``training`` (the model zoo and ``model.pt``).
 """

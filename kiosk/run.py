@@ -23,7 +23,9 @@ def demo_config() -> KioskConfig:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Run the kiosk daemon.", add_help=add_help)
     p.add_argument("--config", default=None, help="YAML config (default: an embedded demo, no camera or broker)")
-    p.add_argument("--source", default=None, help="override the first camera's source")
+    p.add_argument("--source", default=None,
+                   help="run this source alone, with the first camera's settings (the config's other cameras are "
+                        "not started)")
     p.add_argument("--mqtt-url", default=None, help="override mqtt.url (mqtt://host:port)")
     p.add_argument("--http-port", type=int, default=None, help="override http.port")
     p.add_argument("--summary", default=None, help="write a JSON summary here on exit")
@@ -33,9 +35,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def apply_overrides(cfg: KioskConfig, args: argparse.Namespace) -> KioskConfig:
+    """Command-line overrides. ``--source`` runs that source *alone*: replacing only the first camera's
+    source left the others (an absent ``/dev/video0``) reconnecting for ever after the clip was done."""
     data = cfg.model_dump()
     if args.source:
-        data["cameras"][0]["source"] = args.source
+        first, others = data["cameras"][0], [c["name"] for c in data["cameras"][1:]]
+        data["cameras"] = [{**first, "source": args.source}]
+        if others:
+            print(f"mpox-aism run: --source {args.source} runs alone as camera {first['name']!r}; not started: "
+                  f"{', '.join(others)}", file=sys.stderr)
     if args.mqtt_url:
         data["mqtt"]["url"] = args.mqtt_url
     if args.http_port is not None:

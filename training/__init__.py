@@ -1,6 +1,6 @@
-"""Training side of mpox-aism: labels, data, augmentation, model zoo, training, evaluation.
+"""Training side of mpox-aism: data, augmentation, model zoo, training, evaluation, cross-validation.
 
-This package is the bottom of the dependency chain (kiosk → pipeline → export → training), so the
-shared contracts that every layer needs — the label order and the one ``preprocess`` function —
-live here and are imported from here everywhere else.
+It builds on ``contracts/`` (label order, the numpy preprocessing, image loading, the decision rule)
+like every other layer; nothing on the serving path imports it, so an ONNX Runtime or TensorRT box
+never needs torch.
 """
