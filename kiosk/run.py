@@ -31,6 +31,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--summary", default=None, help="write a JSON summary here on exit")
     p.add_argument("--keep-serving", action="store_true",
                    help="keep serving HTTP after file sources end (exit_when_done: false)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="debug also shows native library output (MediaPipe/LiteRT), otherwise kept out")
+    p.add_argument("--log-format", default="text", choices=("text", "json"),
+                   help="json: one object per line, for journald / Loki")
     return p
 
 
@@ -55,6 +59,10 @@ def apply_overrides(cfg: KioskConfig, args: argparse.Namespace) -> KioskConfig:
 
 def main(args: argparse.Namespace) -> int:
     from kiosk.daemon import Daemon
+    from kiosk.logs import configure, quiet_native_stderr
+
+    configure("debug" if getattr(args, "verbose", False) else args.log_level, args.log_format)
+    quiet_native_stderr()
 
     try:
         cfg = load_config(args.config) if args.config else demo_config()

@@ -26,3 +26,34 @@ def test_other_overrides_leave_the_cameras_alone() -> None:
                                                              "--http-port", "0", "--keep-serving"]))
     assert out.cameras == cfg.cameras
     assert out.mqtt.url == "mqtt://127.0.0.1:1884" and out.http.port == 0 and out.exit_when_done is False
+
+
+def test_the_demo_writes_no_native_noise_to_stderr(tmp_path) -> None:
+    """`mpox-aism run`'s stderr holds log lines only; MediaPipe/LiteRT's own output is behind --log-level debug."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import default_model_or_skip
+
+    default_model_or_skip()
+    env = {"STATE_DIRECTORY": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    root = Path(__file__).resolve().parents[2]
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mpox_aism.cli", "run", "--http-port", "0", *extra], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    lines = [ln for ln in quiet.stderr.splitlines() if ln.strip()]
+    ours = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+    assert lines and all(ours.match(ln) for ln in lines), [ln for ln in lines if not ours.match(ln)][:5]
+    assert "mpox-aism done" in quiet.stdout
+
+    as_json = run("--log-format", "json", "--log-level", "debug")
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    docs = [json.loads(ln) for ln in as_json.stderr.splitlines() if ln.strip()]
+    assert {"time", "level", "logger", "message"} <= set(docs[0])
+    assert any(d["logger"] == "native" for d in docs)  # the native output is there, at DEBUG, as a log line
