@@ -18,6 +18,7 @@ from pathlib import Path
 
 from contracts.model import default_backend
 from export.bench import machine
+from pipeline.decider import DecisionConfig
 from pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
 
 
@@ -28,6 +29,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="classifier backend (default: onnxruntime if model.onnx "
                    "exists, else torch)")
     p.add_argument("--detect-stride", type=int, default=DETECT_STRIDE)
+    p.add_argument("--hold", type=int, default=DecisionConfig().hold,
+                   help="decision hysteresis: classifications a new state must hold (1 = none)")
     p.add_argument("--classify-stride", type=int, default=CLASSIFY_STRIDE)
     p.add_argument("--max-hands", type=int, default=4)
     p.add_argument("--hold-frames", type=int, default=15, help="frames per still for an image folder")
@@ -49,7 +52,8 @@ def main(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     backend = args.backend or default_backend(args.model)
     opts = {"threads": args.threads} if backend == "onnxruntime" and args.threads else {}
-    config = PipelineConfig(detect_stride=args.detect_stride, classify_stride=args.classify_stride)
+    config = PipelineConfig(detect_stride=args.detect_stride, classify_stride=args.classify_stride,
+                            decision=DecisionConfig(hold=args.hold))
     with load_classifier(backend, args.model, **opts) as clf, RegionDetector(max_hands=args.max_hands) as det, \
             open_source(args.source, hold_frames=args.hold_frames) as source:
         pipe = Pipeline(clf, det, config)
@@ -60,14 +64,14 @@ def main(args: argparse.Namespace) -> dict:
                 break
         list(pipe.finish())
         wall = time.perf_counter() - t0
-        stats = getattr(source, "stats", lambda: {})()
+        dropped = source.stats().dropped_frames
     summary = pipe.stats.summary()
     report = {
         "frames": summary["frames"],
         "fps": round(summary["frames"] / wall, 2) if wall > 0 else 0.0,
         "stage_ms": summary["stage_ms"],
         "latency_ms": summary["latency_ms"],
-        "dropped_frames": int(stats.get("dropped_frames", 0)),
+        "dropped_frames": dropped,
         "frames_with_face": summary["frames_with_face"],
         "frames_with_hand": summary["frames_with_hand"],
         "frames_with_close": summary["frames_with_close"],
@@ -77,7 +81,7 @@ def main(args: argparse.Namespace) -> dict:
         "rejected_crops": summary["rejected_crops"],
         "errors": summary["errors"],
         "wall_s": round(wall, 2),
-        "config": {"backend": backend, "detect_stride": args.detect_stride,
+        "config": {"backend": backend, "detect_stride": args.detect_stride, "hold": args.hold,
                    "classify_stride": args.classify_stride, "max_hands": args.max_hands},
         "source": args.source,
         "command": "mpox-aism " + shlex.join(sys.argv[1:]),

@@ -5,7 +5,10 @@ decision. ``suspected`` needs a notifiable class (default: mpox) over the thresh
 consensus of the window's crops voting for it; ``review`` is the paper's manual intervention: the
 combined top probability is under the threshold (0.6), or the track ended before it gathered
 ``min_crops`` crops. A track is decided once it has ``min_crops`` crops (so an alert does not wait
-for the person to leave) and again when it ends if the state changed.
+for the person to leave), then again only when a new state has held for ``hold`` classifications in a
+row (hysteresis: a steady person whose window hovers at the threshold would otherwise flap between
+``clear`` and ``review``, and every flap is an event a person must look at), and when it ends if its
+final state differs from the last one emitted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class DecisionConfig(BaseModel):
     window: int = Field(15, ge=1, description="Crops per track combined by the window median.")
     min_crops: int = Field(3, ge=1, description="Crops a track needs before it is decided.")
     consensus: float = Field(0.5, gt=0, le=1, description="Share of window crops that must vote for the alert.")
+    hold: int = Field(3, ge=1, description="Hysteresis: after a track's first decision, a new state is emitted "
+                                           "only when it held for this many classifications in a row (1 = at once).")
 
     @field_validator("notifiable")
     @classmethod
@@ -71,6 +76,8 @@ class _TrackState:
     last_frame: int = 0
     best: Crop | None = None
     emitted: State | None = None
+    pending: State | None = None  # a different state seen on the latest classifications…
+    streak: int = 0  # …for this many in a row
 
 
 class Decider:
@@ -99,8 +106,13 @@ class Decider:
         if len(st.probs) < c.min_crops:
             return None
         d = self._decide(track_id, st, final=False)
-        if d.state != st.emitted:
-            st.emitted = d.state
+        if d.state == st.emitted:
+            st.pending, st.streak = None, 0
+            return None
+        st.streak = st.streak + 1 if d.state == st.pending else 1
+        st.pending = d.state
+        if st.emitted is None or st.streak >= c.hold:  # the first decision is never held back
+            st.emitted, st.pending, st.streak = d.state, None, 0
             return d
         return None
 

@@ -52,3 +52,29 @@ def test_notifiable_classes_are_checked():
         Decider(DecisionConfig(notifiable=("smallpox",)))
     d = Decider(DecisionConfig(min_crops=1, notifiable=("mpox", "measles")))
     assert d.add(1, _crop(), _p("measles", 0.8), 0.0).state == "suspected"
+
+
+def test_hysteresis_a_new_state_must_hold() -> None:
+    """A track hovering at the threshold does not flap: each flap would be an event for a person."""
+    d = Decider(DecisionConfig(min_crops=1, window=1, hold=3))
+    assert d.add(1, _crop(), _p("normal", 0.9), 0.0).state == "clear"  # the first decision at once
+    assert d.add(1, _crop(), _p("normal", 0.5), 0.0) is None  # review once…
+    assert d.add(1, _crop(), _p("normal", 0.9), 0.0) is None  # …then back: the streak is broken
+    assert d.add(1, _crop(), _p("normal", 0.5), 0.0) is None
+    assert d.add(1, _crop(), _p("normal", 0.5), 0.0) is None
+    out = d.add(1, _crop(), _p("normal", 0.5), 0.0)  # the third in a row
+    assert out is not None and out.state == "review"
+
+
+def test_without_hysteresis_every_change_is_emitted() -> None:
+    d = Decider(DecisionConfig(min_crops=1, window=1, hold=1))
+    states = [d.add(1, _crop(), _p("normal", p), 0.0) for p in (0.9, 0.5, 0.9)]
+    assert [s.state for s in states if s] == ["clear", "review", "clear"]
+
+
+def test_the_final_decision_is_not_held_back() -> None:
+    d = Decider(DecisionConfig(min_crops=1, window=1, hold=3))
+    d.add(1, _crop(), _p("normal", 0.9), 0.0)
+    d.add(1, _crop(), _p("mpox", 0.9), 0.0)  # one classification: not yet emitted
+    out = d.end(1)
+    assert out is not None and out.state == "suspected" and out.final
