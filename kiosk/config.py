@@ -124,6 +124,9 @@ class KioskConfig(_Model):
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API.")
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="What images leave the box.")
     exit_when_done: bool = Field(True, description="Exit once every (non-looping) file source has ended.")
+    reference_dir: str | None = Field(None, description="A folder per class of photos the operator is licensed to "
+                                      "show: the upload page and event cards show up to 3 typical ones of the "
+                                      "predicted class. Unset: off.")
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> KioskConfig:

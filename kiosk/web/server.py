@@ -53,7 +53,10 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
     except ImportError:  # the staff page is optional; the API is not
         log.warning("staff page not available in this build")
     else:
+        from kiosk.web.reference import open_library
+
         add_staff_routes(app, events_provider=lambda: [e.payload() for e in view.recent_events()],
-                         frame_provider=view.latest_frame, cameras=view.camera_names, reviews_path=reviews_path)
+                         frame_provider=view.latest_frame, cameras=view.camera_names, reviews_path=reviews_path,
+                         references=open_library(config.reference_dir, classifier))
     server = ServerThread(app, host=h.host, port=h.port).start()
     return server, server.url + "/"

@@ -26,6 +26,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from kiosk.web.reference import ReferenceLibrary
+
 SHOWN_DECISIONS = frozenset({"review", "suspected"})
 NO_STORE = {"Cache-Control": "no-store"}  # live frames and event lists must never come from a cache
 STATIC_DIR = Path(__file__).with_name("static")
@@ -107,7 +109,7 @@ class ReviewStore:
 
 def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[str, Any]]],
                      frame_provider: Callable[[str], bytes | None], cameras: Callable[[], list[str]],
-                     reviews_path: Path) -> ReviewStore:
+                     reviews_path: Path, references: ReferenceLibrary | None = None) -> ReviewStore:
     """Add the staff pages and their JSON API to the kiosk's app; returns the review store.
 
     ``events_provider()``: the recent events (``kiosk.events`` payloads), any order; only review and
@@ -133,6 +135,26 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
     @app.get("/upload", response_class=HTMLResponse, include_in_schema=False)
     def upload_page() -> Response:
         return page("upload.html")
+
+    @app.get("/api/reference/{label}", summary="Typical photos of a class, for comparison (may be empty)")
+    def reference_list(label: str) -> dict[str, Any]:
+        if references is None:
+            return {"label": label, "images": []}
+        try:
+            n = len(references.images(label))
+        except KeyError:
+            raise HTTPException(404, f"unknown class {label!r}") from None
+        return {"label": label, "images": [f"/api/reference/{label}/{i}.jpg" for i in range(n)]}
+
+    @app.get("/api/reference/{label}/{index}.jpg", include_in_schema=False)
+    def reference_image(label: str, index: int) -> Response:
+        try:
+            images = references.images(label) if references else []
+        except KeyError:
+            images = []
+        if not 0 <= index < len(images):
+            raise HTTPException(404, "no such reference image")
+        return Response(images[index], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/static/{name}", include_in_schema=False)
     def static_file(name: str) -> Response:

@@ -63,6 +63,16 @@ function showState(item, review) {
   item.li.dataset.review = review ? review.action : "";
 }
 
+// typical photos of a class (the kiosk's reference_dir), fetched once per class; [] when the feature is off
+const referenceCache = {};
+function references(label) {
+  if (!referenceCache[label]) {
+    referenceCache[label] = fetch("/api/reference/" + encodeURIComponent(label))
+      .then(r => r.ok ? r.json() : {images: []}).then(b => b.images).catch(() => []);
+  }
+  return referenceCache[label];
+}
+
 function makeEvent(ev) {
   const pics = el("div", {className: "pics"});
   if (ev.crop_jpeg_base64) pics.append(el("img", {className: "crop", alt: "crop",
@@ -79,6 +89,12 @@ function makeEvent(ev) {
        el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
     el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
     state, el("div", {className: "actions"}, ack, rev), msg);
+  const refs = el("div", {className: "references"});
+  info.append(refs);
+  references(ev.label).then(urls => {
+    if (urls.length) refs.append(el("span", {className: "note", textContent: "typical " + ev.label + ": "}));
+    for (const url of urls) refs.append(el("img", {className: "reference", alt: "reference " + ev.label, src: url}));
+  });
   const li = el("li", {className: "event"}, pics, info);
   li.dataset.eventId = ev.event_id;
   const item = {li, state, msg, buttons: [ack, rev]};

@@ -4,10 +4,32 @@ const token = $("token");
 token.value = sessionStorage.getItem("kioskToken") || "";  // per tab: the token is not left on a shared phone
 token.addEventListener("change", () => sessionStorage.setItem("kioskToken", token.value));
 
+async function showReferences(label) {
+  const box = $("references");
+  box.replaceChildren();
+  box.hidden = true;
+  try {
+    const r = await fetch("/api/reference/" + encodeURIComponent(label));
+    const urls = r.ok ? (await r.json()).images : [];
+    if (!urls.length) return;  // no reference_dir, or no photos of this class
+    const note = document.createElement("div");
+    note.className = "note";
+    note.textContent = "Typical " + label + " photos, for comparison:";
+    box.append(note);
+    for (const url of urls) {
+      const img = document.createElement("img");
+      img.className = "reference"; img.alt = "reference " + label; img.src = url;
+      box.append(img);
+    }
+    box.hidden = false;
+  } catch (e) { /* the answer stands without them */ }
+}
+
 function showError(msg) { $("error").textContent = msg; $("error").hidden = false; }
 
 async function diagnose(blob, name) {
   $("error").hidden = true; $("result").hidden = true; $("gradcam").hidden = true; $("busy").hidden = false;
+  $("references").hidden = true;
   const form = new FormData();
   form.append("image", blob, name);
   try {
@@ -26,6 +48,7 @@ async function diagnose(blob, name) {
     $("label").textContent = body.label;
     $("probability").textContent = (100 * body.probability).toFixed(1) + " %";
     $("result").hidden = false;
+    showReferences(body.label);
     if (body.gradcam_png_base64) {
       $("gradcam").src = "data:image/png;base64," + body.gradcam_png_base64;
       $("gradcam").hidden = false;

@@ -27,8 +27,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from kiosk.events import jpeg_b64  # noqa: E402
 from kiosk.web.api import ServerThread, create_app  # noqa: E402
+from kiosk.web.reference import ReferenceLibrary  # noqa: E402
 from kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
-from tests.conftest import SKIN8, default_model_or_skip, need_skin8  # noqa: E402
+from tests.conftest import SKIN8, default_model_or_skip, link_photos, need_skin8  # noqa: E402
 
 APT_LINE = "apt-get install -y chromium chromium-driver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
@@ -79,8 +80,14 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
             with holder[0].lock:
                 return list(holder[0].events)
 
+        # a reference folder of real photos: one per class the model can answer, as symlinks (read in place)
+        ref_root = tmp_path_factory.mktemp("references")
+        for label in classifier.labels:
+            if (SKIN8 / label).is_dir():
+                link_photos(ref_root, label, 6)
         add_staff_routes(app, events_provider=events, frame_provider=lambda name: holder[0].frames.get(name),
-                         cameras=lambda: list(holder[0].frames), reviews_path=reviews_path)
+                         cameras=lambda: list(holder[0].frames), reviews_path=reviews_path,
+                         references=ReferenceLibrary(ref_root, classifier))
         with ServerThread(app) as server:
             k = Kiosk(server, reviews_path)
             k.frames.update(gate1=frame, gate2=None)  # gate2 has not sent a frame yet
@@ -170,6 +177,9 @@ def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Clie
     wait(browser, WAIT_S, "the crop and Grad-CAM images", lambda d: img_loaded(d, f"{sel1} img.crop")
          and img_loaded(d, f"{sel1} img.gradcam"))
     assert not browser.find_elements(By.CSS_SELECTOR, 'li[data-event-id="ev-clear"]')
+    wait(browser, SLOW_WAIT_S, "the event's reference photos", lambda d: d.execute_script(
+        "const imgs = [...document.querySelectorAll(arguments[0])];"
+        "return imgs.length === 3 && imgs.every(i => i.complete && i.naturalWidth > 0)", f"{sel1} img.reference"))
 
     # a newer event goes on top
     kiosk.add_event(make_event("ev-2", "2026-01-01T11:00:00.000+00:00", decision="review", label="chickenpox",
@@ -270,6 +280,12 @@ def test_upload_page_file_and_camera(kiosk: Kiosk, client: httpx.Client, browser
     assert browser.find_element(By.ID, "probability").text == f"{100 * expected['probability']:.1f} %"
     wait(browser, WAIT_S, "the Grad-CAM image", lambda d: img_loaded(d, "#gradcam"))
     assert not browser.find_element(By.ID, "error").is_displayed()
+    # typical photos of the answered class beside the answer (the paper's app does this)
+    wait(browser, SLOW_WAIT_S, "the reference photos", lambda d: d.execute_script(
+        "const imgs = [...document.querySelectorAll('#references img')];"
+        "return imgs.length === 3 && imgs.every(i => i.complete && i.naturalWidth > 0)"))
+    assert all(img.get_attribute("alt") == f"reference {expected['label']}"
+               for img in browser.find_elements(By.CSS_SELECTOR, "#references img"))
 
     # the camera path: Chromium's synthetic camera, a canvas snapshot, the same endpoint
     browser.get(kiosk.server.url + "/upload")
