@@ -121,7 +121,9 @@ def test_daemon_keeps_serving_through_bad_cameras_and_uploads(tmp_path: Path, br
                         "classify_stride": 1},
                        {"name": "fake", "source": str(broken_inputs["fake"])}],
            "outbox": {"path": str(tmp_path / "outbox.sqlite3"), "flush_timeout_s": 0},
-           "http": {"enabled": True, "port": 0, "max_upload_mb": 0.5},
+           # limits out of the way: this test is about what each bad upload is told (limits: tests/kiosk/web)
+           "http": {"enabled": True, "port": 0, "max_upload_mb": 0.5,
+                    "limits": {"max_rps": 1000, "max_rps_per_client": 1000, "burst": 1000}},
            "exit_when_done": False}
     config = tmp_path / "kiosk.yaml"
     config.write_text(yaml.safe_dump(cfg))
