@@ -105,24 +105,29 @@ class CameraWorker:
     def _session(self) -> Outcome:
         """Open the source and detectors, run frames until the source ends, a stop, or an error."""
         cam, c, k = self.state, self.state.config, self.kiosk
+        opened = contextlib.ExitStack()  # what a failed start had already opened is closed again
         try:
-            det = RegionDetector(min_face_score=k.detector.min_face_score, min_hand_score=k.detector.min_hand_score,
-                                 max_hands=k.detector.max_hands, face_model=k.detector.face_model)
-            source = open_source(c.source, hold_frames=c.hold_frames, loop=c.loop, name=c.name)
+            det = opened.enter_context(RegionDetector(
+                min_face_score=k.detector.min_face_score, min_hand_score=k.detector.min_hand_score,
+                max_hands=k.detector.max_hands, face_model=k.detector.face_model))
+            source = opened.enter_context(open_source(c.source, hold_frames=c.hold_frames, loop=c.loop, name=c.name))
             guard = None if k.privacy.allow_full_face or not k.privacy.publish_crops else FaceGuard()
+            if guard is not None:
+                opened.enter_context(guard)
+            if self.pipeline is None:
+                self.pipeline = Pipeline(self.classifier, det, pipeline_config(c, k))
         except Exception as e:
+            opened.close()
             self._failed(e)
             log.error("camera %s cannot start: %s", c.name, cam.last_error)
             return "cannot start"
         cam.live = isinstance(source, LiveSource)
-        if self.pipeline is None:
-            self.pipeline = Pipeline(self.classifier, det, pipeline_config(c, k))
         pipe = self.pipeline
         pipe.use_detector(det)
         outcome: Outcome = "ended"
         first = True
         try:
-            with source, det, guard or contextlib.nullcontext():
+            with opened:
                 try:
                     for frame in source:
                         if self.stop.is_set():
@@ -135,6 +140,7 @@ class CameraWorker:
                         self._handle(pipe.process(frame), frame.image, guard)
                         if cam.frames % STATS_EVERY == 0:
                             cam.source, cam.counts = source.stats(), pipe.stats.counts()
+                            cam.summary = pipe.stats.summary()
                 finally:
                     for decision in pipe.finish():
                         self._emit(decision, guard)

@@ -11,13 +11,19 @@ the real descriptor 2, then points descriptor 2 at a pipe whose lines are logged
 from __future__ import annotations
 
 import datetime as dt
+import faulthandler
+import fcntl
 import json
 import logging
 import os
+import re
 import sys
 import threading
 
 NATIVE = logging.getLogger("native")
+# glog's E… / F… lines (an error, a failed CHECK before abort) stay visible; the rest is DEBUG
+SEVERE = re.compile(r"^(?:[EF]\d{4} |ERROR|FATAL|F\[|E\[)")
+_installed = False
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,14 +51,21 @@ def _pump(fd: int) -> None:
     with os.fdopen(fd, "r", errors="replace") as pipe:
         for line in pipe:
             if line.strip():
-                NATIVE.debug(line.rstrip())
+                NATIVE.log(logging.ERROR if SEVERE.match(line) else logging.DEBUG, line.rstrip())
 
 
 def quiet_native_stderr() -> bool:
     """Route descriptor 2 into the ``native`` logger at DEBUG; Python keeps writing to the real stderr.
 
-    Returns False (and changes nothing) where descriptor 2 cannot be duplicated.
+    Returns False (and changes nothing) where descriptor 2 cannot be duplicated, or when already done
+    (a second call would take the pipe for the real stderr). The pipe's write end is non-blocking: a
+    native library that floods it while the reader waits for the GIL loses lines, it does not hang.
+    Python's faulthandler (``PYTHONFAULTHANDLER=1`` in the unit) is moved to the real stderr, so a
+    watchdog's stack dump still reaches the journal.
     """
+    global _installed
+    if _installed:
+        return False
     try:
         real = os.dup(2)
         read, write = os.pipe()
@@ -63,7 +76,11 @@ def quiet_native_stderr() -> bool:
         if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__):
             h.setStream(stream)
     sys.stderr = stream
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=stream, all_threads=True)
+    fcntl.fcntl(write, fcntl.F_SETFL, fcntl.fcntl(write, fcntl.F_GETFL) | os.O_NONBLOCK)
     os.dup2(write, 2)
     os.close(write)
     threading.Thread(target=_pump, args=(read,), name="native-stderr", daemon=True).start()
+    _installed = True
     return True

@@ -76,8 +76,7 @@ class _TrackState:
     last_frame: int = 0
     best: Crop | None = None
     emitted: State | None = None
-    pending: State | None = None  # a different state seen on the latest classifications…
-    streak: int = 0  # …for this many in a row
+    streak: int = 0  # classifications in a row whose state differs from the one emitted
 
 
 class Decider:
@@ -107,12 +106,13 @@ class Decider:
             return None
         d = self._decide(track_id, st, final=False)
         if d.state == st.emitted:
-            st.pending, st.streak = None, 0
+            st.streak = 0
             return None
-        st.streak = st.streak + 1 if d.state == st.pending else 1
-        st.pending = d.state
+        # the evidence has left the emitted state for `hold` classifications in a row: say where it is now
+        # (counting any other state, so a window alternating between two new states is not held for ever)
+        st.streak += 1
         if st.emitted is None or st.streak >= c.hold:  # the first decision is never held back
-            st.emitted, st.pending, st.streak = d.state, None, 0
+            st.emitted, st.streak = d.state, 0
             return d
         return None
 

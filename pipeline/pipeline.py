@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +62,7 @@ class PipelineStats:
     crops: int = 0
     rejected: Counter = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    latency_ms: list[float] = field(default_factory=list)
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # the latest; bounded
     decisions: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
 
@@ -122,6 +122,7 @@ class Pipeline:
         s = self.stats
         s.frames += 1
         stage = "detect"
+        decisions: list[Decision] = []  # kept if a later stage fails: a track's final decision is real
         try:
             image = frame.image
             still = getattr(frame, "still_id", None)
@@ -136,7 +137,6 @@ class Pipeline:
             stage = "track"
             up = self._timed("track", self.tracker.update, image, frame.index, crops,
                              still_id=still, detected=detected)
-            decisions: list[Decision] = []
             stage = "decide"
             for tid in up.ended:
                 decisions += [d for d in [self._timed("decide", self.decider.end, tid)] if d]
@@ -156,7 +156,9 @@ class Pipeline:
         except Exception as e:  # one bad frame must not stop the checkpoint
             s.errors[stage] += 1
             log.warning("frame %s dropped at stage %s: %s", getattr(frame, "index", "?"), stage, e)
-            return FrameResult()
+            for d in decisions:
+                s.decisions[d.state] += 1
+            return FrameResult(decisions)
         s.latency_ms.append(1000 * (time.time() - frame.timestamp))
         for d in decisions:
             s.decisions[d.state] += 1

@@ -369,7 +369,8 @@ def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: Bearer
                     limiter.admit(client)
                     admitted = True
             except Refused as r:
-                await _drain(request.receive, reader.max_upload_bytes)  # let the client read the answer
+                if "100-continue" not in request.headers.get("expect", "").lower():  # else it never sent the body
+                    await _drain(request.receive, reader.max_upload_bytes)  # let the client read the answer
                 raise HTTPException(r.status, r.detail, headers={"Retry-After": r.retry_after}) from None
             data = await reader(request)
             try:
@@ -466,8 +467,9 @@ class ServerThread:
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
                  access_log: bool = False) -> None:
         self.host = host
+        # log_config=None: uvicorn's loggers go through the kiosk's own handler (one format, json included)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                                lifespan="off", timeout_graceful_shutdown=5)
+                                lifespan="off", timeout_graceful_shutdown=5, log_config=None)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="kiosk-http", daemon=True)
 

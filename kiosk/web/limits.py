@@ -71,7 +71,7 @@ class Limiter:
         self._total = TokenBucket(limits.max_rps, max(float(limits.burst), limits.max_rps))
         self._clients: OrderedDict[str, TokenBucket] = OrderedDict()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._locked: dict[str, float] = {}
+        self._locked: OrderedDict[str, float] = OrderedDict()
         self.in_flight = 0
 
     @staticmethod
@@ -100,6 +100,8 @@ class Limiter:
             times.popleft()
         if len(times) >= lim.max_failed_auth:
             self._locked[client] = now + lim.auth_lockout_s
+            if len(self._locked) > MAX_CLIENTS:
+                self._locked.popitem(last=False)  # the oldest lock-out goes first: memory stays bounded
             times.clear()
 
     def admit(self, client: str) -> None:

@@ -55,7 +55,8 @@ class ReferenceLibrary:
         photos = []
         for path in list_images(folder)[:self.candidates]:
             try:
-                photos.append(load_rgb(path))
+                # the network sees image_size px: a 12 MP original would only cost memory
+                photos.append(fit_within(load_rgb(path), 4 * int(getattr(self.classifier, "image_size", 224))))
             except DatasetError as e:
                 log.warning("reference photo skipped: %s", e)
         if not photos:

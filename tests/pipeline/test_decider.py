@@ -78,3 +78,13 @@ def test_the_final_decision_is_not_held_back() -> None:
     d.add(1, _crop(), _p("mpox", 0.9), 0.0)  # one classification: not yet emitted
     out = d.end(1)
     assert out is not None and out.state == "suspected" and out.final
+
+
+def test_hysteresis_does_not_hold_an_alert_that_alternates_with_review() -> None:
+    """After `clear`, a window flipping between suspected and review has left `clear`: it is said."""
+    d = Decider(DecisionConfig(min_crops=1, window=1, hold=3))
+    assert d.add(1, _crop(), _p("normal", 0.9), 0.0).state == "clear"
+    assert d.add(1, _crop(), _p("mpox", 0.9), 0.0) is None
+    assert d.add(1, _crop(), _p("mpox", 0.5), 0.0) is None
+    out = d.add(1, _crop(), _p("mpox", 0.9), 0.0)
+    assert out is not None and out.state == "suspected"  # the latest state, after 3 away from `clear`
