@@ -24,6 +24,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("bench", "api"), "kiosk.bench_api", "the diagnosis API under N clients, and the camera's fps meanwhile"),
     (("run",), "kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
     (("validate-config",), "kiosk.validate", "check a kiosk config file"),
+    (("users",), "kiosk.users", "staff accounts: add, passwd, disable, list, audit (CSV)"),
 )
 
 
