@@ -96,6 +96,21 @@ class OutboxConfig(_Model):
     flush_timeout_s: float = Field(10.0, ge=0, description="On exit, seconds to wait for pending events to drain.")
 
 
+class SessionLimits(_Model):
+    """Staff sessions and login throttling (the kiosk config's ``http.sessions``)."""
+
+    idle_s: float = Field(1800, gt=0, description="A session ends after this long without a request.")
+    max_age_s: float = Field(12 * 3600, gt=0, description="…and after this long in all (a shift).")
+    max_failures: int = Field(5, ge=1, description="Wrong passwords for one name or from one address…")
+    window_s: float = Field(900, gt=0, description="…within this window lock it out…")
+    lockout_s: float = Field(900, gt=0, description="…for this long.")
+
+
+class HttpTlsConfig(_Model):
+    certfile: str = Field(description="Server certificate (PEM): the staff pages and the API over HTTPS.")
+    keyfile: str = Field(description="Its private key (PEM).")
+
+
 class HttpConfig(_Model):
     enabled: bool = Field(True, description="Serve /healthz, /metrics and the diagnosis API.")
     host: str = Field("127.0.0.1", description="Listen address (0.0.0.0 for the LAN).")
@@ -103,6 +118,10 @@ class HttpConfig(_Model):
     token_env: str = Field("MPOX_AISM_API_TOKEN", description="Environment variable (or systemd credential "
                            "'api-token') holding the diagnosis API bearer token.")
     max_upload_mb: float = Field(10.0, gt=0, description="Largest accepted upload.")
+    tls: HttpTlsConfig | None = Field(None, description="Serve HTTPS (staff cookies are then Secure). Unset: "
+                                      "plain HTTP, for 127.0.0.1 or behind a TLS reverse proxy.")
+    sessions: SessionLimits = Field(default_factory=SessionLimits, description="Staff log-in sessions and "
+                                    "wrong-password lock-out.")
     limits: ApiLimits = Field(default_factory=ApiLimits, description="Diagnosis API load shedding: rates, queue, "
                               "wrong-token lock-out (the camera keeps its CPU).")
 

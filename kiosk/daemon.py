@@ -137,7 +137,8 @@ class Daemon:
                                                           explainer=self.sink.explainer,
                                                           explain_lock=self.sink.explain_lock,
                                                           metrics=self.metrics,
-                                                          reviews_path=state_dir() / "reviews.sqlite3")
+                                                          reviews_path=state_dir() / "reviews.sqlite3",
+                                                          accounts_path=state_dir() / "staff.sqlite3")
         except Exception as e:  # the checkpoint's alerts matter more than its web page
             log.error("HTTP API not started: %s", e)
 

@@ -332,25 +332,21 @@ DIAGNOSE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+Authorize = Callable[[Request], None]  # raises HTTPException (401/403) when the caller may not diagnose
+
+
 def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: BearerToken, reader: UploadReader,
                        metrics: KioskMetrics, max_concurrent: int, limiter: Limiter | None = None) -> None:
     """``POST /v1/diagnose``; ``max_concurrent`` photos are decoded and analysed at once (each can be
     ``max_pixels``×3 bytes), the rest wait without holding a thread. With a ``limiter``, rates, the
-    queue and wrong tokens are bounded (``kiosk.web.limits``): the camera keeps its CPU."""
+    queue and wrong tokens are bounded (``kiosk.web.limits``): the camera keeps its CPU.
+
+    ``app.state.diagnose(request, authorize)`` is the same path for other callers (the staff upload page
+    authorizes by its login session instead of the machine token): one set of limits for both.
+    """
     limiters: list[anyio.CapacityLimiter] = []  # made on first use: older anyio wants a running loop
 
-    @app.post(
-        "/v1/diagnose",
-        response_model=Diagnosis,
-        response_model_exclude_none=True,
-        summary="Classify one skin photo",
-        description="Upload one photo as multipart field `image`. Answers the 8-class probabilities, the "
-                    "decision under the 0.6 rule and (when the kiosk has an explainer) a Grad-CAM overlay.",
-        openapi_extra={"requestBody": _MULTIPART_BODY},
-        responses=DIAGNOSE_RESPONSES,
-    )
-    async def diagnose(request: Request,
-                       credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> Diagnosis:
+    async def serve(request: Request, authorize: Authorize) -> Diagnosis:
         status = 500
         t0 = time.perf_counter()
         client = request.client.host if request.client else "unknown"
@@ -360,7 +356,7 @@ def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: Bearer
                 if limiter is not None:
                     limiter.check_locked(client)
                 try:
-                    token.check(credentials)
+                    authorize(request)
                 except HTTPException as e:
                     if limiter is not None and e.status_code == 401:
                         limiter.auth_failed(client)
@@ -390,6 +386,22 @@ def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: Bearer
                 limiter.release()  # type: ignore[union-attr]
             metrics.diagnose_request(status)
             log.info("diagnose %d in %.0f ms", status, 1000 * (time.perf_counter() - t0))
+
+    app.state.diagnose = serve
+
+    @app.post(
+        "/v1/diagnose",
+        response_model=Diagnosis,
+        response_model_exclude_none=True,
+        summary="Classify one skin photo",
+        description="Upload one photo as multipart field `image`. Answers the 8-class probabilities, the "
+                    "decision under the 0.6 rule and (when the kiosk has an explainer) a Grad-CAM overlay.",
+        openapi_extra={"requestBody": _MULTIPART_BODY},
+        responses=DIAGNOSE_RESPONSES,
+    )
+    async def diagnose(request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> Diagnosis:
+        return await serve(request, lambda _r: token.check(credentials))
 
 
 def add_health_routes(app: FastAPI, *, model_version: str, registry: CollectorRegistry,
@@ -465,11 +477,12 @@ class ServerThread:
     """
 
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                 access_log: bool = False) -> None:
-        self.host = host
+                 access_log: bool = False, certfile: str | None = None, keyfile: str | None = None) -> None:
+        self.host, self.scheme = host, "https" if certfile else "http"
         # log_config=None: uvicorn's loggers go through the kiosk's own handler (one format, json included)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                                lifespan="off", timeout_graceful_shutdown=5, log_config=None)
+                                lifespan="off", timeout_graceful_shutdown=5, log_config=None,
+                                ssl_certfile=certfile, ssl_keyfile=keyfile)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="kiosk-http", daemon=True)
 
@@ -492,7 +505,7 @@ class ServerThread:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from export.classifier import Classifier
+from kiosk.accounts import Accounts
 from kiosk.config import KioskConfig, secret
 from kiosk.events import Event
 from kiosk.metrics import KioskMetrics
@@ -33,9 +34,25 @@ class KioskView(Protocol):
     def camera_names(self) -> list[str]: ...
 
 
+def staff_accounts(path: Path) -> Accounts:
+    """The account store; the first admin comes from ``$MPOX_AISM_ADMIN_PASSWORD`` or the systemd credential
+    ``admin-password`` when no account exists yet (the unit's first start), else a clear line says how."""
+    accounts = Accounts(path)
+    if not accounts.users():
+        password = secret("MPOX_AISM_ADMIN_PASSWORD", "admin-password")
+        if password:
+            accounts.add("admin", password, "admin")
+            log.warning("created the first staff account 'admin' from the admin-password credential; "
+                        "add people with `mpox-aism users add NAME --role reviewer`")
+        else:
+            log.warning("no staff accounts yet: the staff pages refuse everyone until one is made with "
+                        "`mpox-aism users add NAME --role reviewer` (store %s)", path)
+    return accounts
+
+
 def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, explainer: Callable[[], Any],
                explain_lock: AbstractContextManager[Any], metrics: KioskMetrics,
-               reviews_path: Path) -> tuple[Any, str]:
+               reviews_path: Path, accounts_path: Path) -> tuple[Any, str]:
     from kiosk.web.api import ServerThread, create_app
 
     h = config.http
@@ -57,6 +74,9 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
 
         add_staff_routes(app, events_provider=lambda: [e.payload() for e in view.recent_events()],
                          frame_provider=view.latest_frame, cameras=view.camera_names, reviews_path=reviews_path,
-                         references=open_library(config.reference_dir, classifier))
-    server = ServerThread(app, host=h.host, port=h.port).start()
+                         accounts=staff_accounts(accounts_path),
+                         references=open_library(config.reference_dir, classifier),
+                         sessions=h.sessions, secure=h.tls is not None)
+    server = ServerThread(app, host=h.host, port=h.port, certfile=h.tls.certfile if h.tls else None,
+                          keyfile=h.tls.keyfile if h.tls else None).start()
     return server, server.url + "/"

@@ -22,10 +22,13 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from kiosk.accounts import Accounts
+from kiosk.config import SessionLimits
+from kiosk.web.auth import current_user, install_auth, require
 from kiosk.web.reference import ReferenceLibrary
 
 SHOWN_DECISIONS = frozenset({"review", "suspected"})
@@ -45,7 +48,7 @@ class ReviewIn(BaseModel):
     """A staff action on one event; a wrong ``action`` is FastAPI's 422."""
 
     action: Literal["acknowledged", "reviewed"]
-    by: str = Field(min_length=1, max_length=100, description="Who acted (typed on the staff page).")
+    by: str = Field("", max_length=100, description="Ignored: who acted is the logged-in account.")
     note: str = Field("", max_length=2000)
 
 
@@ -109,8 +112,13 @@ class ReviewStore:
 
 def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[str, Any]]],
                      frame_provider: Callable[[str], bytes | None], cameras: Callable[[], list[str]],
-                     reviews_path: Path, references: ReferenceLibrary | None = None) -> ReviewStore:
-    """Add the staff pages and their JSON API to the kiosk's app; returns the review store.
+                     reviews_path: Path, accounts: Accounts, references: ReferenceLibrary | None = None,
+                     sessions: SessionLimits | None = None, secure: bool = False) -> ReviewStore:
+    """Add the staff pages and their JSON API to the kiosk's app, behind staff logins; returns the review store.
+
+    ``accounts``: the staff accounts (``kiosk.accounts``); every route here needs a logged-in session
+    (``kiosk.web.auth``), reviews need the ``reviewer`` role and are recorded in the audit trail under
+    the account's name. ``secure``: the server speaks TLS (cookies are then Secure).
 
     ``events_provider()``: the recent events (``kiosk.events`` payloads), any order; only review and
     suspected ones are shown. ``frame_provider(camera)``: the camera's latest frame as JPEG, or ``None``
@@ -122,6 +130,8 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
     def page(name: str) -> Response:
         body, media_type = files[name]
         return Response(body, media_type=media_type, headers=NO_STORE)
+
+    install_auth(app, accounts, limits=sessions, secure=secure, login_page=lambda: page("login.html"))
 
     def shown_events() -> list[dict[str, Any]]:
         events = [e for e in events_provider() if e.get("decision") in SHOWN_DECISIONS and e.get("event_id")]
@@ -185,10 +195,31 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
 
     @app.post("/api/events/{event_id}/review", response_model=Review, summary="Record a staff action on an event",
               responses={404: {"description": "No such recent event."}})
-    def review_event(event_id: str, review: ReviewIn) -> Review:
+    def review_event(event_id: str, review: ReviewIn, request: Request) -> Review:
+        user = require(request, "reviewer")
         if not any(str(e.get("event_id")) == event_id for e in events_provider()):
             raise HTTPException(404, f"no recent event {event_id!r}")
-        return store.record(event_id, review)
+        recorded = store.record(event_id, review.model_copy(update={"by": user.name}))  # who, from the login
+        accounts.record(user.name, review.action, event_id=event_id, detail=review.note)
+        return recorded
+
+    @app.post("/api/diagnose", summary="Classify one photo from the upload page (reviewers; same limits as the API)",
+              response_model_exclude_none=True, include_in_schema=False)
+    async def diagnose_upload(request: Request) -> Any:
+        user = current_user(request)
+        result = await request.app.state.diagnose(request, lambda r: require(r, "reviewer") and None)
+        assert user is not None
+        accounts.record(user.name, "upload", detail=f"{result.decision} {result.label} {result.probability:.2f}")
+        return result.model_dump(exclude_none=True)
+
+    @app.get("/api/audit.csv", summary="The audit trail (admins)", response_class=Response)
+    def audit_csv(request: Request) -> Response:
+        require(request, "admin")
+        import io
+
+        out = io.StringIO()
+        accounts.export_csv(out)
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=NO_STORE)
 
     @app.get("/api/events/{event_id}/reviews", summary="Every recorded action on an event, oldest first")
     def event_reviews(event_id: str) -> list[dict[str, str]]:

@@ -1,7 +1,4 @@
 "use strict";
-const nameInput = document.getElementById("staff-name");
-nameInput.value = localStorage.getItem("staffName") || "";
-nameInput.addEventListener("change", () => localStorage.setItem("staffName", nameInput.value.trim()));
 
 function el(tag, props = {}, ...children) {
   const e = document.createElement(tag);
@@ -39,14 +36,10 @@ function stateText(review) {
 }
 
 async function sendReview(ev, action, item) {
-  const by = nameInput.value.trim();
-  if (!by) { item.msg.textContent = "Type your name at the top first."; nameInput.focus(); return; }
-  localStorage.setItem("staffName", by);
   item.buttons.forEach(b => b.disabled = true);
-  try {
-    const r = await fetch("/api/events/" + encodeURIComponent(ev.event_id) + "/review", {
-      method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({action: action, by: by, note: ""})});
+  try {  // who acted is the logged-in account, not a typed name
+    const r = await postWithCsrf("/api/events/" + encodeURIComponent(ev.event_id) + "/review", {
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify({action: action, note: ""})});
     const body = await r.json();
     if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
     item.msg.textContent = "";

@@ -1,8 +1,5 @@
 "use strict";
 const $ = id => document.getElementById(id);
-const token = $("token");
-token.value = sessionStorage.getItem("kioskToken") || "";  // per tab: the token is not left on a shared phone
-token.addEventListener("change", () => sessionStorage.setItem("kioskToken", token.value));
 
 async function showReferences(label) {
   const box = $("references");
@@ -33,14 +30,13 @@ async function diagnose(blob, name) {
   const form = new FormData();
   form.append("image", blob, name);
   try {
-    const r = await fetch("/v1/diagnose", {method: "POST", body: form,
-                                           headers: {"Authorization": "Bearer " + token.value.trim()}});
+    const r = await postWithCsrf("/api/diagnose", {body: form});  // the login session, not the machine token
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON: a proxy's error page */ }
     if (!r.ok) {
       const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail))
                                          : "HTTP " + r.status;
-      showError((r.status === 401 ? "Check the API token: " : "Not analysed: ") + detail);
+      showError((r.status === 403 ? "Your account may not upload: " : "Not analysed: ") + detail);
       return;
     }
     $("decision").textContent = body.decision;

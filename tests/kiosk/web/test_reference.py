@@ -57,10 +57,17 @@ def test_over_http(tmp_path: Path, classifier: Any) -> None:
     (tmp_path / "refs").mkdir()
     link_photos(tmp_path / "refs", "normal", 4)
     app = create_app(classifier=classifier, token=None)
+    from kiosk.accounts import Accounts
+    from tests.kiosk.web.test_auth import FAST, login
+
     library = ReferenceLibrary(tmp_path / "refs", classifier)
+    accounts = Accounts(tmp_path / "staff.sqlite3", hasher=FAST)
+    accounts.add("view", "viewer password 1", "viewer")
     add_staff_routes(app, events_provider=list, frame_provider=lambda _n: None, cameras=list,
-                     reviews_path=tmp_path / "reviews.sqlite3", references=library)
-    with ServerThread(app) as s, httpx.Client(base_url=s.url, timeout=120) as c:
+                     reviews_path=tmp_path / "reviews.sqlite3", references=library, accounts=accounts)
+    with ServerThread(app) as s:
+        c, _ = login(s.url, "view", "viewer password 1")
+        assert httpx.get(f"{s.url}/api/reference/normal").status_code == 401  # staff only
         body = c.get("/api/reference/normal").json()
         assert body == {"label": "normal", "images": [f"/api/reference/normal/{i}.jpg" for i in range(3)]}
         r = c.get(body["images"][0])
@@ -68,3 +75,4 @@ def test_over_http(tmp_path: Path, classifier: Any) -> None:
         assert c.get("/api/reference/normal/3.jpg").status_code == 404
         assert c.get("/api/reference/measles").json()["images"] == []
         assert c.get("/api/reference/smallpox").status_code == 404
+        c.close()

@@ -25,11 +25,16 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from kiosk.accounts import Accounts  # noqa: E402
 from kiosk.events import jpeg_b64  # noqa: E402
 from kiosk.web.api import ServerThread, create_app  # noqa: E402
+from kiosk.web.auth import CSRF_HEADER  # noqa: E402
 from kiosk.web.reference import ReferenceLibrary  # noqa: E402
 from kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, link_photos, need_skin8  # noqa: E402
+from tests.kiosk.web.test_auth import FAST, login  # noqa: E402
+
+STAFF = {"officer.test": ("reviewer password 1", "reviewer"), "desk.viewer": ("viewer password 1", "viewer")}
 
 APT_LINE = "apt-get install -y chromium chromium-driver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
@@ -85,9 +90,12 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
         for label in classifier.labels:
             if (SKIN8 / label).is_dir():
                 link_photos(ref_root, label, 6)
+        accounts = Accounts(reviews_path.with_name("staff.sqlite3"), hasher=FAST)
+        for name, (password, role) in STAFF.items():
+            accounts.add(name, password, role)
         add_staff_routes(app, events_provider=events, frame_provider=lambda name: holder[0].frames.get(name),
                          cameras=lambda: list(holder[0].frames), reviews_path=reviews_path,
-                         references=ReferenceLibrary(ref_root, classifier))
+                         references=ReferenceLibrary(ref_root, classifier), accounts=accounts)
         with ServerThread(app) as server:
             k = Kiosk(server, reviews_path)
             k.frames.update(gate1=frame, gate2=None)  # gate2 has not sent a frame yet
@@ -97,8 +105,23 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
 
 @pytest.fixture(scope="module")
 def client(kiosk: Kiosk) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=kiosk.server.url, timeout=httpx.Timeout(SLOW_WAIT_S)) as c:
+    """Logged in as a reviewer; every request carries the session's CSRF token."""
+    c, csrf = login(kiosk.server.url, "officer.test", STAFF["officer.test"][0])
+    c.timeout = httpx.Timeout(SLOW_WAIT_S)
+    c.headers[CSRF_HEADER] = csrf
+    try:
         yield c
+    finally:
+        c.close()
+
+
+def browser_login(browser: WebDriver, url: str, name: str) -> None:
+    browser.delete_all_cookies()
+    browser.get(url + "/login")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(STAFF[name][0])
+    browser.find_element(By.ID, "login").click()
+    wait(browser, WAIT_S, f"{name} logged in", lambda d: d.current_url.rstrip("/") == url.rstrip("/"))
 
 
 @pytest.fixture(scope="module")
@@ -155,14 +178,20 @@ def img_loaded(driver: WebDriver, css: str) -> bool:
 
 
 def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Client, browser: WebDriver) -> None:
+    browser.delete_all_cookies()
     browser.get(kiosk.server.url + "/")
+    wait(browser, WAIT_S, "the login page", lambda d: d.current_url.endswith("/login"))  # no session: sent there
+    browser.find_element(By.ID, "name").send_keys("officer.test")
+    browser.find_element(By.ID, "password").send_keys("a wrong password")
+    browser.find_element(By.ID, "login").click()
+    wait(browser, WAIT_S, "the wrong-password message", lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "wrong name or password" in browser.find_element(By.ID, "error").text
+    browser_login(browser, kiosk.server.url, "officer.test")
+    assert "officer.test (reviewer)" in browser.find_element(By.ID, "who").text
     wait(browser, 30, "gate1's live frame", lambda d: img_loaded(d, 'img[data-camera="gate1"]'))
     wait(browser, 30, "gate2's 'no frame yet'", lambda d: "no frame yet" in d.find_element(
         By.CSS_SELECTOR, 'img[data-camera="gate2"]').find_element(By.XPATH, "..").text)
 
-    name = browser.find_element(By.ID, "staff-name")
-    name.clear()
-    name.send_keys("Officer Test")
 
     first = make_event("ev-1", "2026-01-01T10:00:00.000+00:00")
     kiosk.add_event(first)
@@ -190,16 +219,16 @@ def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Clie
 
     li = browser.find_element(By.CSS_SELECTOR, sel1)
     li.find_element(By.XPATH, ".//button[normalize-space()='Mark reviewed']").click()
-    wait(browser, WAIT_S, "the recorded state", lambda d: "reviewed by Officer Test" in d.find_element(
+    wait(browser, WAIT_S, "the recorded state", lambda d: "reviewed by officer.test" in d.find_element(
         By.CSS_SELECTOR, f"{sel1} .state").text)
     # still shown after further polls (the state comes back from the server, not just the click)
     browser.refresh()
     wait(browser, WAIT_S, "the state after a reload", lambda d: d.find_elements(By.CSS_SELECTOR, sel1) and
-         "reviewed by Officer Test" in d.find_element(By.CSS_SELECTOR, f"{sel1} .state").text)
+         "reviewed by officer.test" in d.find_element(By.CSS_SELECTOR, f"{sel1} .state").text)
 
     events = client.get("/api/events").json()
     assert [e["event_id"] for e in events] == ["ev-2", "ev-1"]
-    assert events[1]["review"]["action"] == "reviewed" and events[1]["review"]["by"] == "Officer Test"
+    assert events[1]["review"]["action"] == "reviewed" and events[1]["review"]["by"] == "officer.test"
     assert events[1]["review"]["note"] == "" and events[1]["review"]["time"]
     assert events[0]["review"] is None
     assert events[1]["crop_jpeg_base64"] == first["crop_jpeg_base64"]
@@ -208,20 +237,26 @@ def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Clie
     assert ReviewStore(kiosk.reviews_path).latest(["ev-1"])["ev-1"]["action"] == "reviewed"
     with sqlite3.connect(kiosk.reviews_path) as con:
         rows = con.execute("SELECT event_id, action, by FROM reviews").fetchall()
-    assert ("ev-1", "reviewed", "Officer Test") in rows
+    assert ("ev-1", "reviewed", "officer.test") in rows
+
+    # log out: the session ends, the page goes back to the login
+    browser.find_element(By.ID, "logout").click()
+    wait(browser, WAIT_S, "the login page after logout", lambda d: d.current_url.endswith("/login"))
+    browser.get(kiosk.server.url + "/")
+    assert browser.current_url.endswith("/login")
 
 
 def test_review_api_errors_and_history(kiosk: Kiosk, client: httpx.Client) -> None:
     kiosk.add_event(make_event("ev-api", "2026-01-01T09:00:00.000+00:00", images=False))
-    r = client.post("/api/events/no-such-event/review", json={"action": "reviewed", "by": "x", "note": ""})
+    r = client.post("/api/events/no-such-event/review", json={"action": "reviewed", "note": ""})
     assert r.status_code == 404, r.text
-    for bad in ({"action": "deleted", "by": "x", "note": ""}, {"action": "reviewed", "by": "", "note": ""},
-                {"by": "x"}):
+    for bad in ({"action": "deleted", "note": ""}, {"note": "x"}):
         r = client.post("/api/events/ev-api/review", json=bad)
         assert r.status_code == 422, (bad, r.text)
     for action in ("acknowledged", "reviewed"):
         r = client.post("/api/events/ev-api/review", json={"action": action, "by": "Nurse", "note": "seen"})
         assert r.status_code == 200, r.text
+        assert r.json()["by"] == "officer.test"  # a typed name is ignored: it is the logged-in account
         assert r.json()["action"] == action and r.json()["event_id"] == "ev-api"
     latest = {e["event_id"]: e["review"] for e in client.get("/api/events").json()}
     assert latest["ev-api"]["action"] == "reviewed" and latest["ev-api"]["note"] == "seen"
@@ -258,18 +293,17 @@ def test_frames_and_pages(kiosk: Kiosk, client: httpx.Client) -> None:
 
 def test_upload_page_file_and_camera(kiosk: Kiosk, client: httpx.Client, browser: WebDriver) -> None:
     photo = first_photo("mpox")
+    # a viewer may look, not upload: told so, not silently ignored
+    browser_login(browser, kiosk.server.url, "desk.viewer")
     browser.get(kiosk.server.url + "/upload")
     file_input = browser.find_element(By.ID, "file")
     assert file_input.get_attribute("accept") == "image/*" and file_input.get_attribute("capture") == "environment"
-
-    # a wrong token is told, not silently ignored
-    browser.find_element(By.ID, "token").send_keys("wrong")
     file_input.send_keys(str(photo))
-    wait(browser, 60, "the 401 message", lambda d: d.find_element(By.ID, "error").is_displayed())
-    assert "token" in browser.find_element(By.ID, "error").text.lower()
+    wait(browser, 60, "the 403 message", lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "may not upload" in browser.find_element(By.ID, "error").text.lower()
 
+    browser_login(browser, kiosk.server.url, "officer.test")
     browser.get(kiosk.server.url + "/upload")
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "file").send_keys(str(photo))
     wait(browser, SLOW_WAIT_S, "the diagnosis", lambda d: d.find_element(By.ID, "result").is_displayed())
     expected = client.post("/v1/diagnose", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
@@ -289,7 +323,6 @@ def test_upload_page_file_and_camera(kiosk: Kiosk, client: httpx.Client, browser
 
     # the camera path: Chromium's synthetic camera, a canvas snapshot, the same endpoint
     browser.get(kiosk.server.url + "/upload")
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "use-camera").click()
     wait(browser, 30, "the camera picture", lambda d: d.execute_script(
         "return document.getElementById('video').videoWidth > 0"))
