@@ -174,3 +174,28 @@ def test_first_admin_from_the_credential(tmp_path: Path, monkeypatch) -> None:
     assert [(u.name, u.role) for u in accounts.users()] == [("admin", "admin")]
     monkeypatch.setenv("MPOX_AISM_ADMIN_PASSWORD", "another password 12")
     assert len(staff_accounts(tmp_path / "staff.sqlite3").users()) == 1  # only when there is none yet
+
+
+def test_https_makes_the_session_cookie_secure(tmp_path: Path, classifier: Any) -> None:
+    import shutil
+    import subprocess
+
+    from kiosk.web.api import ServerThread, create_app
+    from kiosk.web.staff import add_staff_routes
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed; install it with: apt-get install -y openssl")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    accounts = Accounts(tmp_path / "staff.sqlite3", hasher=FAST)
+    accounts.add("rev", PASSWORDS["rev"], "reviewer")
+    app = create_app(classifier=classifier, token=None)
+    add_staff_routes(app, events_provider=list, frame_provider=lambda _n: None, cameras=list,
+                     reviews_path=tmp_path / "r.sqlite3", accounts=accounts, secure=True)
+    with ServerThread(app, certfile=str(cert), keyfile=str(key)) as s:
+        assert s.url.startswith("https://")
+        with httpx.Client(base_url=s.url, timeout=60, verify=False) as c:  # a self-signed test certificate
+            token = c.get("/api/login").json()["csrf"]
+            r = c.post("/api/login", json={"name": "rev", "password": PASSWORDS["rev"]}, headers={CSRF_HEADER: token})
+            assert r.status_code == 200 and "secure" in r.headers["set-cookie"].lower()
