@@ -245,6 +245,15 @@ def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Clie
     browser.get(kiosk.server.url + "/")
     assert browser.current_url.endswith("/login")
 
+    # a viewer sees the events but is refused a review, and told why
+    browser_login(browser, kiosk.server.url, "desk.viewer")
+    wait(browser, WAIT_S, "the events for the viewer", lambda d: d.find_elements(By.CSS_SELECTOR, sel1))
+    event = browser.find_element(By.CSS_SELECTOR, sel1)
+    event.find_element(By.XPATH, ".//button[normalize-space()='Acknowledge']").click()
+    wait(browser, WAIT_S, "the refusal", lambda d: "may not" in d.find_element(By.CSS_SELECTOR, f"{sel1} .error").text)
+    assert "reviewer" in browser.find_element(By.CSS_SELECTOR, f"{sel1} .error").text
+    assert client.get("/api/events/ev-1/reviews").json()[-1]["by"] == "officer.test"  # nothing recorded for it
+
 
 def test_review_api_errors_and_history(kiosk: Kiosk, client: httpx.Client) -> None:
     kiosk.add_event(make_event("ev-api", "2026-01-01T09:00:00.000+00:00", images=False))
