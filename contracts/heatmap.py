@@ -11,6 +11,7 @@ and then to the crop's size, so the two explainers agree (``tests/export/test_ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -39,6 +40,12 @@ def _encode(rgb: np.ndarray, ext: str, params: list[int] | None = None) -> bytes
     if not ok:
         raise ValueError(f"could not encode {ext}")
     return buf.tobytes()
+
+
+class Explainer(Protocol):
+    """What explains a crop: a ``Classifier`` with class maps, or ``export.gradcam.GradCamExplainer``."""
+
+    def explain(self, crop_rgb: np.ndarray, target: int | None = None) -> Explanation: ...
 
 
 @dataclass

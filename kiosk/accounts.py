@@ -127,7 +127,9 @@ class Accounts:
         return [User(n, r, bool(d)) for n, r, d in rows]
 
     def get(self, name: str) -> User | None:
-        return next((u for u in self.users() if u.name == name), None)
+        with self._db() as db:
+            row = db.execute("SELECT role, disabled FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None else User(name, row[0], bool(row[1]))
 
     def verify(self, name: str, password: str) -> User | None:
         """The account when ``password`` is right and it is enabled; else None (no hint which was wrong)."""

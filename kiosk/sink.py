@@ -17,10 +17,11 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from contracts.heatmap import Explainer
 from export.classifier import Classifier
 from kiosk.config import KioskConfig
 from kiosk.events import Event, build_event, images_allowed
@@ -32,10 +33,6 @@ from pipeline.decider import Decision
 log = logging.getLogger(__name__)
 MAX_UNSAVED = 1000  # events held in memory while the outbox cannot be written (disk full)
 RECENT = 200  # events kept for the staff page
-
-
-class Explainer(Protocol):
-    def explain(self, crop_rgb: np.ndarray, target: int | None = None) -> Any: ...
 
 
 class Waker(Protocol):

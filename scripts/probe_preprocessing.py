@@ -57,7 +57,6 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from contracts.images import load_rgb
 from training.calibration import fit_temperature
@@ -66,9 +65,8 @@ from training.data import Sample, scan_dataset
 from training.engine import seed_everything
 from training.evaluate import write_report
 from training.folds import Fold, group_kfold, leave_source_out
-from training.models import classifier_head
 from training.preprocess import preprocess
-from training.probe import cached_array, cached_features, feature_cache_key
+from training.probe import PixelTransform, cached_array, cached_features, extract_features, feature_cache_key
 
 try:  # the torch-free home of the label order and softmax (refactor in progress)
     from contracts.decision import softmax
@@ -81,7 +79,7 @@ LOSO_SOURCES = ("msid", "monkeypox2022", "msld_v1")
 THRESHOLD = 0.6
 MPOX, NORMAL = LABELS.index("mpox"), LABELS.index("normal")
 
-Transform = Callable[[np.ndarray, Sample], np.ndarray]
+Transform = PixelTransform
 
 
 @dataclass(frozen=True)
@@ -245,38 +243,6 @@ def crop_credit_strip(image: np.ndarray, *, white: int = 225, max_share: float =
 
 # ---------------------------------------------------------------- features
 
-class _Views(Dataset):
-    """A photo through ``transform`` and the shared preprocessing, and its mirror image."""
-
-    def __init__(self, samples: Sequence[Sample], size: int, transform: Transform):
-        self.samples, self.size, self.transform = list(samples), size, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        s = self.samples[i]
-        x = preprocess(self.transform(load_rgb(s.path), s), self.size)
-        return torch.stack([x, x.flip(-1)])
-
-
-@torch.no_grad()
-def _extract(model: nn.Module, samples: Sequence[Sample], size: int, transform: Transform) -> np.ndarray:
-    """N × 2 × D: the input of the final linear layer (as ``training.probe.extract_features``)."""
-    head = classifier_head(model)
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    out = []
-    try:
-        for x in DataLoader(_Views(samples, size, transform), batch_size=32, num_workers=0):
-            captured.clear()
-            model(x.flatten(0, 1))
-            out.append(captured[0].reshape(x.shape[0], 2, -1).float().numpy())
-    finally:
-        hook.remove()
-    return np.concatenate(out)
-
-
 class FeatureStore:
     """Cached features per (photos, size, pixel transform); records how long each computation took."""
 
@@ -302,7 +268,8 @@ class FeatureStore:
         else:
             name, fn = transform
             key = "features-" + feature_cache_key(model, samples, image_size=size, flip=True, transform=name)
-            compute = lambda: cached_array(self.cache, key, lambda: _extract(model, samples, size, fn))  # noqa: E731
+            compute = lambda: cached_array(self.cache, key, lambda: extract_features(  # noqa: E731
+                model, samples, image_size=size, workers=0, desc=None, transform=fn))
         cached = (self.cache / f"{key}.npy").is_file()
         t0 = time.perf_counter()
         feats = compute()

@@ -19,7 +19,7 @@ from torch import nn
 
 from contracts.decision import DEFAULT_THRESHOLD
 from contracts.labels import LABELS
-from contracts.model import default_model_dir
+from contracts.model import model_file
 from contracts.preprocess import MEAN, STD
 from training.models import build_model
 
@@ -76,12 +76,8 @@ def save_model(out_dir: str | Path, model: nn.Module, info: ModelInfo) -> Path:
 
 
 def resolve_model_path(path: str | Path | None) -> Path:
-    p = Path(path) if path else default_model_dir()
-    if p.is_dir():
-        p = p / MODEL_FILE
-    if not p.is_file():
-        raise FileNotFoundError(f"no model at {p}")
-    return p
+    """``model.pt`` of a model directory (or the file itself; ``None`` = the default model)."""
+    return model_file(path, MODEL_FILE)
 
 
 def load_model(path: str | Path | None = None, *, map_location: str = "cpu") -> tuple[nn.Module, ModelInfo]:

@@ -39,30 +39,40 @@ BALANCES = ("class", "class_source", "none")
 DEFAULT_L2_GRID: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1)
 
 
+PixelTransform = Callable[[np.ndarray, Sample], np.ndarray]  # RGB uint8 → RGB uint8, before preprocessing
+
+
 class _Views(Dataset):
     """Each photo → (views × 3×S×S): the serving input and, with ``flip``, its mirror image."""
 
-    def __init__(self, samples: Sequence[Sample], size: int, flip: bool):
-        self.samples, self.size, self.flip = list(samples), size, flip
+    def __init__(self, samples: Sequence[Sample], size: int, flip: bool, transform: PixelTransform | None = None):
+        self.samples, self.size, self.flip, self.transform = list(samples), size, flip, transform
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        x = preprocess(load_rgb(self.samples[i].path), self.size)
+        s = self.samples[i]
+        rgb = load_rgb(s.path)
+        x = preprocess(self.transform(rgb, s) if self.transform else rgb, self.size)
         return torch.stack([x, x.flip(-1)]) if self.flip else x.unsqueeze(0)
 
 
 def view_batches(samples: Sequence[Sample], *, image_size: int, flip: bool, batch_size: int = 32,
-                 workers: int = 1, desc: str | None = None) -> Iterator[torch.Tensor]:
-    """B × views × 3×S×S batches through the shared preprocessing (photo, and its mirror with ``flip``)."""
-    loader = DataLoader(_Views(samples, image_size, flip), batch_size=batch_size, num_workers=workers)
+                 workers: int = 1, desc: str | None = None,
+                 transform: PixelTransform | None = None) -> Iterator[torch.Tensor]:
+    """B × views × 3×S×S batches through the shared preprocessing (photo, and its mirror with ``flip``).
+
+    ``transform``: a measured pixel change (masking, colour constancy) applied before preprocessing.
+    """
+    loader = DataLoader(_Views(samples, image_size, flip, transform), batch_size=batch_size, num_workers=workers)
     return iter(tqdm(loader, desc=desc, leave=False, mininterval=5.0) if desc else loader)
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size: int, flip: bool = True,
-                     batch_size: int = 32, workers: int = 1, desc: str = "features") -> np.ndarray:
+                     batch_size: int = 32, workers: int = 1, desc: str | None = "features",
+                     transform: PixelTransform | None = None) -> np.ndarray:
     """N × views × D: the input of the model's final linear layer for every view of every photo."""
     head = classifier_head(model)
     captured: list[torch.Tensor] = []
@@ -71,7 +81,7 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size:
     out = []
     try:
         for x in view_batches(samples, image_size=image_size, flip=flip, batch_size=batch_size,
-                              workers=workers, desc=desc):
+                              workers=workers, desc=desc, transform=transform):
             n, v = x.shape[:2]
             captured.clear()
             model(x.flatten(0, 1))

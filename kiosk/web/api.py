@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import anyio
 import cv2
@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from contracts.decision import State, decide
+from contracts.heatmap import Explainer
 from contracts.preprocess import fit_within
 from kiosk.metrics import KioskMetrics
 from kiosk.web.limits import ApiLimits, Limiter, Refused
@@ -50,10 +51,6 @@ ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/web
 MULTIPART_OVERHEAD = 16 * 1024
 DRAIN_TIMEOUT_S = 10.0
 GRADCAM_MAX_SIDE = 512  # the network sees 224 px; a 12 MP heat map would make a 20 MB JSON answer
-
-
-class Explainer(Protocol):
-    def explain(self, crop_rgb: np.ndarray, target: int | None = None) -> Any: ...
 
 
 class Diagnosis(BaseModel):
@@ -332,7 +329,7 @@ DIAGNOSE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-Authorize = Callable[[Request], None]  # raises HTTPException (401/403) when the caller may not diagnose
+Authorize = Callable[[Request], object]  # raises HTTPException (401/403) when the caller may not diagnose
 
 
 def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: BearerToken, reader: UploadReader,

@@ -17,9 +17,8 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -28,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from kiosk.accounts import Accounts, Role, User
 from kiosk.config import SessionLimits
+from kiosk.web.limits import Lockout
 
 SESSION_COOKIE, LOGIN_COOKIE, CSRF_HEADER = "mpox_session", "mpox_login", "x-csrf-token"
 PUBLIC = frozenset({"/login", "/api/login", "/healthz", "/metrics", "/v1/diagnose", "/docs", "/redoc",
@@ -35,7 +35,6 @@ PUBLIC = frozenset({"/login", "/api/login", "/healthz", "/metrics", "/v1/diagnos
 PUBLIC_PREFIXES = ("/static/",)
 PAGES = frozenset({"/", "/upload"})  # a browser navigation: sent to the login page, not given a 401
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_TRACKED = 4096
 
 
 @dataclass
@@ -46,17 +45,11 @@ class Session:
     seen: float
 
 
-@dataclass
-class _Failures:
-    times: deque[float] = field(default_factory=deque)
-    locked_until: float = 0.0
-
-
 class Sessions:
     def __init__(self, limits: SessionLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits, self.clock = limits, clock
         self._sessions: dict[str, Session] = {}
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        self.passwords = Lockout(limits.max_failures, limits.window_s, limits.lockout_s, clock)
 
     def create(self, user: User) -> tuple[str, Session]:
         now = self.clock()
@@ -77,33 +70,6 @@ class Sessions:
 
     def drop(self, token: str | None) -> None:
         self._sessions.pop(token or "", None)
-
-    def drop_user(self, name: str) -> None:
-        for t in [t for t, s in self._sessions.items() if s.user.name == name]:
-            del self._sessions[t]
-
-    # ---------------------------------------------------------------------------- throttling
-    def locked(self, *keys: str) -> float:
-        """Seconds until every key may try again (0: they may now)."""
-        now = self.clock()
-        return max([f.locked_until - now for k in keys if (f := self._failures.get(k))] + [0.0])
-
-    def failed(self, *keys: str) -> None:
-        now, lim = self.clock(), self.limits
-        for k in keys:
-            f = self._failures.setdefault(k, _Failures())
-            self._failures.move_to_end(k)
-            f.times.append(now)
-            while f.times and f.times[0] < now - lim.window_s:
-                f.times.popleft()
-            if len(f.times) >= lim.max_failures:
-                f.locked_until, f.times = now + lim.lockout_s, deque()
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, *keys: str) -> None:
-        for k in keys:
-            self._failures.pop(k, None)
 
 
 class LoginIn(BaseModel):
@@ -156,7 +122,7 @@ def install_auth(app: FastAPI, accounts: Accounts, *, limits: SessionLimits | No
         if request.method not in SAFE_METHODS and not hmac.compare_digest(
                 request.headers.get(CSRF_HEADER, ""), session.csrf):
             return JSONResponse({"detail": "missing or wrong CSRF token: reload the page"}, status_code=403)
-        request.state.user = session.user
+        request.state.user, request.state.session = session.user, session
         return await call_next(request)
 
     @app.get("/login", include_in_schema=False)
@@ -180,16 +146,16 @@ def install_auth(app: FastAPI, accounts: Accounts, *, limits: SessionLimits | No
             raise HTTPException(403, "missing login token: reload the login page")
         address = f"addr:{request.client.host if request.client else '?'}"
         keys = (f"name:{body.name}", address)
-        wait = sessions.locked(*keys)
+        wait = sessions.passwords.wait(*keys)
         if wait > 0:
             raise HTTPException(429, "too many wrong passwords: try again later",
                                 headers={"Retry-After": str(int(wait) + 1)})
         user = accounts.verify(body.name, body.password)
         if user is None:
-            sessions.failed(*keys)
+            sessions.passwords.failed(*keys)
             accounts.record(body.name, "login failed", detail=address)
             raise HTTPException(401, "wrong name or password")
-        sessions.succeeded(*keys)
+        sessions.passwords.succeeded(*keys)
         token, session = sessions.create(user)
         accounts.record(user.name, "login", detail=address)
         r = JSONResponse({"user": user.name, "role": user.role, "csrf": session.csrf})
@@ -199,8 +165,7 @@ def install_auth(app: FastAPI, accounts: Accounts, *, limits: SessionLimits | No
 
     @app.get("/api/session", summary="Who is logged in, and the CSRF token for this session")
     def session_info(request: Request) -> dict[str, str]:
-        s = sessions.get(request.cookies.get(SESSION_COOKIE))
-        assert s is not None  # the middleware let the request in
+        s: Session = request.state.session  # the middleware let the request in
         return {"user": s.user.name, "role": s.user.role, "csrf": s.csrf}
 
     @app.post("/api/logout", summary="End this session")

@@ -58,6 +58,51 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class Lockout:
+    """Failures per key in a sliding window; ``max_failures`` of them lock the key out for ``lockout_s``.
+
+    One mechanism for wrong API tokens (keyed by address) and wrong staff passwords (by name and by
+    address). Both tables are bounded: the least recently seen keys are forgotten first.
+    """
+
+    def __init__(self, max_failures: int, window_s: float, lockout_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures, self.window_s, self.lockout_s, self.clock = max_failures, window_s, lockout_s, clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._locked: OrderedDict[str, float] = OrderedDict()
+
+    def wait(self, *keys: str) -> float:
+        """Seconds until every key may try again (0: they may now)."""
+        now, waits = self.clock(), [0.0]
+        for k in keys:
+            until = self._locked.get(k)
+            if until is not None and now >= until:
+                del self._locked[k]
+            elif until is not None:
+                waits.append(until - now)
+        return max(waits)
+
+    def failed(self, *keys: str) -> None:
+        now = self.clock()
+        for k in keys:
+            times = self._failures.setdefault(k, deque())
+            self._failures.move_to_end(k)
+            times.append(now)
+            while times and times[0] < now - self.window_s:
+                times.popleft()
+            if len(times) >= self.max_failures:
+                self._locked[k] = now + self.lockout_s
+                self._locked.move_to_end(k)
+                times.clear()
+        for table in (self._failures, self._locked):
+            while len(table) > MAX_CLIENTS:
+                table.popitem(last=False)
+
+    def succeeded(self, *keys: str) -> None:
+        for k in keys:
+            self._failures.pop(k, None)
+
+
 class Refused(Exception):
     def __init__(self, status: int, detail: str, retry_after_s: float) -> None:
         super().__init__(detail)
@@ -70,45 +115,26 @@ class Limiter:
         self.limits, self.clock = limits, clock
         self._total = TokenBucket(limits.max_rps, max(float(limits.burst), limits.max_rps))
         self._clients: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._locked: OrderedDict[str, float] = OrderedDict()
+        self.tokens = Lockout(limits.max_failed_auth, limits.auth_window_s, limits.auth_lockout_s, clock)
         self.in_flight = 0
 
-    @staticmethod
-    def _touch(table: OrderedDict, key: str, make: Callable[[], object]) -> object:
-        if key not in table:
-            table[key] = make()
-            if len(table) > MAX_CLIENTS:
-                table.popitem(last=False)
-        table.move_to_end(key)
-        return table[key]
-
     def check_locked(self, client: str) -> None:
-        until = self._locked.get(client)
-        now = self.clock()
-        if until is not None:
-            if now < until:
-                raise Refused(429, "too many wrong tokens from this address; try again later", until - now)
-            del self._locked[client]
+        wait = self.tokens.wait(client)
+        if wait > 0:
+            raise Refused(429, "too many wrong tokens from this address; try again later", wait)
 
     def auth_failed(self, client: str) -> None:
-        now, lim = self.clock(), self.limits
-        times = self._touch(self._failures, client, deque)
-        assert isinstance(times, deque)
-        times.append(now)
-        while times and times[0] < now - lim.auth_window_s:
-            times.popleft()
-        if len(times) >= lim.max_failed_auth:
-            self._locked[client] = now + lim.auth_lockout_s
-            if len(self._locked) > MAX_CLIENTS:
-                self._locked.popitem(last=False)  # the oldest lock-out goes first: memory stays bounded
-            times.clear()
+        self.tokens.failed(client)
 
     def admit(self, client: str) -> None:
         """Rate and queue checks for an authenticated request; the caller must ``release`` after."""
         now, lim = self.clock(), self.limits
-        bucket = self._touch(self._clients, client, lambda: TokenBucket(lim.max_rps_per_client, lim.burst))
-        assert isinstance(bucket, TokenBucket)
+        bucket = self._clients.get(client)
+        if bucket is None:
+            bucket = self._clients[client] = TokenBucket(lim.max_rps_per_client, lim.burst)
+            if len(self._clients) > MAX_CLIENTS:
+                self._clients.popitem(last=False)
+        self._clients.move_to_end(client)
         wait = bucket.take(now)
         if wait:
             raise Refused(429, f"over {lim.max_rps_per_client:g} diagnoses per second from this address", wait)

@@ -16,6 +16,7 @@ Research use only: the pages show a screening aid, never a diagnosis.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
@@ -28,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from kiosk.accounts import Accounts
 from kiosk.config import SessionLimits
-from kiosk.web.auth import current_user, install_auth, require
+from kiosk.web.auth import install_auth, require
 from kiosk.web.reference import ReferenceLibrary
 
 SHOWN_DECISIONS = frozenset({"review", "suspected"})
@@ -206,17 +207,14 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
     @app.post("/api/diagnose", summary="Classify one photo from the upload page (reviewers; same limits as the API)",
               response_model_exclude_none=True, include_in_schema=False)
     async def diagnose_upload(request: Request) -> Any:
-        user = current_user(request)
-        result = await request.app.state.diagnose(request, lambda r: require(r, "reviewer") and None)
-        assert user is not None
+        result = await request.app.state.diagnose(request, lambda r: require(r, "reviewer"))
+        user = require(request, "reviewer")
         accounts.record(user.name, "upload", detail=f"{result.decision} {result.label} {result.probability:.2f}")
         return result.model_dump(exclude_none=True)
 
     @app.get("/api/audit.csv", summary="The audit trail (admins)", response_class=Response)
     def audit_csv(request: Request) -> Response:
         require(request, "admin")
-        import io
-
         out = io.StringIO()
         accounts.export_csv(out)
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=NO_STORE)
