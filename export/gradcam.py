@@ -36,6 +36,8 @@ def _swin_reshape(t: torch.Tensor) -> torch.Tensor:
 
 def target_layer(model: nn.Module, arch: str) -> tuple[nn.Module, Callable | None]:
     """The layer whose activations Grad-CAM weighs, and how to turn them into N×C×H×W."""
+    if hasattr(model, "fuse"):  # training.fused: the branches' concatenated last feature maps
+        return model.fuse, None
     if arch == "vit_b_16":
         return model.encoder.layers[-1].ln_1, _vit_reshape
     if arch == "swin_b":

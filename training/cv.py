@@ -33,7 +33,7 @@ from training.data import Sample, class_counts, scan_dataset
 from training.engine import seed_everything
 from training.evaluate import write_report
 from training.folds import Fold, group_kfold, leave_source_out
-from training.metrics import compute_metrics
+from training.metrics import HealthyCheck, compute_metrics
 from training.modelcard import write_model_card
 from training.modeldir import ModelInfo, load_model, save_model
 from training.models import IMAGENET_ARCHS, build_model, classifier_head, load_imagenet_weights
@@ -111,6 +111,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--negatives", default=None, metavar="DIR",
                    help="labeled folder added to every training side and never tested, e.g. the "
                         "pipeline's crops of healthy people (scripts/healthy_crops.py → DIR/people)")
+    p.add_argument("--healthy-test", default=None, metavar="DIR",
+                   help="crops of healthy people never trained on (scripts/healthy_crops.py → DIR/video): "
+                        "the shipped model's false mpox calls there go into cv.json and the model card")
     p.add_argument("--balance", choices=BALANCES, default="class",
                    help="loss weights: equal per class, or per source within each class")
     p.add_argument("--train-flips", action=argparse.BooleanOptionalAction, default=True,
@@ -298,17 +301,30 @@ def main(args: argparse.Namespace) -> dict:
           f"{k['ci95']['macro_f1']['high']:.3f}) mpox recall={k['mpox_recall']:.3f} "
           f"precision={k['mpox_precision']:.3f} ece={k['ece']:.3f} T={temperature:.3f} → {out / 'cv.json'}")
     if args.ship:
-        ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
-             kfold_dir=out / "kfold", data_root=str(args.data),
-             loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev)
+        healthy = scan_dataset(args.healthy_test, verify=False) if args.healthy_test else []
+        check = ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
+                     kfold_dir=out / "kfold", data_root=str(args.data),
+                     loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev,
+                     healthy_feats=features(healthy) if healthy else None)
+        if check:
+            doc["healthy_test"] = {"data": args.healthy_test, **asdict(check)}
+            (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 
 def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
          temperature: float, command: str, kfold_dir: Path, data_root: str,
-         loso: dict[str, dict] | None = None, n_dev: int | None = None) -> Path:
-    """Fit the recipe on every photo, save the resulting network as a model directory + card."""
+         loso: dict[str, dict] | None = None, n_dev: int | None = None,
+         healthy_feats: np.ndarray | None = None) -> HealthyCheck | None:
+    """Fit the recipe on every photo, save the resulting network as a model directory + card.
+
+    ``healthy_feats``: features of healthy people's crops that no fold trained on; the shipped
+    network's calls on them (:class:`HealthyCheck`) go into ``metrics.json`` and the card.
+    """
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
+    check = None
+    if healthy_feats is not None and not recipe.tune_blocks:
+        check = HealthyCheck.from_probs(softmax(head.logits(healthy_feats[:, :1]), temperature))
     if not recipe.tune_blocks:
         model = copy.deepcopy(model)  # the cached backbone stays untouched
         head.fold_into(classifier_head(model))
@@ -322,13 +338,16 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
                          if recipe.tune_blocks else "linear probe on frozen ImageNet backbone"),
                 "args": asdict(recipe), "pretrained": "imagenet"})
     out = Path(out_dir)
-    path = save_model(out, model, info)
+    path = save_model(out, model, info, omit_imagenet=True)  # the frozen backbone is the packages'
     metrics = json.loads((kfold_dir / "metrics.json").read_text())
     metrics["model_version"] = info.model_version
+    if check:
+        metrics["healthy_test"] = asdict(check)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for name in ("metrics.md", "confusion_matrix.png", "reliability.png", "threshold_sweep.png"):
         (out / name).write_bytes((kfold_dir / name).read_bytes())
     write_model_card(out, info, metrics, samples[:n_dev], data_root=data_root, loso=loso,
-                     negatives=samples[n_dev:] if n_dev is not None else [])
-    print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}) → {path}")
-    return path
+                     negatives=samples[n_dev:] if n_dev is not None else [], healthy=check)
+    print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}) → {path}"
+          + (f"; healthy crops: {check.summary()}" if check else ""))
+    return check

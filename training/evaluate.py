@@ -102,6 +102,7 @@ def write_report(out_dir: str | Path, samples: Sequence[Sample], logits: np.ndar
         metrics.update(extra)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "metrics.md").write_text(_markdown(metrics, title))
+    np.save(out / "logits.npy", np.asarray(logits, dtype=np.float32))  # before T: lets a report be re-tempered
     with (out / "predictions.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "predicted", "probability", *LABELS])

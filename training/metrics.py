@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -165,3 +166,33 @@ def group_bootstrap(probs: np.ndarray, y_true: np.ndarray, groups: Sequence[str]
 
     return {"accuracy": interval(acc), "macro_f1": interval(f1), f"{focus}_recall": interval(rec),
             "resamples": {"n": n, "unit": "group", "groups": len(uniq), "seed": seed}}
+
+
+@dataclass(frozen=True)
+class HealthyCheck:
+    """False alerts on crops of healthy people: what a checkpoint meets most and F1 does not show.
+
+    ``mpox_alerts`` are the crops called mpox with a probability at or above the threshold — the ones
+    the decider would flag as suspected rather than send to review.
+    """
+
+    n: int
+    called_mpox: int
+    mpox_alerts: int
+    called_normal: int
+    threshold: float
+
+    @classmethod
+    def from_probs(cls, probs: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD,
+                   labels: Sequence[str] = LABELS) -> HealthyCheck:
+        pred = np.asarray(probs).argmax(axis=1)
+        mpox = pred == labels.index("mpox")
+        return cls(n=len(pred), called_mpox=int(mpox.sum()),
+                   mpox_alerts=int((mpox & (np.asarray(probs).max(axis=1) >= threshold)).sum()),
+                   called_normal=int((pred == labels.index("normal")).sum()), threshold=threshold)
+
+    def summary(self) -> str:
+        pct = 100.0 / max(1, self.n)
+        return (f"{self.called_mpox}/{self.n} called mpox ({self.called_mpox * pct:.1f} %), "
+                f"{self.mpox_alerts} of them with p ≥ {self.threshold:g}; "
+                f"{self.called_normal} called normal ({self.called_normal * pct:.1f} %)")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from contracts.labels import LABELS
 from training.data import Sample
+from training.fused import fused_parts
+from training.metrics import HealthyCheck
 from training.modeldir import ModelInfo
 
 # Terms as stated by each source (../shared/data/README.md); unknown sources are listed as such.
@@ -82,18 +84,39 @@ def _loso(reports: Mapping[str, dict]) -> str:
         return ""
     lines = ["", "### Leave one source out (train without it, test on all of it)",
              "The project's proxy for a site it has never seen.", "",
-             "| held-out source | n | accuracy | macro-F1 (95 % CI) | mpox recall | mpox precision |",
-             "|---|---|---|---|---|---|"]
+             "| held-out source | n | accuracy | macro-F1 (95 % CI) | mpox recall | mpox precision | ECE |",
+             "|---|---|---|---|---|---|---|"]
     for name, h in reports.items():
         ci = h["ci95"]["macro_f1"]
         lines.append(f"| {name.removeprefix('without_')} | {h['n']} | {h['accuracy']:.3f} | {h['macro_f1']:.3f} "
-                     f"({ci['low']:.3f}–{ci['high']:.3f}) | {h['mpox_recall']:.3f} | {h['mpox_precision']:.3f} |")
+                     f"({ci['low']:.3f}–{ci['high']:.3f}) | {h['mpox_recall']:.3f} | {h['mpox_precision']:.3f} "
+                     f"| {h['ece']:.3f} |")
+    lines += ["", "At a source it has never seen its probabilities are less honest (ECE above, against the "
+              "out-of-fold figure): there the 0.6 threshold sends fewer of its mistakes to review."]
     return "\n".join(lines)
+
+
+def _healthy(check: HealthyCheck | None) -> str:
+    if check is None:
+        return ""
+    return ("\n### Healthy people through the camera pipeline (false alerts)\n"
+            f"The shipped model on {check.n} crops that the kiosk's own detector and crop stage made of "
+            "healthy people in `../shared/data/video` (never trained on): "
+            f"{check.summary()}. Few scenes and few people: a site should repeat this with its own footage.\n")
+
+
+def _fused_note(arch: str) -> str:
+    parts = fused_parts(arch)
+    if not parts:
+        return ""
+    return (f" ({' and '.join(parts)} side by side on the same input, their last feature maps "
+            "concatenated, one linear head: `training/fused.py`)")
 
 
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
                      *, data_root: str, loso: Mapping[str, dict] | None = None,
-                     negatives: Sequence[Sample] = (), reproduce_commands: Sequence[str] = ()) -> Path:
+                     negatives: Sequence[Sample] = (), reproduce_commands: Sequence[str] = (),
+                     healthy: HealthyCheck | None = None) -> Path:
     sources = Counter(s.extra.get("source", "unknown") for s in samples)
     out_of_fold = not info.val_groups
     rows = "\n".join(
@@ -134,7 +157,7 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
 a person should see; it has not been clinically validated and must not be used to diagnose anyone.
 
 ## What it is
-- Architecture: `{info.arch}`, input {info.image_size}×{info.image_size} RGB, ImageNet mean/std
+- Architecture: `{info.arch}`{_fused_note(info.arch)}, input {info.image_size}×{info.image_size} RGB, ImageNet mean/std
   (the shared `training.preprocess.preprocess`). Pretrained: {info.recipe.get("pretrained", "?")}.
 - Output: probabilities over {", ".join(LABELS)} = softmax(logits / T), T = {info.temperature:.4f}
   (temperature scaling fitted on {temp_from}).
@@ -176,6 +199,7 @@ mpox recall {metrics["per_class"]["mpox"]["recall"]:.3f}{_interval(ci, "mpox_rec
 ### Per source
 {_per_source(metrics)}
 {_loso(loso or {})}
+{_healthy(healthy)}
 
 {caveat} A group-disjoint outside test set is the real measure.
 

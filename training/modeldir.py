@@ -3,6 +3,12 @@
 ``model.pt`` is self-describing — architecture, label order, input size and normalisation, fitted
 temperature, threshold, the validation groups it was selected on — so a loader never has to guess
 and a model trained with another label order is refused instead of silently mislabelling.
+
+A linear probe leaves its backbone bit-for-bit the ImageNet weights, which the hash-checked weight
+packages already hold; ``save_model(..., omit_imagenet=True)`` stores only the tensors that differ
+(the head: kilobytes instead of 29 MB for two backbones) and names the rest, and ``load_model``
+takes those from the packages and checks the result against ``model_version`` — the hash of the
+*whole* network — so a different ImageNet file is refused, not silently used.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from contracts.decision import DEFAULT_THRESHOLD
 from contracts.labels import LABELS
 from contracts.model import model_file
 from contracts.preprocess import MEAN, STD
-from training.models import build_model
+from training.models import build_model, load_imagenet_weights
 
 FORMAT = "mpox-aism/model@1"
 MODEL_FILE = "model.pt"
@@ -60,13 +66,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_model(out_dir: str | Path, model: nn.Module, info: ModelInfo) -> Path:
+def _imagenet_state(info: ModelInfo) -> dict[str, torch.Tensor]:
+    model = build_model(info.arch, num_classes=len(info.labels), image_size=info.image_size)
+    load_imagenet_weights(model, info.arch)
+    return model.state_dict()
+
+
+def save_model(out_dir: str | Path, model: nn.Module, info: ModelInfo, *, omit_imagenet: bool = False) -> Path:
+    """Write the model directory; ``omit_imagenet``: leave out tensors equal to the ImageNet weights."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     info.model_version = weights_version(state)
+    blob: dict = {"format": FORMAT, "info": asdict(info), "state_dict": state}
+    if omit_imagenet:
+        reference = _imagenet_state(info)
+        same = sorted(k for k, v in state.items() if k in reference and torch.equal(v, reference[k]))
+        blob["state_dict"] = {k: v for k, v in state.items() if k not in set(same)}
+        blob["imagenet_keys"] = same
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "info": asdict(info), "state_dict": state}, buf)
+    torch.save(blob, buf)
     _atomic_write(out / MODEL_FILE, buf.getvalue())
     _atomic_write(out / "labels.json", (json.dumps(info.labels, indent=2) + "\n").encode())
     calib = {"temperature": info.temperature, "threshold": info.threshold,
@@ -90,6 +109,13 @@ def load_model(path: str | Path | None = None, *, map_location: str = "cpu") -> 
     if list(info.labels) != list(LABELS):
         raise ValueError(f"{p} was trained with labels {info.labels}, this build expects {list(LABELS)}")
     model = build_model(info.arch, num_classes=len(info.labels), image_size=info.image_size)
-    model.load_state_dict(blob["state_dict"])
+    state = dict(blob["state_dict"])
+    if blob.get("imagenet_keys"):
+        reference = _imagenet_state(info)
+        state.update({k: reference[k] for k in blob["imagenet_keys"]})
+        if weights_version(state) != info.model_version:
+            raise ValueError(f"{p}: its backbone is taken from the installed ImageNet weights, but they do "
+                             f"not give model_version {info.model_version} — not the weights it was trained on")
+    model.load_state_dict(state)
     model.eval()
     return model, info

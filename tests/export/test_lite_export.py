@@ -1,4 +1,4 @@
-"""EfficientNet-Lite end to end: a model directory → ONNX with parity → Grad-CAM → the camera pipeline."""
+"""EfficientNet-Lite and MobileNetV2+Lite2 fused end to end: model dir → ONNX parity → Grad-CAM → pipeline."""
 
 import pytest
 
@@ -12,7 +12,8 @@ from training.models import build_model, load_imagenet_weights
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
 
 
-@pytest.fixture(scope="module", params=["efficientnet_lite0", "efficientnet_lite2"])
+@pytest.fixture(scope="module", params=["efficientnet_lite0", "efficientnet_lite2",
+                                                   "mobilenet_v2+efficientnet_lite2"])
 def lite_dir(request, tmp_path_factory):
     arch = request.param
     model = build_model(arch, image_size=128)
@@ -20,7 +21,7 @@ def lite_dir(request, tmp_path_factory):
         load_imagenet_weights(model, arch)
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    out = tmp_path_factory.mktemp(arch)
+    out = tmp_path_factory.mktemp(arch.replace("+", "_"))
     save_model(out, model.eval(), ModelInfo(arch=arch, image_size=128, temperature=1.3))
     export_onnx(out, out / "model.onnx")
     return out
@@ -29,6 +30,15 @@ def lite_dir(request, tmp_path_factory):
 def test_onnx_parity_on_real_photos(lite_dir, real_crops):
     report = check_parity(lite_dir, lite_dir / "model.onnx", real_crops, tolerance=1e-4)
     assert report["passed"] and report["argmax_agree"] == 1.0
+
+
+def test_onnx_heat_maps_match_grad_cam(lite_dir, real_crops):
+    """The exported class_maps output explains like Grad-CAM on the torch weights (fused: both branches)."""
+    with load_classifier("onnxruntime", lite_dir) as clf:
+        assert clf.can_explain
+        ours = clf.explain(real_crops[0])
+    theirs = GradCamExplainer(lite_dir).explain(real_crops[0], target=ours.target)
+    assert float(abs(ours.heatmap - theirs.heatmap).max()) <= 0.02
 
 
 def test_gradcam_explains_the_last_feature_map(lite_dir, real_crops):

