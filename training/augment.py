@@ -4,9 +4,17 @@ Gaussian noise, crop-and-resize, affine, cutout, horizontal and vertical flips, 
 Gaussian blur, applied in a random order, each with its own probability. It runs on the uint8 RGB
 image *before* the shared :func:`training.preprocess.preprocess`, so the augmented training input
 and the serving input go through the same resize and normalisation.
+
+Seeding: albumentations 2.0's ``Compose(seed=…)`` / ``set_random_seed`` give *every* child transform
+its own generator built from the *same* seed, so their draws are identical — both flips always fire
+together, and of the 2⁸ on/off combinations only a handful ever occur (measured: 400 seeded draws of
+HorizontalFlip + VerticalFlip gave "both" or "neither", never one). :func:`seed_augmentation` hands all
+children one shared generator instead, so a seeded stream is reproducible *and* its ops independent.
 """
 
 from __future__ import annotations
+
+import random
 
 import albumentations as A
 import cv2
@@ -30,7 +38,15 @@ def paper_augmentation(size: int = DEFAULT_IMAGE_SIZE, *, seed: int | None = Non
         A.RandomGamma(gamma_limit=(70, 150), p=0.3),
         A.GaussianBlur(blur_limit=(3, 7), p=0.2),
     ]
-    return A.Compose([A.RandomOrder(ops, n=len(ops), p=1.0)], seed=seed)
+    compose = A.Compose([A.RandomOrder(ops, n=len(ops), p=1.0)])
+    if seed is not None:
+        seed_augmentation(compose, seed)
+    return compose
+
+
+def seed_augmentation(compose: A.BaseCompose, seed: int) -> None:
+    """One generator shared by every op (see the module docstring for why not ``set_random_seed``)."""
+    compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 class TrainTransform:
@@ -42,7 +58,7 @@ class TrainTransform:
 
     def reseed(self, seed: int) -> None:
         """Give each DataLoader worker its own augmentation stream."""
-        self.augment.set_random_seed(seed)
+        seed_augmentation(self.augment, seed)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         return preprocess(self.augment(image=image)["image"], self.size)

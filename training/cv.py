@@ -62,6 +62,7 @@ class ProbeRecipe:
     balance: str = "class"
     train_flips: bool = True
     tta: bool = False
+    aug_views: int = 0
     l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
     tune_blocks: int = 0
     tune_epochs: int = 6
@@ -118,6 +119,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="loss weights: equal per class, or per source within each class")
     p.add_argument("--train-flips", action=argparse.BooleanOptionalAction, default=True,
                    help="mirror images as extra training views")
+    p.add_argument("--aug-views", type=int, default=0, metavar="K",
+                   help="K more training views per photo, each a draw of the paper's augmentation "
+                        "(training/augment.py); never used at test time")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                    help="average the logits of the photo and its mirror image at test time")
     p.add_argument("--l2", type=float, nargs="+", default=list(DEFAULT_L2_GRID),
@@ -135,8 +139,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def _views(feats: np.ndarray, recipe: ProbeRecipe, *, train: bool) -> np.ndarray:
-    use_both = recipe.train_flips if train else recipe.tta
-    return feats if use_both else feats[:, :1]
+    """Views 0–1 are the photo and its mirror; any after them are augmented draws, for training only."""
+    if train:
+        return feats if recipe.train_flips else np.concatenate([feats[:, :1], feats[:, 2:]], axis=1)
+    return feats[:, :2] if recipe.tta else feats[:, :1]
 
 
 def _weights(samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> tuple[np.ndarray, np.ndarray]:
@@ -236,9 +242,13 @@ def main(args: argparse.Namespace) -> dict:
     if args.ship and args.tta:
         raise SystemExit("cv --ship: --tta figures average a photo and its mirror, which the shipped "
                          "network does not do; cross-validate without --tta to ship")
+    if args.aug_views and args.tune_blocks:
+        raise SystemExit("cv: --aug-views feeds the probe's cached features; LP-FT (--tune-blocks) tunes on "
+                         "cached activations of the photo and its mirror only — use one or the other")
     seed_everything(args.seed)
     recipe = ProbeRecipe(arch=args.arch, image_size=args.image_size, balance=args.balance,
-                         train_flips=args.train_flips, tta=args.tta, l2_grid=tuple(args.l2),
+                         train_flips=args.train_flips, tta=args.tta, aug_views=args.aug_views,
+                         l2_grid=tuple(args.l2),
                          tune_blocks=args.tune_blocks, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr,
                          folds=args.folds, seed=args.seed)
     out = Path(args.out)
@@ -250,9 +260,16 @@ def main(args: argparse.Namespace) -> dict:
     negatives = scan_dataset(args.negatives) if args.negatives else []
     dev = len(samples)
 
-    def features(which: list[Sample]) -> np.ndarray:
-        return cached_features(cache, model, which, image_size=recipe.image_size, flip=True,
+    def features(which: list[Sample], *, train: bool = True) -> np.ndarray:
+        """N × views × D: photo, mirror, then (training photos, ``--aug-views``) augmented draws."""
+        base = cached_features(cache, model, which, image_size=recipe.image_size, flip=True,
                                workers=args.workers, desc=f"{recipe.arch}@{recipe.image_size}")
+        if not (train and recipe.aug_views):
+            return base
+        drawn = cached_features(cache, model, which, image_size=recipe.image_size, flip=False,
+                                workers=args.workers, desc=f"{recipe.arch}@{recipe.image_size} augmented",
+                                augment=recipe.aug_views, seed=recipe.seed)
+        return np.concatenate([base, drawn], axis=1)
 
     def stems(which: list[Sample]) -> np.ndarray:
         key = "stem-" + feature_cache_key(model, which, image_size=recipe.image_size,
@@ -305,7 +322,7 @@ def main(args: argparse.Namespace) -> dict:
         check = ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
                      kfold_dir=out / "kfold", data_root=str(args.data),
                      loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev,
-                     healthy_feats=features(healthy) if healthy else None)
+                     healthy_feats=features(healthy, train=False) if healthy else None)
         if check:
             doc["healthy_test"] = {"data": args.healthy_test, **asdict(check)}
             (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")

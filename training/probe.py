@@ -43,10 +43,16 @@ PixelTransform = Callable[[np.ndarray, Sample], np.ndarray]  # RGB uint8 → RGB
 
 
 class _Views(Dataset):
-    """Each photo → (views × 3×S×S): the serving input and, with ``flip``, its mirror image."""
+    """Each photo → (views × 3×S×S): the serving input and, with ``flip``, its mirror image.
 
-    def __init__(self, samples: Sequence[Sample], size: int, flip: bool, transform: PixelTransform | None = None):
+    ``augment`` > 0 instead yields that many draws of the paper's training augmentation
+    (``training.augment``), seeded by photo and draw so a cached feature array can be recomputed.
+    """
+
+    def __init__(self, samples: Sequence[Sample], size: int, flip: bool, transform: PixelTransform | None = None,
+                 augment: int = 0, seed: int = 0):
         self.samples, self.size, self.flip, self.transform = list(samples), size, flip, transform
+        self.augment, self.seed = augment, seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -54,25 +60,34 @@ class _Views(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         s = self.samples[i]
         rgb = load_rgb(s.path)
-        x = preprocess(self.transform(rgb, s) if self.transform else rgb, self.size)
+        rgb = self.transform(rgb, s) if self.transform else rgb
+        if self.augment:
+            from training.augment import paper_augmentation
+
+            aug = paper_augmentation(self.size, seed=self.seed * 1_000_003 + i)  # per photo: cacheable
+            return torch.stack([preprocess(aug(image=rgb)["image"], self.size) for _ in range(self.augment)])
+        x = preprocess(rgb, self.size)
         return torch.stack([x, x.flip(-1)]) if self.flip else x.unsqueeze(0)
 
 
 def view_batches(samples: Sequence[Sample], *, image_size: int, flip: bool, batch_size: int = 32,
                  workers: int = 1, desc: str | None = None,
-                 transform: PixelTransform | None = None) -> Iterator[torch.Tensor]:
+                 transform: PixelTransform | None = None, augment: int = 0,
+                 seed: int = 0) -> Iterator[torch.Tensor]:
     """B × views × 3×S×S batches through the shared preprocessing (photo, and its mirror with ``flip``).
 
     ``transform``: a measured pixel change (masking, colour constancy) applied before preprocessing.
+    ``augment``: that many augmented draws per photo instead (training views only).
     """
-    loader = DataLoader(_Views(samples, image_size, flip, transform), batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(_Views(samples, image_size, flip, transform, augment, seed),
+                        batch_size=batch_size, num_workers=workers)
     return iter(tqdm(loader, desc=desc, leave=False, mininterval=5.0) if desc else loader)
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size: int, flip: bool = True,
                      batch_size: int = 32, workers: int = 1, desc: str | None = "features",
-                     transform: PixelTransform | None = None) -> np.ndarray:
+                     transform: PixelTransform | None = None, augment: int = 0, seed: int = 0) -> np.ndarray:
     """N × views × D: the input of the model's final linear layer for every view of every photo."""
     head = classifier_head(model)
     captured: list[torch.Tensor] = []
@@ -81,14 +96,15 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size:
     out = []
     try:
         for x in view_batches(samples, image_size=image_size, flip=flip, batch_size=batch_size,
-                              workers=workers, desc=desc, transform=transform):
+                              workers=workers, desc=desc, transform=transform, augment=augment, seed=seed):
             n, v = x.shape[:2]
             captured.clear()
             model(x.flatten(0, 1))
             out.append(captured[0].reshape(n, v, -1).float().numpy())
     finally:
         hook.remove()
-    return np.concatenate(out) if out else np.zeros((0, 2 if flip else 1, head.in_features), np.float32)
+    views = augment or (2 if flip else 1)
+    return np.concatenate(out) if out else np.zeros((0, views, head.in_features), np.float32)
 
 
 def feature_cache_key(model: nn.Module, samples: Sequence[Sample], **settings: object) -> str:
@@ -124,11 +140,15 @@ def cached_array(cache_dir: Path | None, key: str, compute: Callable[[], np.ndar
 
 
 def cached_features(cache_dir: Path | None, model: nn.Module, samples: Sequence[Sample], *,
-                    image_size: int, flip: bool, workers: int = 1, desc: str = "features") -> np.ndarray:
-    """:func:`extract_features` through :func:`cached_array`."""
-    key = "features-" + feature_cache_key(model, samples, image_size=image_size, flip=flip)
+                    image_size: int, flip: bool, workers: int = 1, desc: str = "features",
+                    augment: int = 0, seed: int = 0) -> np.ndarray:
+    """:func:`extract_features` through :func:`cached_array` (``augment``: the augmented views alone)."""
+    if augment:
+        key = "augmented-" + feature_cache_key(model, samples, image_size=image_size, augment=augment, seed=seed)
+    else:
+        key = "features-" + feature_cache_key(model, samples, image_size=image_size, flip=flip)
     return cached_array(cache_dir, key, lambda: extract_features(
-        model, samples, image_size=image_size, flip=flip, workers=workers, desc=desc))
+        model, samples, image_size=image_size, flip=flip, workers=workers, desc=desc, augment=augment, seed=seed))
 
 
 def sample_weights(labels: np.ndarray, sources: Sequence[str], balance: str) -> np.ndarray:

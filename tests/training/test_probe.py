@@ -37,3 +37,21 @@ def test_head_learns_and_folds_into_a_linear_layer():
     with torch.no_grad():
         raw = lin(torch.from_numpy(x).float()).numpy()
     assert np.allclose(raw, head.logits(x), atol=1e-3)
+
+
+def test_augmented_views_are_reproducible_and_differ_from_the_photo(tiny_skin8):
+    """Training-only views: seeded draws of the paper's augmentation, so a cached array can be recomputed."""
+    from training.data import scan_dataset
+    from training.models import build_model
+    from training.probe import extract_features
+
+    samples = scan_dataset(tiny_skin8, verify=False)[:3]
+    model = build_model("mobilenet_v2", image_size=64).eval()
+    plain = extract_features(model, samples, image_size=64, flip=True, workers=0, desc=None)
+    drawn = extract_features(model, samples, image_size=64, workers=0, desc=None, augment=3, seed=0)
+    again = extract_features(model, samples, image_size=64, workers=0, desc=None, augment=3, seed=0)
+    other = extract_features(model, samples, image_size=64, workers=0, desc=None, augment=3, seed=1)
+    assert plain.shape == (3, 2, 1280) and drawn.shape == (3, 3, 1280)
+    np.testing.assert_array_equal(drawn, again)
+    assert not np.allclose(drawn, other, rtol=1e-3, atol=0)
+    assert not np.allclose(drawn[:, 0], plain[:, 0], rtol=1e-3, atol=0)
