@@ -20,6 +20,7 @@ from torch import nn
 from contracts.decision import softmax
 from contracts.heatmap import Explanation, overlay_heatmap
 from contracts.preprocess import check_image
+from training.fused import FusedBackbones
 from training.modeldir import ModelInfo, load_model
 from training.preprocess import preprocess
 
@@ -36,7 +37,7 @@ def _swin_reshape(t: torch.Tensor) -> torch.Tensor:
 
 def target_layer(model: nn.Module, arch: str) -> tuple[nn.Module, Callable | None]:
     """The layer whose activations Grad-CAM weighs, and how to turn them into N×C×H×W."""
-    if hasattr(model, "fuse"):  # training.fused: the branches' concatenated last feature maps
+    if isinstance(model, FusedBackbones):  # the branches' concatenated last feature maps
         return model.fuse, None
     if arch == "vit_b_16":
         return model.encoder.layers[-1].ln_1, _vit_reshape

@@ -30,7 +30,7 @@ from training.calibration import fit_temperature
 from training.cv import Inputs, ProbeRecipe, out_of_fold, run_fold
 from training.data import scan_dataset
 from training.folds import Fold, group_kfold, leave_source_out
-from training.metrics import compute_metrics
+from training.metrics import HealthyCheck, compute_metrics
 from training.models import build_model, load_imagenet_weights
 from training.probe import cached_features, feature_cache_key, fit_head, sample_weights
 
@@ -86,11 +86,10 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
                             weights=sample_weights(y_all, src_all, recipe.balance),
                             groups=grp_all, l2_grid=recipe.l2_grid)
             hf = hf[~neg]
-            probs = softmax(head.logits(hf if recipe.tta else hf[:, :1]), temperature)
-            called = probs.argmax(1) == 0
-            alarm = {"healthy_n": int((~neg).sum()), "healthy_called_mpox": round(float(called.mean()), 3),
-                     "healthy_mpox_p06": round(float((called & (probs.max(1) >= 0.6)).mean()), 3),
-                     "healthy_called_normal": round(float((probs.argmax(1) == 7).mean()), 3)}
+            check = HealthyCheck.from_probs(softmax(head.logits(hf if recipe.tta else hf[:, :1]), temperature))
+            alarm = {"healthy_n": check.n, "healthy_called_mpox": round(check.called_mpox / check.n, 3),
+                     "healthy_mpox_p06": round(check.mpox_alerts / check.n, 3),
+                     "healthy_called_normal": round(check.called_normal / check.n, 3)}
         print(json.dumps({**alarm,
             "spec": spec, "kfold_macro_f1": round(m["macro_f1"], 3), "kfold_accuracy": round(m["accuracy"], 3),
             "kfold_ece": round(m["ece"], 3), "mpox_recall": round(m["per_class"]["mpox"]["recall"], 3),

@@ -340,9 +340,9 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
     """
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     check = None
-    if healthy_feats is not None and not recipe.tune_blocks:
-        check = HealthyCheck.from_probs(softmax(head.logits(healthy_feats[:, :1]), temperature))
     if not recipe.tune_blocks:
+        if healthy_feats is not None:
+            check = HealthyCheck.from_probs(softmax(head.logits(healthy_feats[:, :1]), temperature))
         model = copy.deepcopy(model)  # the cached backbone stays untouched
         head.fold_into(classifier_head(model))
     info = ModelInfo(

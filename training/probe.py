@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from contracts.images import load_rgb
 from contracts.labels import LABELS
+from training.augment import paper_augmentation
 from training.data import Sample
 from training.models import classifier_head
 from training.preprocess import preprocess
@@ -62,8 +63,6 @@ class _Views(Dataset):
         rgb = load_rgb(s.path)
         rgb = self.transform(rgb, s) if self.transform else rgb
         if self.augment:
-            from training.augment import paper_augmentation
-
             aug = paper_augmentation(self.size, seed=self.seed * 1_000_003 + i)  # per photo: cacheable
             return torch.stack([preprocess(aug(image=rgb)["image"], self.size) for _ in range(self.augment)])
         x = preprocess(rgb, self.size)
