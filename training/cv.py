@@ -9,7 +9,8 @@ Writes ``OUT/cv.json`` (recipe, per-fold figures, the k-fold and each LOSO repor
 ``OUT/kfold/`` and ``OUT/without_<source>/`` (``metrics.json``, ``predictions.csv``, figures — the
 ``evaluate`` report on out-of-fold predictions) and ``OUT/cv.md``. The temperature is fitted on the
 k-fold out-of-fold logits. ``--ship DIR`` then fits the head on all photos and saves a model
-directory (``model.pt`` … model card) whose card carries these out-of-fold figures.
+directory (``model.pt`` … model card) whose card carries these out-of-fold figures; the shipped
+head's own temperature comes from fold heads refitted at its L2 penalty (:func:`shipped_temperature`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import logging
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,12 @@ from training.data import Sample, class_counts, scan_dataset
 from training.engine import seed_everything
 from training.evaluate import write_report
 from training.folds import Fold, group_kfold, leave_source_out
-from training.metrics import HealthyCheck, compute_metrics
+from training.fused import FusedBackbones, fused_parts
+from training.metrics import HealthyCheck, compute_metrics, expected_calibration_error
 from training.modelcard import write_model_card
 from training.modeldir import ModelInfo, load_model, save_model
 from training.models import IMAGENET_ARCHS, build_model, classifier_head, load_imagenet_weights
+from training.operating_point import MPOX, choose_offset, cross_fitted, shift
 from training.probe import (
     BALANCES,
     DEFAULT_L2_GRID,
@@ -67,6 +70,8 @@ class ProbeRecipe:
     tune_blocks: int = 0
     tune_epochs: int = 6
     tune_lr: float = 3e-4
+    backbone_init: str | None = None  # an encoder.pt (e.g. domain-adaptive SimCLR) over the ImageNet weights
+    mpox_recall: float | None = None  # screening operating point: mpox logit offset for this recall (cross-fitted)
     folds: int = 5
     seed: int = 0
 
@@ -130,6 +135,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="after the probe, fine-tune the last N blocks + head on cached activations (LP-FT)")
     p.add_argument("--tune-epochs", type=int, default=6)
     p.add_argument("--tune-lr", type=float, default=3e-4)
+    p.add_argument("--mpox-recall", type=float, default=None, metavar="R",
+                   help="screening operating point: add to the mpox logit the smallest offset that gives "
+                        "out-of-fold mpox recall ≥ R (each fold's offset chosen on the other folds; "
+                        "the shipped head's bias carries it)")
+    p.add_argument("--backbone-init", default=None, metavar="ENCODER",
+                   help="frozen backbone from this encoder.pt (`mpox-aism pretrain --init imagenet`) instead of "
+                        "ImageNet's; a fold is fair only if the encoder never saw its test photos")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cache", default=None, help="feature cache folder (default OUT/../cache)")
@@ -185,7 +197,7 @@ def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRec
 
 
 def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe, *,
-                n: int) -> tuple[np.ndarray, list[FoldResult]]:
+                n: int, quiet: bool = False) -> tuple[np.ndarray, list[FoldResult]]:
     """Logits for the first ``n`` samples, each from the one fold that tested it."""
     oof = np.zeros((n, len(LABELS)))
     results = []
@@ -193,8 +205,9 @@ def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe
         logits, res = run_fold(inputs, samples, fold, recipe)
         oof[fold.test] = logits
         results.append(res)
-        print(f"{res.name}: train {res.n_train} test {res.n_test} l2={res.l2:g} "
-              f"macro_f1={res.macro_f1:.3f} mpox_recall={res.mpox_recall:.3f}", flush=True)
+        if not quiet:
+            print(f"{res.name}: train {res.n_train} test {res.n_test} l2={res.l2:g} "
+                  f"macro_f1={res.macro_f1:.3f} mpox_recall={res.mpox_recall:.3f}", flush=True)
     return oof, results
 
 
@@ -235,7 +248,33 @@ def _markdown(doc: dict) -> str:
 def build_probe_model(recipe: ProbeRecipe) -> torch.nn.Module:
     model = build_model(recipe.arch, image_size=recipe.image_size)
     load_imagenet_weights(model, recipe.arch)
+    if recipe.backbone_init:
+        _load_backbone(model, recipe.backbone_init, recipe.arch)
     return model.eval()
+
+
+def _load_backbone(model: torch.nn.Module, path: str, arch: str) -> None:
+    """Every backbone tensor from an ``encoder.pt``; of a fused network, the branch of the encoder's arch.
+
+    Partial matches are refused: a probe on half-adapted features would be neither recipe.
+    """
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict):
+        raise SystemExit(f"cv --backbone-init {path}: not an encoder.pt (`mpox-aism pretrain` writes one)")
+    state = blob.get("state_dict", blob)
+    target, names = model, fused_parts(arch)
+    if isinstance(model, FusedBackbones) and blob.get("arch") in names:
+        target = model.branches[names.index(blob["arch"])]  # its head is stripped: every tensor is backbone
+        own = target.state_dict()
+    else:
+        head = classifier_head(model)
+        own = {k: v for k, v in model.state_dict(keep_vars=True).items()
+               if v is not head.weight and v is not head.bias}
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(take) != len(own):
+        raise SystemExit(f"cv --backbone-init {path}: {len(take)} of the backbone's {len(own)} tensors match "
+                         f"{arch} (an encoder of {blob.get('arch', '?')})")
+    target.load_state_dict(take, strict=False)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -250,6 +289,7 @@ def main(args: argparse.Namespace) -> dict:
                          train_flips=args.train_flips, tta=args.tta, aug_views=args.aug_views,
                          l2_grid=tuple(args.l2),
                          tune_blocks=args.tune_blocks, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr,
+                         backbone_init=args.backbone_init, mpox_recall=args.mpox_recall,
                          folds=args.folds, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +327,16 @@ def main(args: argparse.Namespace) -> dict:
     pool = samples + negatives  # indices ≥ dev are negatives: on every training side, never tested
 
     folds = [_with_negatives(f, extra_train) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
-    oof, results = out_of_fold(inputs, pool, folds, recipe, n=dev)
+    raw, results = out_of_fold(inputs, pool, folds, recipe, n=dev)
+    oof, offset, unshifted = raw, None, {}
+    if recipe.mpox_recall:
+        oof, choices = cross_fitted(raw, y, [f.test for f in folds], target=recipe.mpox_recall)
+        offset = choose_offset(raw, y, target=recipe.mpox_recall)
+        print(f"mpox offset per fold {[c.delta for c in choices]}, shipped {offset.delta} "
+              f"(out-of-fold recall {offset.recall:.3f})", flush=True)
+        unshifted["kfold"] = _headline(write_report(
+            out / "unshifted" / "kfold", samples, raw, temperature=fit_temperature(raw, y), threshold=0.6,
+            title=f"{recipe.arch} out-of-fold, no mpox offset", extra={"recipe": asdict(recipe)}))
     temperature = fit_temperature(oof, y)
     reports = {"kfold": _headline(write_report(
         out / "kfold", samples, oof, temperature=temperature, threshold=0.6,
@@ -301,6 +350,12 @@ def main(args: argparse.Namespace) -> dict:
         logits, res = run_fold(inputs, pool, fold, recipe)
         results.append(res)
         sub = [samples[i] for i in fold.test]
+        if offset is not None:  # its δ from the k-fold logits of photos outside this fold's test side
+            rest = np.setdiff1d(np.arange(dev), fold.test)
+            unshifted[fold.name] = _headline(write_report(
+                out / "unshifted" / fold.name, sub, logits, temperature=temperature, threshold=0.6,
+                title=f"{recipe.arch} {fold.name}, no mpox offset", extra={"recipe": asdict(recipe)}))
+            logits = shift(logits, choose_offset(raw[rest], y[rest], target=recipe.mpox_recall).delta)
         reports[fold.name] = _headline(write_report(
             out / fold.name, sub, logits, temperature=temperature, threshold=0.6,
             title=f"{recipe.arch} {fold.name}", extra={"split": fold.name, "recipe": asdict(recipe)}))
@@ -310,7 +365,8 @@ def main(args: argparse.Namespace) -> dict:
     doc = {"command": command, "recipe": asdict(recipe), "temperature": temperature,
            "n": len(samples), "negatives": {"data": args.negatives, "n": len(negatives)},
            "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
-           "folds": [asdict(r) for r in results], "reports": reports}
+           "folds": [asdict(r) for r in results], "reports": reports,
+           **({"mpox_offset": asdict(offset), "unshifted": unshifted} if offset is not None else {})}
     (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "cv.md").write_text(_markdown(doc))
     k = reports["kfold"]
@@ -319,45 +375,96 @@ def main(args: argparse.Namespace) -> dict:
           f"precision={k['mpox_precision']:.3f} ece={k['ece']:.3f} T={temperature:.3f} → {out / 'cv.json'}")
     if args.ship:
         healthy = scan_dataset(args.healthy_test, verify=False) if args.healthy_test else []
-        check = ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
+        shipped = ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
                      kfold_dir=out / "kfold", data_root=str(args.data),
                      loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev,
-                     healthy_feats=features(healthy, train=False) if healthy else None)
-        if check:
-            doc["healthy_test"] = {"data": args.healthy_test, **asdict(check)}
-            (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
+                     healthy_feats=features(healthy, train=False) if healthy else None,
+                     mpox_offset=offset.delta if offset is not None else 0.0, folds=folds)
+        doc["shipped"] = asdict(shipped)
+        if shipped.healthy:
+            doc["healthy_test"] = {"data": args.healthy_test, **asdict(shipped.healthy)}
+        (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+@dataclass(frozen=True)
+class ShippedCalibration:
+    """The shipped head's temperature and where it came from."""
+
+    temperature: float
+    l2: float
+    ece_out_of_fold: float | None  # of the refitted fold heads at that temperature; None: recipe's T kept
+    recipe_temperature: float
+
+
+@dataclass(frozen=True)
+class Shipped:
+    path: str
+    model_version: str
+    calibration: ShippedCalibration
+    healthy: HealthyCheck | None = None
+
+
+def shipped_temperature(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe,
+                        l2: float, *, n: int, mpox_offset: float = 0.0) -> tuple[float, float]:
+    """(T, its out-of-fold ECE) for a head fitted at penalty ``l2``: fold heads refitted at that ``l2``.
+
+    The recipe's T is fitted on fold heads that each chose their own penalty, and a stronger penalty
+    gives smaller logits: on the fused features T is 0.98 at L2 0.1 and 1.72 at 0.003, so the
+    recipe's 1.375 left a head shipped at 0.1 under-confident (out-of-fold ECE 0.107 instead of 0.018).
+    """
+    fixed = replace(recipe, l2_grid=(l2,))
+    oof, _ = out_of_fold(inputs, samples, folds, fixed, n=n, quiet=True)
+    oof = shift(oof, mpox_offset)
+    y = np.array([s.label for s in samples[:n]])
+    t = fit_temperature(oof, y)
+    return t, expected_calibration_error(softmax(oof, t), y)
 
 
 def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
          temperature: float, command: str, kfold_dir: Path, data_root: str,
          loso: dict[str, dict] | None = None, n_dev: int | None = None,
-         healthy_feats: np.ndarray | None = None) -> HealthyCheck | None:
+         healthy_feats: np.ndarray | None = None, mpox_offset: float = 0.0,
+         folds: list[Fold] | None = None) -> Shipped:
     """Fit the recipe on every photo, save the resulting network as a model directory + card.
 
     ``healthy_feats``: features of healthy people's crops that no fold trained on; the shipped
     network's calls on them (:class:`HealthyCheck`) go into ``metrics.json`` and the card.
+    ``mpox_offset``: the operating point's δ, added to the head's mpox bias. ``folds``: the k-fold
+    (with the recipe's negatives) on which the head's own temperature is fitted.
     """
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     check = None
+    calibration = ShippedCalibration(temperature, head.l2, None, temperature)
+    if folds and not recipe.tune_blocks and len(recipe.l2_grid) > 1:
+        t, ece = shipped_temperature(inputs, samples, folds, recipe, head.l2, n=n_dev or len(samples),
+                                     mpox_offset=mpox_offset)
+        calibration = ShippedCalibration(t, head.l2, ece, temperature)
+        temperature = t
     if not recipe.tune_blocks:
         if healthy_feats is not None:
-            check = HealthyCheck.from_probs(softmax(head.logits(healthy_feats[:, :1]), temperature))
+            logits = shift(head.logits(healthy_feats[:, :1]), mpox_offset)
+            check = HealthyCheck.from_probs(softmax(logits, temperature))
         model = copy.deepcopy(model)  # the cached backbone stays untouched
         head.fold_into(classifier_head(model))
+    with torch.no_grad():
+        classifier_head(model).bias[MPOX] += mpox_offset
     info = ModelInfo(
         arch=recipe.arch, image_size=recipe.image_size, temperature=temperature, val_groups=[],
         split={"n_train": len(samples), "n_negatives": len(samples) - (n_dev or len(samples)),
                "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
                "validation": f"none held out: figures are out-of-fold ({recipe.folds}-fold by group)"},
-        recipe={"command": command, "l2": head.l2,
+        recipe={"command": command, "l2": head.l2, "mpox_offset": mpox_offset,
                 "kind": (f"linear probe, then the last {recipe.tune_blocks} blocks fine-tuned (LP-FT)"
-                         if recipe.tune_blocks else "linear probe on frozen ImageNet backbone"),
-                "args": asdict(recipe), "pretrained": "imagenet"})
+                         if recipe.tune_blocks else "linear probe on frozen "
+                         + ("adapted" if recipe.backbone_init else "ImageNet") + " backbone"),
+                "args": asdict(recipe),
+                "pretrained": f"imagenet, then {recipe.backbone_init}" if recipe.backbone_init else "imagenet"})
     out = Path(out_dir)
     path = save_model(out, model, info, omit_imagenet=True)  # the frozen backbone is the packages'
     metrics = json.loads((kfold_dir / "metrics.json").read_text())
     metrics["model_version"] = info.model_version
+    metrics["shipped_calibration"] = asdict(calibration)
     if check:
         metrics["healthy_test"] = asdict(check)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -365,6 +472,6 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
         (out / name).write_bytes((kfold_dir / name).read_bytes())
     write_model_card(out, info, metrics, samples[:n_dev], data_root=data_root, loso=loso,
                      negatives=samples[n_dev:] if n_dev is not None else [], healthy=check)
-    print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}) → {path}"
-          + (f"; healthy crops: {check.summary()}" if check else ""))
-    return check
+    print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}; recipe's T "
+          f"{calibration.recipe_temperature:.3f}) → {path}" + (f"; healthy crops: {check.summary()}" if check else ""))
+    return Shipped(str(path), info.model_version, calibration, check)

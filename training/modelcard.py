@@ -113,6 +113,16 @@ def _fused_note(arch: str) -> str:
             "concatenated, one linear head: `training/fused.py`)")
 
 
+def _operating_point(info: ModelInfo) -> str:
+    delta = info.recipe.get("mpox_offset") or 0.0
+    if not delta:
+        return ""
+    target = info.recipe.get("args", {}).get("mpox_recall")
+    return (f"\n- Screening operating point: the mpox logit carries +{delta:g} (the head's bias), the smallest "
+            f"offset giving out-of-fold mpox recall ≥ {target}; it trades mpox precision for recall. The "
+            f"figures below are of this shifted model, each fold's offset chosen on the other folds only.")
+
+
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
                      *, data_root: str, loso: Mapping[str, dict] | None = None,
                      negatives: Sequence[Sample] = (), reproduce_commands: Sequence[str] = (),
@@ -128,6 +138,12 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
     bad_lines = "\n".join(f"- **{k}**: {v}." for k, v in bad.items()) or "- none by this rule."
     if out_of_fold:
         temp_from = "out-of-fold predictions of the cross-validation"
+        cal = metrics.get("shipped_calibration") or {}
+        if cal.get("ece_out_of_fold") is not None:
+            temp_from = (f"out-of-fold predictions of the fold heads refitted at this head's L2 penalty "
+                         f"{cal['l2']:g}, where its ECE is {cal['ece_out_of_fold']:.3f}; the figures below "
+                         f"are the recipe's, each fold choosing its own penalty, at T = "
+                         f"{cal['recipe_temperature']:.4f}")
         split_text = ("Every photo trains the shipped model; none is held out. The figures below are "
                       f"out-of-fold ({info.recipe.get('args', {}).get('folds', '?')}-fold by group).")
         if negatives:
@@ -161,7 +177,7 @@ a person should see; it has not been clinically validated and must not be used t
   (the shared `training.preprocess.preprocess`). Pretrained: {info.recipe.get("pretrained", "?")}.
 - Output: probabilities over {", ".join(LABELS)} = softmax(logits / T), T = {info.temperature:.4f}
   (temperature scaling fitted on {temp_from}).
-- Decision rule: a top probability under {info.threshold} is not answered and goes to a person.
+- Decision rule: a top probability under {info.threshold} is not answered and goes to a person.{_operating_point(info)}
 
 ## Classes not to be trusted
 Rule: F1 under {UNTRUSTED_F1}, fewer than {MIN_GROUPS} patient/topic groups, or a single source.

@@ -28,7 +28,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from contracts.preprocess import MEAN, STD, check_image
-from training.models import build_model, classifier_head
+from training.models import build_model, classifier_head, load_imagenet_weights
 
 
 def blur_kernel_size(image_size: int) -> int:
@@ -298,8 +298,12 @@ class Encoder(nn.Module):
         self.backbone = model
 
     @classmethod
-    def build(cls, arch: str, *, image_size: int = 224) -> Encoder:
-        return cls(build_model(arch, image_size=image_size), arch)
+    def build(cls, arch: str, *, image_size: int = 224, imagenet: bool = False) -> Encoder:
+        """``imagenet``: start from the hash-checked ImageNet weights (domain-adaptive pretraining)."""
+        model = build_model(arch, image_size=image_size)
+        if imagenet:
+            load_imagenet_weights(model, arch)
+        return cls(model, arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.backbone(x), 1)

