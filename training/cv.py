@@ -399,6 +399,8 @@ class ShippedCalibration:
 
 @dataclass(frozen=True)
 class Shipped:
+    """What ``--ship`` wrote, recorded in ``cv.json``."""
+
     path: str
     model_version: str
     calibration: ShippedCalibration
