@@ -38,7 +38,13 @@ from training.fused import FusedBackbones, fused_parts
 from training.metrics import HealthyCheck, compute_metrics, expected_calibration_error
 from training.modelcard import write_model_card
 from training.modeldir import ModelInfo, load_model, save_model
-from training.models import IMAGENET_ARCHS, build_model, classifier_head, load_imagenet_weights
+from training.models import (
+    IMAGENET_ARCHS,
+    build_model,
+    classifier_head,
+    load_imagenet_weights,
+    load_init_checkpoint,
+)
 from training.operating_point import MPOX, choose_offset, cross_fitted, shift
 from training.probe import (
     BALANCES,
@@ -258,23 +264,22 @@ def _load_backbone(model: torch.nn.Module, path: str, arch: str) -> None:
 
     Partial matches are refused: a probe on half-adapted features would be neither recipe.
     """
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict):
-        raise SystemExit(f"cv --backbone-init {path}: not an encoder.pt (`mpox-aism pretrain` writes one)")
-    state = blob.get("state_dict", blob)
-    target, names = model, fused_parts(arch)
-    if isinstance(model, FusedBackbones) and blob.get("arch") in names:
-        target = model.branches[names.index(blob["arch"])]  # its head is stripped: every tensor is backbone
-        own = target.state_dict()
-    else:
-        head = classifier_head(model)
-        own = {k: v for k, v in model.state_dict(keep_vars=True).items()
-               if v is not head.weight and v is not head.bias}
-    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if len(take) != len(own):
-        raise SystemExit(f"cv --backbone-init {path}: {len(take)} of the backbone's {len(own)} tensors match "
-                         f"{arch} (an encoder of {blob.get('arch', '?')})")
-    target.load_state_dict(take, strict=False)
+    try:
+        if isinstance(model, FusedBackbones):
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+            names = fused_parts(arch)
+            if not isinstance(blob, dict) or blob.get("arch") not in names:
+                raise ValueError(f"not an encoder of one of {', '.join(names)}")
+            # the branch's head is stripped: its state is exactly the encoder's backbone
+            model.branches[names.index(blob["arch"])].load_state_dict(blob["state_dict"])
+            return
+        copied, _ = load_init_checkpoint(model, path)
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"cv --backbone-init {path}: {e}") from e
+    expected = len(model.state_dict()) - 2  # all but the head's weight and bias
+    if copied != expected:
+        raise SystemExit(f"cv --backbone-init {path}: {copied} of the backbone's {expected} tensors match "
+                         f"{arch}; is it an encoder of that arch?")
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -336,7 +336,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
     two views on ``device``; without, it yields the two views made by its workers.
     """
     model.train()
-    channels_last = True  # cuDNN's fast path; on the CPU too (MobileNetV2 step 19 s → 11 s, 128 views at 224 px)
     total = torch.zeros((), device=device)
     n = 0
     bar = tqdm(loader, desc=desc, leave=False, mininterval=2.0, file=sys.stderr, disable=not show)
@@ -347,8 +346,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
         else:
             v1, v2 = batch
             x = torch.cat([v1, v2]).to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)  # on the CPU too: MobileNetV2 step 19 s → 11 s
         with torch.autocast(device_type="cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
             z1, z2 = model(x).chunk(2)  # one pass over both views: BN statistics span the whole batch
         loss = nt_xent_loss(z1, z2, temperature)
