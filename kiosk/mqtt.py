@@ -375,6 +375,8 @@ class MqttPublisher:
     def _set_error(self, msg: str, level: int, *, exc_info: bool = False) -> None:
         with self._lock:
             repeat = msg == self._last_error
-            self._last_error = msg
-        # a broker that stays down would log every backoff step; say it once, then at debug
+        # a broker that stays down would log every backoff step; say it once, then at debug. Logged
+        # before the error is visible in stats(), so whoever reads it there also finds it in the log
         log.log(logging.DEBUG if repeat else level, "%s", msg, exc_info=exc_info)
+        with self._lock:
+            self._last_error = msg

@@ -54,6 +54,7 @@ from training.probe import (
     cached_features,
     feature_cache_key,
     fit_head,
+    fit_head_without_sources,
     sample_weights,
 )
 from training.split import check_disjoint
@@ -78,6 +79,8 @@ class ProbeRecipe:
     tune_lr: float = 3e-4
     backbone_init: str | None = None  # an encoder.pt (e.g. domain-adaptive SimCLR) over the ImageNet weights
     mpox_recall: float | None = None  # screening operating point: mpox logit offset for this recall (cross-fitted)
+    fold_mean: int = 0  # the head is the mean of this many heads, each without one group fold of its photos
+    remove_source_directions: bool = False  # within-class source-mean directions projected out before the head
     folds: int = 5
     seed: int = 0
 
@@ -145,6 +148,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="screening operating point: add to the mpox logit the smallest offset that gives "
                         "out-of-fold mpox recall ≥ R (each fold's offset chosen on the other folds; "
                         "the shipped head's bias carries it)")
+    p.add_argument("--fold-mean", type=int, default=0, metavar="K",
+                   help="the head is the mean of K heads, each fitted without one group fold of its training "
+                        "photos: the fold ensemble as one linear layer (no whole-data penalty choice)")
+    p.add_argument("--remove-source-directions", action="store_true",
+                   help="project out, on each training side, the directions in which one class's sources differ "
+                        "(within-class source means), then fit the head; folded into the one linear layer")
     p.add_argument("--backbone-init", default=None, metavar="ENCODER",
                    help="frozen backbone from this encoder.pt (`mpox-aism pretrain --init imagenet`) instead of "
                         "ImageNet's; a fold is fair only if the encoder never saw its test photos")
@@ -169,9 +178,25 @@ def _weights(samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> tup
 
 
 def _fit(feats: np.ndarray, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> LinearHead:
+    """The probe head on the photos ``idx``; with ``fold_mean`` K, the mean of K heads (the fold ensemble).
+
+    Each member is fitted, with its own inner penalty choice, without one group fold of ``idx``. Why:
+    a single head on all photos rests on one inner-CV penalty choice, which flipped between 0.01 and
+    0.1 across machines on scores 0.002 apart; the mean of K members rests on K choices, is still one
+    linear layer, and out of fold it is measured exactly as it is shipped (built from the training side).
+    """
+    if recipe.fold_mean:
+        members = group_kfold([samples[i] for i in idx], recipe.fold_mean, seed=recipe.seed)
+        return LinearHead.average([_fit(feats, samples, idx[m.train], replace(recipe, fold_mean=0))
+                                   for m in members])
     y, w = _weights(samples, idx, recipe)
-    return fit_head(_views(feats[idx], recipe, train=True), y, weights=w,
-                    groups=[samples[i].group for i in idx], l2_grid=recipe.l2_grid, seed=recipe.seed)
+    groups = [samples[i].group for i in idx]
+    if recipe.remove_source_directions:
+        return fit_head_without_sources(_views(feats[idx], recipe, train=True), y, weights=w, groups=groups,
+                                        sources=[samples[i].extra.get("source", "") for i in idx],
+                                        l2_grid=recipe.l2_grid, seed=recipe.seed)
+    return fit_head(_views(feats[idx], recipe, train=True), y, weights=w, groups=groups,
+                    l2_grid=recipe.l2_grid, seed=recipe.seed)
 
 
 def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe
@@ -289,12 +314,15 @@ def main(args: argparse.Namespace) -> dict:
     if args.aug_views and args.tune_blocks:
         raise SystemExit("cv: --aug-views feeds the probe's cached features; LP-FT (--tune-blocks) tunes on "
                          "cached activations of the photo and its mirror only — use one or the other")
+    if args.fold_mean and (args.fold_mean < 2 or args.tune_blocks):
+        raise SystemExit("cv --fold-mean K: K ≥ 2, and not with --tune-blocks (LP-FT tunes one head's network)")
     seed_everything(args.seed)
     recipe = ProbeRecipe(arch=args.arch, image_size=args.image_size, balance=args.balance,
                          train_flips=args.train_flips, tta=args.tta, aug_views=args.aug_views,
                          l2_grid=tuple(args.l2),
                          tune_blocks=args.tune_blocks, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr,
-                         backbone_init=args.backbone_init, mpox_recall=args.mpox_recall,
+                         backbone_init=args.backbone_init, mpox_recall=args.mpox_recall, fold_mean=args.fold_mean,
+                         remove_source_directions=args.remove_source_directions,
                          folds=args.folds, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -443,7 +471,8 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     check = None
     calibration = ShippedCalibration(temperature, head.l2, None, temperature)
-    if folds and not recipe.tune_blocks and len(recipe.l2_grid) > 1:
+    # a fold-mean head is built as every fold's head was, so the recipe's temperature is its own
+    if folds and not recipe.tune_blocks and not recipe.fold_mean and len(recipe.l2_grid) > 1:
         t, ece = shipped_temperature(inputs, samples, folds, recipe, head.l2, n=n_dev or len(samples),
                                      mpox_offset=mpox_offset)
         calibration = ShippedCalibration(t, head.l2, ece, temperature)
@@ -461,9 +490,13 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
         split={"n_train": len(samples), "n_negatives": len(samples) - (n_dev or len(samples)),
                "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
                "validation": f"none held out: figures are out-of-fold ({recipe.folds}-fold by group)"},
-        recipe={"command": command, "l2": head.l2, "mpox_offset": mpox_offset,
+        recipe={"command": command, "l2": head.l2, "member_l2": list(head.member_l2), "mpox_offset": mpox_offset,
                 "kind": (f"linear probe, then the last {recipe.tune_blocks} blocks fine-tuned (LP-FT)"
-                         if recipe.tune_blocks else "linear probe on frozen "
+                         if recipe.tune_blocks else "linear probe"
+                         + (f" (the mean of {recipe.fold_mean} heads, each without one group fold)"
+                            if recipe.fold_mean else "")
+                         + (", within-class source directions removed" if recipe.remove_source_directions else "")
+                         + " on frozen "
                          + ("adapted" if recipe.backbone_init else "ImageNet") + " backbone"),
                 "args": asdict(recipe),
                 "pretrained": f"imagenet, then {recipe.backbone_init}" if recipe.backbone_init else "imagenet"})

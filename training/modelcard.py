@@ -154,7 +154,10 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         figures_title = f"Out-of-fold figures (every dev photo tested once, n = {metrics['n']})"
         caveat = ("The temperature was fitted on these same out-of-fold predictions, and the recipe was chosen "
                   "among a few on them (docs/RESULTS.md), so they are mildly optimistic.")
-        recipe_note = f"Kind: {info.recipe.get('kind', '')}; L2 penalty {info.recipe.get('l2')} (inner group k-fold)."
+        members = info.recipe.get("member_l2") or []
+        penalty = (f"L2 penalties {', '.join(f'{v:g}' for v in members)} (one per member, each by inner group k-fold)"
+                   if members else f"L2 penalty {info.recipe.get('l2')} (inner group k-fold)")
+        recipe_note = f"Kind: {info.recipe.get('kind', '')}; {penalty}."
     else:
         temp_from = "the validation side"
         split_text = (f"Split by `group` (patient / source topic / near-duplicate), stratified by class: "

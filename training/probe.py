@@ -18,7 +18,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,10 +107,14 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size:
 
 
 def feature_cache_key(model: nn.Module, samples: Sequence[Sample], **settings: object) -> str:
-    """Changes whenever the backbone's weights, the photos (paths, sizes, mtimes) or a setting change."""
+    """Changes whenever the backbone's weights, the photos (paths, sizes, mtimes) or a setting change.
+
+    Also the network's class and feature width: two networks on the same weights can pool different
+    maps (scripts/probe_taps.py), and their features must not share a cache entry.
+    """
     head = classifier_head(model)
     skip = {id(head.weight), id(head.bias)}
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"{type(model).__name__}|{head.in_features}".encode())
     for name, t in sorted(model.state_dict(keep_vars=True).items()):
         if id(t) in skip:
             continue
@@ -185,16 +189,35 @@ class LinearHead:
     scale: np.ndarray  # D
     l2: float
     inner_scores: dict[float, float] = field(default_factory=dict)
+    member_l2: tuple[float, ...] = ()  # a fold-mean head (:meth:`average`): each member's penalty
+    removed_directions: int = 0  # source directions projected out (:func:`fit_head_without_sources`)
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         """``feats`` N×D, or N×V×D (views averaged in logit space: test-time augmentation)."""
         z = (feats - self.mean) / self.scale @ self.weight.T + self.bias
         return z.mean(axis=1) if z.ndim == 3 else z
 
-    def fold_into(self, linear: nn.Linear) -> None:
-        """W·(x−μ)/σ + b  ==  (W/σ)·x + (b − W·μ/σ): the same logits from raw features."""
+    def raw(self) -> tuple[np.ndarray, np.ndarray]:
+        """W·(x−μ)/σ + b  ==  (W/σ)·x + (b − W·μ/σ): weight and bias on raw features."""
         w = self.weight / self.scale
-        b = self.bias - w @ self.mean
+        return w, self.bias - w @ self.mean
+
+    @classmethod
+    def average(cls, heads: Sequence[LinearHead]) -> LinearHead:
+        """One head whose logits are the mean of ``heads``' logits: an ensemble that is still one layer.
+
+        Averaged on raw features, as each member standardised with its own training side's μ, σ.
+        ``l2`` is the members' median penalty, for the record; ``member_l2`` keeps them all.
+        """
+        raws = [h.raw() for h in heads]
+        w, b = np.mean([r[0] for r in raws], axis=0), np.mean([r[1] for r in raws], axis=0)
+        d = w.shape[1]
+        return cls(weight=w, bias=b, mean=np.zeros(d), scale=np.ones(d), l2=float(np.median([h.l2 for h in heads])),
+                   member_l2=tuple(h.l2 for h in heads))
+
+    def fold_into(self, linear: nn.Linear) -> None:
+        """Write :meth:`raw` into ``linear``: the network's logits are the head's."""
+        w, b = self.raw()
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(w).to(linear.weight.dtype))
             linear.bias.copy_(torch.from_numpy(b).to(linear.bias.dtype))
@@ -281,3 +304,46 @@ def fit_head(feats: np.ndarray, y: np.ndarray, *, weights: np.ndarray, groups: S
     xf, yf, wf, _ = _flatten_views(z, y, weights, groups)
     wgt, b = _fit_lbfgs(xf, yf, wf, l2, num_classes)
     return LinearHead(weight=wgt, bias=b, mean=mean, scale=scale, l2=l2, inner_scores=scores)
+
+
+def source_directions(z: np.ndarray, y: np.ndarray, sources: Sequence[str], *, min_photos: int = 5) -> np.ndarray:
+    """Orthonormal rows (r × D) spanning the within-class differences of source means in ``z`` (N×D).
+
+    For each class with ≥ 2 sources of ≥ ``min_photos`` photos, each source's mean minus the mean of
+    those source means (every source counted once, as ``balance="class_source"`` weighs them): the
+    directions along which photos of one class differ by where they came from.
+    """
+    src = np.asarray(list(sources))
+    diffs = []
+    for c in np.unique(y):
+        in_c = y == c
+        names = [n for n in np.unique(src[in_c]) if (in_c & (src == n)).sum() >= min_photos]
+        if len(names) < 2:
+            continue
+        means = np.stack([z[in_c & (src == n)].mean(axis=0) for n in names])
+        diffs.append(means - means.mean(axis=0))
+    if not diffs:
+        return np.zeros((0, z.shape[1]))
+    _, sv, vt = np.linalg.svd(np.concatenate(diffs), full_matrices=False)
+    return vt[sv > 1e-6 * sv[0]]
+
+
+def fit_head_without_sources(feats: np.ndarray, y: np.ndarray, *, sources: Sequence[str], weights: np.ndarray,
+                             groups: Sequence[str], min_photos: int = 5, **kwargs: object) -> LinearHead:
+    """:func:`fit_head` on standardised features with :func:`source_directions` projected out.
+
+    Why: out of fold the model reads the source (dermnet_com eczema 0.97 right, dermnet_nz 0.55); this
+    takes away the linear directions in which one class's sources differ, on the training side only.
+    The projection is affine, so it folds into the head: still one ``nn.Linear``, no serving cost.
+    """
+    y = np.asarray(y, dtype=int)
+    flat = feats.reshape(-1, feats.shape[-1])
+    mean, scale = flat.mean(axis=0), flat.std(axis=0) + 1e-6
+    z = (feats - mean) / scale
+    u = source_directions(z[:, 0] if z.ndim == 3 else z, y, sources, min_photos=min_photos)
+    head = fit_head(z - (z @ u.T) @ u, y, weights=weights, groups=groups, **kwargs)
+    w, b = head.raw()  # on projected z: w·(I − uᵀu)·(x − μ)/σ + b
+    w = (w - (w @ u.T) @ u) / scale
+    d = len(mean)
+    return replace(head, weight=w, bias=b - w @ mean, mean=np.zeros(d), scale=np.ones(d),
+                   removed_directions=len(u))

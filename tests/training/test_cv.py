@@ -156,3 +156,27 @@ def test_backbone_init_of_a_fused_network_replaces_that_branch_only(tmp_path):
             assert torch.equal(v, own[k.removeprefix("branches.0.")])
         elif not k.startswith("fc."):  # the Lite0 branch keeps its ImageNet weights
             assert torch.equal(v, plain.state_dict()[k])
+
+
+def test_fold_mean_head_is_built_alike_out_of_fold_and_shipped(cv_run, tiny_skin8, monkeypatch):
+    """--fold-mean K: every head (each fold's and the shipped one) is the mean of K members fitted on
+    its own photos less one group fold; the shipped head keeps the recipe's temperature."""
+    _, out, source = cv_run
+    fitted: list[int] = []
+    real = cv.fit_head
+    monkeypatch.setattr(cv, "fit_head", lambda feats, y, **kw: fitted.append(len(y)) or real(feats, y, **kw))
+    args = cv.get_args_parser().parse_args([
+        "--data", str(tiny_skin8), "--arch", "efficientnet_lite0", "--image-size", "64", "--folds", "2",
+        "--loso", source, "--l2", "1e-2", "1e-1", "--workers", "0", "--fold-mean", "2",
+        "--out", str(out / "run_fm"), "--ship", str(out / "model_fm")])
+    fm = cv.main(args)
+    n = len(scan_dataset(tiny_skin8, verify=False))
+    assert len(fitted) == 2 * (2 + 1 + 1)  # two members for each of 2 folds, the LOSO fold and the shipped head
+    assert all(k < n for k in fitted)  # no member sees every photo
+    _, info = load_model(out / "model_fm")
+    assert len(info.recipe["member_l2"]) == 2 and set(info.recipe["member_l2"]) <= {1e-2, 1e-1}
+    assert np.isclose(info.temperature, fm["temperature"]) and fm["shipped"]["calibration"]["ece_out_of_fold"] is None
+    assert "the mean of 2 heads" in (out / "model_fm" / "model_card.md").read_text()
+    with pytest.raises(SystemExit, match="fold-mean"):
+        cv.main(cv.get_args_parser().parse_args(
+            ["--data", str(tiny_skin8), "--fold-mean", "1", "--out", str(out / "x")]))

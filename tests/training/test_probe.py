@@ -4,7 +4,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.probe import fit_head, sample_weights
+from training.probe import (
+    LinearHead,
+    feature_cache_key,
+    fit_head,
+    fit_head_without_sources,
+    sample_weights,
+    source_directions,
+)
 
 
 def test_class_weights_give_every_class_equal_total():
@@ -39,6 +46,21 @@ def test_head_learns_and_folds_into_a_linear_layer():
     assert np.allclose(raw, head.logits(x), atol=1e-3)
 
 
+def test_averaged_head_gives_the_members_mean_logits():
+    """A fold-mean head is one layer whose logits are its members' mean, each with its own μ, σ."""
+    rng = np.random.default_rng(1)
+    heads = [LinearHead(weight=rng.normal(size=(3, 5)), bias=rng.normal(size=3), mean=rng.normal(size=5),
+                        scale=rng.uniform(0.5, 2, size=5), l2=l2) for l2 in (0.01, 0.1, 0.03)]
+    x = rng.normal(size=(7, 5))
+    mean = LinearHead.average(heads)
+    assert np.allclose(mean.logits(x), np.mean([h.logits(x) for h in heads], axis=0))
+    assert mean.member_l2 == (0.01, 0.1, 0.03) and mean.l2 == 0.03
+    lin = nn.Linear(5, 3)
+    mean.fold_into(lin)
+    with torch.no_grad():
+        assert np.allclose(lin(torch.from_numpy(x).float()).numpy(), mean.logits(x), atol=1e-5)
+
+
 def test_augmented_views_are_reproducible_and_differ_from_the_photo(tiny_skin8):
     """Training-only views: seeded draws of the paper's augmentation, so a cached array can be recomputed."""
     from training.data import scan_dataset
@@ -55,3 +77,40 @@ def test_augmented_views_are_reproducible_and_differ_from_the_photo(tiny_skin8):
     np.testing.assert_array_equal(drawn, again)
     assert not np.allclose(drawn, other, rtol=1e-3, atol=0)
     assert not np.allclose(drawn[:, 0], plain[:, 0], rtol=1e-3, atol=0)
+
+
+def test_source_directions_are_projected_out_and_folded_into_one_layer():
+    """A class whose two sources differ along one axis: the head cannot use that axis, and stays one layer."""
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(2), 60)
+    src = np.array((["a"] * 30 + ["b"] * 30) * 2)
+    x = rng.normal(size=(120, 6))
+    x[:, 0] += 3 * y  # the class signal
+    x[:, 5] += 4 * (src == "b")  # a source look, shared by both classes
+    u = source_directions((x - x.mean(0)) / x.std(0), y, src)
+    assert u.shape[0] >= 1 and np.allclose(u @ u.T, np.eye(len(u)), atol=1e-8)
+    assert abs(u[0, 5]) > 0.9  # the source axis found
+    head = fit_head_without_sources(x, y, sources=src, weights=np.ones(120), groups=[str(i) for i in range(120)],
+                                    l2_grid=(1e-2,), num_classes=2)
+    assert head.removed_directions == len(u) and (head.logits(x).argmax(1) == y).mean() > 0.8
+    moved = x + 10 * u[0] * (x.std(0) + 1e-6)  # a new site's look, along a removed direction
+    assert np.allclose(head.logits(moved), head.logits(x), atol=1e-6)
+    lin = nn.Linear(6, 2)
+    head.fold_into(lin)
+    with torch.no_grad():
+        assert np.allclose(lin(torch.from_numpy(x).float()).numpy(), head.logits(x), atol=1e-4)
+    assert source_directions(x, y, np.array(["a"] * 120)).shape == (0, 6)  # one source: nothing to remove
+
+
+class _Net(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Conv2d(3, 4, 1)
+        self.fc = nn.Linear(width, 8)
+
+
+def test_feature_cache_key_tells_apart_networks_that_pool_differently_on_the_same_weights():
+    assert feature_cache_key(_Net(4), [], image_size=64) == feature_cache_key(_Net(4), [], image_size=64)
+    assert feature_cache_key(_Net(4), [], image_size=64) != feature_cache_key(_Net(12), [], image_size=64)
+    assert feature_cache_key(_Net(4), [], image_size=64) != feature_cache_key(_Net(4), [], image_size=96)

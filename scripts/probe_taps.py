@@ -1,0 +1,91 @@
+"""The fused probe with earlier stages' outputs added to its feature map: ``mpox-aism cv`` on that network.
+
+Why: lesion texture (vesicles, wheals, bullae) lives in mid-level features, and the last 1×1 head
+conv of an ImageNet network is its most ImageNet-specific layer. The network stays "last feature
+map → GAP → one linear head": each tapped stage output is average-pooled to the last map's 7×7
+grid and concatenated along channels, and the GAP of a pooled map is the GAP of the map, so the head
+sees each stage's mean activation, and class maps and Grad-CAM (read at ``fuse``) stay exact.
+
+Measured in docs/RESULTS.md (session 7); not kept, so not a ``--arch`` of its own. A variant is
+``deep`` (MobileNetV2 blocks 16, 17; Lite2 blocks 19, 20) or ``mid_deep`` (also MobileNetV2 13 and
+Lite2 14, both 14×14). The rest of the command line is ``mpox-aism cv``'s, for
+``--arch mobilenet_v2+efficientnet_lite2``. The session-7 figures were made with a ``--cache`` of each
+variant's own; the cache key now also holds the feature width, so a shared one is safe.
+
+    python scripts/probe_taps.py mid_deep --data ../shared/data/skin8 \\
+        --arch mobilenet_v2+efficientnet_lite2 --image-size 224 --balance class_source \\
+        --negatives runs/healthy_crops/people --healthy-test runs/healthy_crops/video \\
+        --loso msid monkeypox2022 msld_v1 --out runs/cv/taps_mid --cache runs/cv/cache_mid --ship runs/taps_mid
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training import cv
+from training.efficientnet_lite import EfficientNetLite
+from training.fused import FusedBackbones
+
+VARIANTS: dict[str, tuple[frozenset[int], frozenset[int]]] = {  # (MobileNetV2 blocks, Lite2 blocks)
+    "deep": (frozenset({16, 17}), frozenset({19, 20})),
+    "mid_deep": (frozenset({13, 16, 17}), frozenset({14, 19, 20})),
+}
+
+
+def _mobilenet_maps(branch: nn.Module, x: torch.Tensor, taps: frozenset[int]) -> list[torch.Tensor]:
+    maps = []
+    for i, block in enumerate(branch.features):
+        x = block(x)
+        if i in taps:
+            maps.append(x)
+    return [*maps, x]
+
+
+def _lite_maps(branch: EfficientNetLite, x: torch.Tensor, taps: frozenset[int]) -> list[torch.Tensor]:
+    maps = []
+    x = F.relu6(branch._bn0(branch._conv_stem(x)))
+    for i, block in enumerate(branch._blocks):
+        x = block(x)
+        if i in taps:
+            maps.append(x)
+    return [*maps, branch._head_act(branch._bn1(branch._conv_head(x)))]
+
+
+class TappedFused(FusedBackbones):
+    """MobileNetV2 + Lite2 with tapped stage outputs, pooled to the last grid, in the fused map."""
+
+    taps: tuple[frozenset[int], frozenset[int]] = VARIANTS["deep"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        size = kwargs["image_size"]
+        with torch.no_grad():
+            width = self.eval().features(torch.zeros(1, 3, size, size)).shape[1]
+        self.fc = nn.Linear(width, self.fc.out_features)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        mnv2, lite = self.branches
+        maps = _mobilenet_maps(mnv2, x, self.taps[0]) + _lite_maps(lite, x, self.taps[1])
+        grid = maps[-1].shape[-1]
+        maps = [m if m.shape[-1] == grid else F.avg_pool2d(m, m.shape[-1] // grid) for m in maps]
+        return self.fuse(torch.cat(maps, dim=1))
+
+
+def main(argv: list[str]) -> None:
+    variant, rest = argv[0], argv[1:]
+    TappedFused.taps = VARIANTS[variant]
+    args = cv.get_args_parser().parse_args(rest)
+    if args.arch != "mobilenet_v2+efficientnet_lite2":
+        raise SystemExit("probe_taps: taps are defined for --arch mobilenet_v2+efficientnet_lite2 only")
+    import training.models as models
+
+    models.FusedBackbones = TappedFused  # build_model constructs (and isinstance-checks) the fused network by this name
+    cv.main(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
