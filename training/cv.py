@@ -242,6 +242,23 @@ def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe
     return oof, results
 
 
+def healthy_by_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe,
+                    healthy_feats: np.ndarray, *, temperature: float,
+                    offsets: list[float] | None = None) -> list[HealthyCheck]:
+    """Each k-fold head's calls on the healthy crops: the spread the shipped head's one count hides.
+
+    Why: the count from one whole-data head moved 4 → 6 between two heads that differ only in the
+    penalty the inner CV chose, as large as most differences between recipes; the k fold heads give
+    k counts of the same recipe. ``offsets``: each fold's screening offset (``--mpox-recall``).
+    """
+    checks = []
+    for i, fold in enumerate(folds):
+        _, head = fit_network(inputs, samples, fold.train, recipe)
+        logits = shift(head.logits(healthy_feats[:, :1]), offsets[i] if offsets else 0.0)
+        checks.append(HealthyCheck.from_probs(softmax(logits, temperature)))
+    return checks
+
+
 def _holdout_fold(samples: list[Sample], model_path: str, exclude: set[str]) -> Fold:
     """Test on a stored model's validation groups; train on the rest minus the sources it never saw."""
     _, info = load_model(model_path)
@@ -361,7 +378,7 @@ def main(args: argparse.Namespace) -> dict:
 
     folds = [_with_negatives(f, extra_train) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
     raw, results = out_of_fold(inputs, pool, folds, recipe, n=dev)
-    oof, offset, unshifted = raw, None, {}
+    oof, offset, unshifted, choices = raw, None, {}, []
     if recipe.mpox_recall:
         oof, choices = cross_fitted(raw, y, [f.test for f in folds], target=recipe.mpox_recall)
         offset = choose_offset(raw, y, target=recipe.mpox_recall)
@@ -395,11 +412,22 @@ def main(args: argparse.Namespace) -> dict:
         print(f"{fold.name}: train {res.n_train} test {res.n_test} macro_f1={res.macro_f1:.3f} "
               f"mpox_recall={res.mpox_recall:.3f}", flush=True)
 
+    healthy = scan_dataset(args.healthy_test, verify=False) if args.healthy_test else []
+    healthy_feats = features(healthy, train=False) if healthy else None
+    by_fold = []
+    if healthy_feats is not None and not recipe.tune_blocks:
+        by_fold = healthy_by_fold(inputs, pool, folds, recipe, healthy_feats, temperature=temperature,
+                                  offsets=[c.delta for c in choices] or None)
+        print("healthy crops called mpox by each fold head: "
+              + ", ".join(f"{c.called_mpox} ({c.mpox_alerts} with p ≥ {c.threshold:g})" for c in by_fold), flush=True)
+
     doc = {"command": command, "recipe": asdict(recipe), "temperature": temperature,
            "n": len(samples), "negatives": {"data": args.negatives, "n": len(negatives)},
            "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
            "folds": [asdict(r) for r in results], "reports": reports,
-           **({"mpox_offset": asdict(offset), "unshifted": unshifted} if offset is not None else {})}
+           **({"mpox_offset": asdict(offset), "unshifted": unshifted} if offset is not None else {}),
+           **({"healthy_by_fold": {"data": args.healthy_test, "folds": [asdict(c) for c in by_fold]}}
+              if by_fold else {})}
     (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "cv.md").write_text(_markdown(doc))
     k = reports["kfold"]
@@ -407,11 +435,10 @@ def main(args: argparse.Namespace) -> dict:
           f"{k['ci95']['macro_f1']['high']:.3f}) mpox recall={k['mpox_recall']:.3f} "
           f"precision={k['mpox_precision']:.3f} ece={k['ece']:.3f} T={temperature:.3f} → {out / 'cv.json'}")
     if args.ship:
-        healthy = scan_dataset(args.healthy_test, verify=False) if args.healthy_test else []
         shipped = ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
                      kfold_dir=out / "kfold", data_root=str(args.data),
                      loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev,
-                     healthy_feats=features(healthy, train=False) if healthy else None,
+                     healthy_feats=healthy_feats,
                      mpox_offset=offset.delta if offset is not None else 0.0, folds=folds)
         doc["shipped"] = asdict(shipped)
         if shipped.healthy:

@@ -70,10 +70,12 @@ def test_shipped_model_is_the_fitted_head_in_the_network(cv_run, tiny_skin8):
     assert "imagenet_keys" in torch.load(out / "model" / "model.pt", weights_only=False)  # backbone named
 
 
-def test_healthy_crops_are_scored_by_the_shipped_model(cv_run):
+def test_healthy_crops_are_scored_by_the_shipped_model_and_by_every_fold_head(cv_run):
     doc, out, _ = cv_run
     h = doc["healthy_test"]
     assert h["n"] == 3 and 0 <= h["mpox_alerts"] <= h["called_mpox"] <= 3 and 0 <= h["called_normal"] <= 3
+    by_fold = doc["healthy_by_fold"]["folds"]
+    assert len(by_fold) == 2 and all(c["n"] == 3 and c["mpox_alerts"] <= c["called_mpox"] for c in by_fold)
     assert json.loads((out / "model" / "metrics.json").read_text())["healthy_test"]["n"] == 3
     assert "Healthy people through the camera pipeline" in (out / "model" / "model_card.md").read_text()
 
