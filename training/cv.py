@@ -439,7 +439,8 @@ def main(args: argparse.Namespace) -> dict:
                      kfold_dir=out / "kfold", data_root=str(args.data),
                      loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev,
                      healthy_feats=healthy_feats,
-                     mpox_offset=offset.delta if offset is not None else 0.0, folds=folds)
+                     mpox_offset=offset.delta if offset is not None else 0.0, folds=folds,
+                     fold_checks=by_fold)
         doc["shipped"] = asdict(shipped)
         if shipped.healthy:
             doc["healthy_test"] = {"data": args.healthy_test, **asdict(shipped.healthy)}
@@ -487,13 +488,14 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
          temperature: float, command: str, kfold_dir: Path, data_root: str,
          loso: dict[str, dict] | None = None, n_dev: int | None = None,
          healthy_feats: np.ndarray | None = None, mpox_offset: float = 0.0,
-         folds: list[Fold] | None = None) -> Shipped:
+         folds: list[Fold] | None = None, fold_checks: list[HealthyCheck] | None = None) -> Shipped:
     """Fit the recipe on every photo, save the resulting network as a model directory + card.
 
     ``healthy_feats``: features of healthy people's crops that no fold trained on; the shipped
     network's calls on them (:class:`HealthyCheck`) go into ``metrics.json`` and the card.
     ``mpox_offset``: the operating point's δ, added to the head's mpox bias. ``folds``: the k-fold
-    (with the recipe's negatives) on which the head's own temperature is fitted.
+    (with the recipe's negatives) on which the head's own temperature is fitted. ``fold_checks``: the
+    k-fold heads' calls on the same healthy crops (:func:`healthy_by_fold`), for the card.
     """
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     check = None
@@ -534,11 +536,14 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
     metrics["shipped_calibration"] = asdict(calibration)
     if check:
         metrics["healthy_test"] = asdict(check)
+        if fold_checks:
+            metrics["healthy_by_fold"] = [asdict(c) for c in fold_checks]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for name in ("metrics.md", "confusion_matrix.png", "reliability.png", "threshold_sweep.png"):
         (out / name).write_bytes((kfold_dir / name).read_bytes())
     write_model_card(out, info, metrics, samples[:n_dev], data_root=data_root, loso=loso,
-                     negatives=samples[n_dev:] if n_dev is not None else [], healthy=check)
+                     negatives=samples[n_dev:] if n_dev is not None else [], healthy=check,
+                     healthy_by_fold=fold_checks or ())
     print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}; recipe's T "
           f"{calibration.recipe_temperature:.3f}) → {path}" + (f"; healthy crops: {check.summary()}" if check else ""))
     return Shipped(str(path), info.model_version, calibration, check)

@@ -96,13 +96,20 @@ def _loso(reports: Mapping[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _healthy(check: HealthyCheck | None) -> str:
+def _healthy(check: HealthyCheck | None, by_fold: Sequence[HealthyCheck] = ()) -> str:
     if check is None:
         return ""
+    folds = ""
+    if by_fold:
+        folds = (f" Each of the recipe's {len(by_fold)} fold heads (each trained without one fold) on the same "
+                 f"crops: called mpox {', '.join(str(c.called_mpox) for c in by_fold)}; with p ≥ "
+                 f"{by_fold[0].threshold:g}: {', '.join(str(c.mpox_alerts) for c in by_fold)}. One head's "
+                 "count varies this much, so the shipped head's figure is one draw.")
     return ("\n### Healthy people through the camera pipeline (false alerts)\n"
             f"The shipped model on {check.n} crops that the kiosk's own detector and crop stage made of "
             "healthy people in `../shared/data/video` (never trained on): "
-            f"{check.summary()}. Few scenes and few people: a site should repeat this with its own footage.\n")
+            f"{check.summary()}.{folds} Few scenes and few people: a site should repeat this with its own "
+            "footage.\n")
 
 
 def _fused_note(arch: str) -> str:
@@ -126,7 +133,8 @@ def _operating_point(info: ModelInfo) -> str:
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
                      *, data_root: str, loso: Mapping[str, dict] | None = None,
                      negatives: Sequence[Sample] = (), reproduce_commands: Sequence[str] = (),
-                     healthy: HealthyCheck | None = None) -> Path:
+                     healthy: HealthyCheck | None = None,
+                     healthy_by_fold: Sequence[HealthyCheck] = ()) -> Path:
     sources = Counter(s.extra.get("source", "unknown") for s in samples)
     out_of_fold = not info.val_groups
     rows = "\n".join(
@@ -218,7 +226,7 @@ mpox recall {metrics["per_class"]["mpox"]["recall"]:.3f}{_interval(ci, "mpox_rec
 ### Per source
 {_per_source(metrics)}
 {_loso(loso or {})}
-{_healthy(healthy)}
+{_healthy(healthy, healthy_by_fold)}
 
 {caveat} A group-disjoint outside test set is the real measure.
 

@@ -76,6 +76,8 @@ def test_healthy_crops_are_scored_by_the_shipped_model_and_by_every_fold_head(cv
     assert h["n"] == 3 and 0 <= h["mpox_alerts"] <= h["called_mpox"] <= 3 and 0 <= h["called_normal"] <= 3
     by_fold = doc["healthy_by_fold"]["folds"]
     assert len(by_fold) == 2 and all(c["n"] == 3 and c["mpox_alerts"] <= c["called_mpox"] for c in by_fold)
+    assert json.loads((out / "model" / "metrics.json").read_text())["healthy_by_fold"] == by_fold
+    assert "Each of the recipe's 2 fold heads" in (out / "model" / "model_card.md").read_text()
     assert json.loads((out / "model" / "metrics.json").read_text())["healthy_test"]["n"] == 3
     assert "Healthy people through the camera pipeline" in (out / "model" / "model_card.md").read_text()
 
