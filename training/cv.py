@@ -379,13 +379,14 @@ def main(args: argparse.Namespace) -> dict:
     folds = [_with_negatives(f, extra_train) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
     raw, results = out_of_fold(inputs, pool, folds, recipe, n=dev)
     oof, offset, unshifted, choices = raw, None, {}, []
+    plain_temperature = fit_temperature(raw, y)  # the unshifted reports are the plain recipe's, T included
     if recipe.mpox_recall:
         oof, choices = cross_fitted(raw, y, [f.test for f in folds], target=recipe.mpox_recall)
         offset = choose_offset(raw, y, target=recipe.mpox_recall)
         print(f"mpox offset per fold {[c.delta for c in choices]}, shipped {offset.delta} "
               f"(out-of-fold recall {offset.recall:.3f})", flush=True)
         unshifted["kfold"] = _headline(write_report(
-            out / "unshifted" / "kfold", samples, raw, temperature=fit_temperature(raw, y), threshold=0.6,
+            out / "unshifted" / "kfold", samples, raw, temperature=plain_temperature, threshold=0.6,
             title=f"{recipe.arch} out-of-fold, no mpox offset", extra={"recipe": asdict(recipe)}))
     temperature = fit_temperature(oof, y)
     reports = {"kfold": _headline(write_report(
@@ -403,7 +404,7 @@ def main(args: argparse.Namespace) -> dict:
         if offset is not None:  # its δ from the k-fold logits of photos outside this fold's test side
             rest = np.setdiff1d(np.arange(dev), fold.test)
             unshifted[fold.name] = _headline(write_report(
-                out / "unshifted" / fold.name, sub, logits, temperature=temperature, threshold=0.6,
+                out / "unshifted" / fold.name, sub, logits, temperature=plain_temperature, threshold=0.6,
                 title=f"{recipe.arch} {fold.name}, no mpox offset", extra={"recipe": asdict(recipe)}))
             logits = shift(logits, choose_offset(raw[rest], y[rest], target=recipe.mpox_recall).delta)
         reports[fold.name] = _headline(write_report(
