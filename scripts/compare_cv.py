@@ -31,8 +31,12 @@ def paired_set(a: Path, b: Path, group_of: dict[str, str]) -> PairedSet:
     if set(pa) != set(pb):
         raise SystemExit(f"{a} and {b} did not predict the same photos")
     paths = sorted(pa)
+    unknown = [p for p in paths if str(Path(p).resolve()) not in group_of]
+    if unknown:
+        raise SystemExit(f"{len(unknown)} photos of {a} are not in --data (e.g. {unknown[0]}): is it the runs' folder?")
     return PairedSet(pred_a=np.array([pa[p][1] for p in paths]), pred_b=np.array([pb[p][1] for p in paths]),
-                     y_true=np.array([pa[p][0] for p in paths]), groups=[group_of[p] for p in paths])
+                     y_true=np.array([pa[p][0] for p in paths]),
+                     groups=[group_of[str(Path(p).resolve())] for p in paths])
 
 
 def _cell(d: PairedDifference) -> str:
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("base", help="run A (a cv --out folder)")
     p.add_argument("others", nargs="+", help="runs B")
     args = p.parse_args(argv)
-    group_of = {str(s.path): s.group for s in scan_dataset(args.data, verify=False)}
+    group_of = {str(Path(s.path).resolve()): s.group for s in scan_dataset(args.data, verify=False)}
     base = Path(args.base)
     print("| run B vs A | evaluation | macro-F1 A → B (B − A, 95 % CI) | mpox recall A → B (B − A, 95 % CI) |")
     print("|---|---|---|---|")

@@ -10,7 +10,9 @@ Measured in docs/RESULTS.md (session 7); not kept, so not a ``--arch`` of its ow
 ``deep`` (MobileNetV2 blocks 16, 17; Lite2 blocks 19, 20) or ``mid_deep`` (also MobileNetV2 13 and
 Lite2 14, both 14×14). The rest of the command line is ``mpox-aism cv``'s, for
 ``--arch mobilenet_v2+efficientnet_lite2``. The session-7 figures were made with a ``--cache`` of each
-variant's own; the cache key now also holds the feature width, so a shared one is safe.
+variant's own; the cache key now holds the network's class (one per variant) and feature width, so a
+shared one is safe. A ``--ship`` directory here is for the shipped head's figures only: it records the
+plain fused arch but carries a wider head, so ``load_model`` (kiosk, evaluate) refuses it, loudly.
 
     python scripts/probe_taps.py mid_deep --data ../shared/data/skin8 \\
         --arch mobilenet_v2+efficientnet_lite2 --image-size 224 --balance class_source \\
@@ -77,13 +79,13 @@ class TappedFused(FusedBackbones):
 
 def main(argv: list[str]) -> None:
     variant, rest = argv[0], argv[1:]
-    TappedFused.taps = VARIANTS[variant]
+    tapped = type(f"TappedFused_{variant}", (TappedFused,), {"taps": VARIANTS[variant]})  # its own cache key
     args = cv.get_args_parser().parse_args(rest)
     if args.arch != "mobilenet_v2+efficientnet_lite2":
         raise SystemExit("probe_taps: taps are defined for --arch mobilenet_v2+efficientnet_lite2 only")
     import training.models as models
 
-    models.FusedBackbones = TappedFused  # build_model constructs (and isinstance-checks) the fused network by this name
+    models.FusedBackbones = tapped  # build_model constructs (and isinstance-checks) the fused network by this name
     cv.main(args)
 
 

@@ -254,7 +254,7 @@ def healthy_by_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], re
     checks = []
     for i, fold in enumerate(folds):
         _, head = fit_network(inputs, samples, fold.train, recipe)
-        logits = shift(head.logits(healthy_feats[:, :1]), offsets[i] if offsets else 0.0)
+        logits = shift(head.logits(_views(healthy_feats, recipe, train=False)), offsets[i] if offsets else 0.0)
         checks.append(HealthyCheck.from_probs(softmax(logits, temperature)))
     return checks
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -207,13 +208,14 @@ class LinearHead:
         """One head whose logits are the mean of ``heads``' logits: an ensemble that is still one layer.
 
         Averaged on raw features, as each member standardised with its own training side's μ, σ.
-        ``l2`` is the members' median penalty, for the record; ``member_l2`` keeps them all.
+        ``l2`` is the members' (upper) median penalty, a grid value, for the record; ``member_l2`` keeps them all.
         """
         raws = [h.raw() for h in heads]
         w, b = np.mean([r[0] for r in raws], axis=0), np.mean([r[1] for r in raws], axis=0)
         d = w.shape[1]
-        return cls(weight=w, bias=b, mean=np.zeros(d), scale=np.ones(d), l2=float(np.median([h.l2 for h in heads])),
-                   member_l2=tuple(h.l2 for h in heads))
+        return cls(weight=w, bias=b, mean=np.zeros(d), scale=np.ones(d),
+                   l2=float(statistics.median_high(h.l2 for h in heads)), member_l2=tuple(h.l2 for h in heads),
+                   removed_directions=max(h.removed_directions for h in heads))
 
     def fold_into(self, linear: nn.Linear) -> None:
         """Write :meth:`raw` into ``linear``: the network's logits are the head's."""
