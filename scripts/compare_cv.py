@@ -31,12 +31,11 @@ def paired_set(a: Path, b: Path, group_of: dict[str, str]) -> PairedSet:
     if set(pa) != set(pb):
         raise SystemExit(f"{a} and {b} did not predict the same photos")
     paths = sorted(pa)
-    unknown = [p for p in paths if str(Path(p).resolve()) not in group_of]
-    if unknown:
-        raise SystemExit(f"{len(unknown)} photos of {a} are not in --data (e.g. {unknown[0]}): is it the runs' folder?")
+    groups = [group_of.get(str(Path(p).resolve())) for p in paths]
+    if None in groups:
+        raise SystemExit(f"{groups.count(None)} photos of {a} are not in --data: is it the runs' folder?")
     return PairedSet(pred_a=np.array([pa[p][1] for p in paths]), pred_b=np.array([pb[p][1] for p in paths]),
-                     y_true=np.array([pa[p][0] for p in paths]),
-                     groups=[group_of[str(Path(p).resolve())] for p in paths])
+                     y_true=np.array([pa[p][0] for p in paths]), groups=groups)
 
 
 def _cell(d: PairedDifference) -> str:

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import cv
-from training.efficientnet_lite import EfficientNetLite
 from training.fused import FusedBackbones
 
 VARIANTS: dict[str, tuple[frozenset[int], frozenset[int]]] = {  # (MobileNetV2 blocks, Lite2 blocks)
@@ -38,23 +37,16 @@ VARIANTS: dict[str, tuple[frozenset[int], frozenset[int]]] = {  # (MobileNetV2 b
 }
 
 
-def _mobilenet_maps(branch: nn.Module, x: torch.Tensor, taps: frozenset[int]) -> list[torch.Tensor]:
-    maps = []
-    for i, block in enumerate(branch.features):
-        x = block(x)
-        if i in taps:
-            maps.append(x)
-    return [*maps, x]
-
-
-def _lite_maps(branch: EfficientNetLite, x: torch.Tensor, taps: frozenset[int]) -> list[torch.Tensor]:
-    maps = []
-    x = F.relu6(branch._bn0(branch._conv_stem(x)))
-    for i, block in enumerate(branch._blocks):
-        x = block(x)
-        if i in taps:
-            maps.append(x)
-    return [*maps, branch._head_act(branch._bn1(branch._conv_head(x)))]
+def _stage_maps(branch: nn.Module, blocks: nn.Module, taps: frozenset[int], x: torch.Tensor) -> list[torch.Tensor]:
+    """The branch's own ``features(x)``, with the outputs of ``blocks[i]`` for i in ``taps`` before it."""
+    maps: list[torch.Tensor] = []
+    hooks = [blocks[i].register_forward_hook(lambda _m, _in, out: maps.append(out)) for i in sorted(taps)]
+    try:
+        last = branch.features(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [*maps, last]
 
 
 class TappedFused(FusedBackbones):
@@ -70,8 +62,8 @@ class TappedFused(FusedBackbones):
         self.fc = nn.Linear(width, self.fc.out_features)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        mnv2, lite = self.branches
-        maps = _mobilenet_maps(mnv2, x, self.taps[0]) + _lite_maps(lite, x, self.taps[1])
+        mnv2, lite = self.branches  # MobileNetV2's blocks are its ``features``; Lite's its ``_blocks``
+        maps = _stage_maps(mnv2, mnv2.features, self.taps[0], x) + _stage_maps(lite, lite._blocks, self.taps[1], x)
         grid = maps[-1].shape[-1]
         maps = [m if m.shape[-1] == grid else F.avg_pool2d(m, m.shape[-1] // grid) for m in maps]
         return self.fuse(torch.cat(maps, dim=1))

@@ -190,13 +190,12 @@ def _fit(feats: np.ndarray, samples: list[Sample], idx: np.ndarray, recipe: Prob
         return LinearHead.average([_fit(feats, samples, idx[m.train], replace(recipe, fold_mean=0))
                                    for m in members])
     y, w = _weights(samples, idx, recipe)
-    groups = [samples[i].group for i in idx]
+    views, groups = _views(feats[idx], recipe, train=True), [samples[i].group for i in idx]
     if recipe.remove_source_directions:
-        return fit_head_without_sources(_views(feats[idx], recipe, train=True), y, weights=w, groups=groups,
+        return fit_head_without_sources(views, y, weights=w, groups=groups,
                                         sources=[samples[i].extra.get("source", "") for i in idx],
                                         l2_grid=recipe.l2_grid, seed=recipe.seed)
-    return fit_head(_views(feats[idx], recipe, train=True), y, weights=w, groups=groups,
-                    l2_grid=recipe.l2_grid, seed=recipe.seed)
+    return fit_head(views, y, weights=w, groups=groups, l2_grid=recipe.l2_grid, seed=recipe.seed)
 
 
 def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe
@@ -212,10 +211,12 @@ def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: 
     return tuned, head
 
 
-def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRecipe
-             ) -> tuple[np.ndarray, FoldResult]:
-    """Fit on the fold's training side; logits for its test side."""
+def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRecipe, *,
+             heads: list[LinearHead] | None = None) -> tuple[np.ndarray, FoldResult]:
+    """Fit on the fold's training side; logits for its test side. ``heads``: the fitted head is appended."""
     model, head = fit_network(inputs, samples, fold.train, recipe)
+    if heads is not None:
+        heads.append(head)
     if recipe.tune_blocks:
         logits = top_logits(model, recipe.arch, recipe.tune_blocks, inputs.stem[fold.test], tta=recipe.tta)
     else:
@@ -228,12 +229,13 @@ def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRec
 
 
 def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe, *,
-                n: int, quiet: bool = False) -> tuple[np.ndarray, list[FoldResult]]:
-    """Logits for the first ``n`` samples, each from the one fold that tested it."""
+                n: int, quiet: bool = False, heads: list[LinearHead] | None = None
+                ) -> tuple[np.ndarray, list[FoldResult]]:
+    """Logits for the first ``n`` samples, each from the one fold that tested it (``heads``: see run_fold)."""
     oof = np.zeros((n, len(LABELS)))
     results = []
     for fold in folds:
-        logits, res = run_fold(inputs, samples, fold, recipe)
+        logits, res = run_fold(inputs, samples, fold, recipe, heads=heads)
         oof[fold.test] = logits
         results.append(res)
         if not quiet:
@@ -242,21 +244,17 @@ def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe
     return oof, results
 
 
-def healthy_by_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe,
-                    healthy_feats: np.ndarray, *, temperature: float,
-                    offsets: list[float] | None = None) -> list[HealthyCheck]:
+def healthy_by_fold(heads: list[LinearHead], healthy_feats: np.ndarray, recipe: ProbeRecipe, *,
+                    temperature: float, offsets: list[float] | None = None) -> list[HealthyCheck]:
     """Each k-fold head's calls on the healthy crops: the spread the shipped head's one count hides.
 
     Why: the count from one whole-data head moved 4 → 6 between two heads that differ only in the
     penalty the inner CV chose, as large as most differences between recipes; the k fold heads give
     k counts of the same recipe. ``offsets``: each fold's screening offset (``--mpox-recall``).
     """
-    checks = []
-    for i, fold in enumerate(folds):
-        _, head = fit_network(inputs, samples, fold.train, recipe)
-        logits = shift(head.logits(_views(healthy_feats, recipe, train=False)), offsets[i] if offsets else 0.0)
-        checks.append(HealthyCheck.from_probs(softmax(logits, temperature)))
-    return checks
+    return [HealthyCheck.from_probs(softmax(shift(head.logits(_views(healthy_feats, recipe, train=False)),
+                                                  offsets[i] if offsets else 0.0), temperature))
+            for i, head in enumerate(heads)]
 
 
 def _holdout_fold(samples: list[Sample], model_path: str, exclude: set[str]) -> Fold:
@@ -377,7 +375,8 @@ def main(args: argparse.Namespace) -> dict:
     pool = samples + negatives  # indices ≥ dev are negatives: on every training side, never tested
 
     folds = [_with_negatives(f, extra_train) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
-    raw, results = out_of_fold(inputs, pool, folds, recipe, n=dev)
+    fold_heads: list[LinearHead] = []
+    raw, results = out_of_fold(inputs, pool, folds, recipe, n=dev, heads=fold_heads)
     oof, offset, unshifted, choices = raw, None, {}, []
     plain_temperature = fit_temperature(raw, y)  # the unshifted reports are the plain recipe's, T included
     if recipe.mpox_recall:
@@ -417,7 +416,7 @@ def main(args: argparse.Namespace) -> dict:
     healthy_feats = features(healthy, train=False) if healthy else None
     by_fold = []
     if healthy_feats is not None and not recipe.tune_blocks:
-        by_fold = healthy_by_fold(inputs, pool, folds, recipe, healthy_feats, temperature=temperature,
+        by_fold = healthy_by_fold(fold_heads, healthy_feats, recipe, temperature=temperature,
                                   offsets=[c.delta for c in choices] or None)
         print("healthy crops called mpox by each fold head: "
               + ", ".join(f"{c.called_mpox} ({c.mpox_alerts} with p ≥ {c.threshold:g})" for c in by_fold), flush=True)
@@ -485,6 +484,19 @@ def shipped_temperature(inputs: Inputs, samples: list[Sample], folds: list[Fold]
     return t, expected_calibration_error(softmax(oof, t), y)
 
 
+def _recipe_kind(recipe: ProbeRecipe) -> str:
+    """One line for the card: what was fitted, on what."""
+    if recipe.tune_blocks:
+        return f"linear probe, then the last {recipe.tune_blocks} blocks fine-tuned (LP-FT)"
+    parts = ["linear probe"]
+    if recipe.fold_mean:
+        parts.append(f" (the mean of {recipe.fold_mean} heads, each without one group fold)")
+    if recipe.remove_source_directions:
+        parts.append(", within-class source directions removed")
+    parts.append(f" on frozen {'adapted' if recipe.backbone_init else 'ImageNet'} backbone")
+    return "".join(parts)
+
+
 def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
          temperature: float, command: str, kfold_dir: Path, data_root: str,
          loso: dict[str, dict] | None = None, n_dev: int | None = None,
@@ -509,7 +521,7 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
         temperature = t
     if not recipe.tune_blocks:
         if healthy_feats is not None:
-            logits = shift(head.logits(healthy_feats[:, :1]), mpox_offset)
+            logits = shift(head.logits(_views(healthy_feats, recipe, train=False)), mpox_offset)
             check = HealthyCheck.from_probs(softmax(logits, temperature))
         model = copy.deepcopy(model)  # the cached backbone stays untouched
         head.fold_into(classifier_head(model))
@@ -521,13 +533,7 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
                "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
                "validation": f"none held out: figures are out-of-fold ({recipe.folds}-fold by group)"},
         recipe={"command": command, "l2": head.l2, "member_l2": list(head.member_l2), "mpox_offset": mpox_offset,
-                "kind": (f"linear probe, then the last {recipe.tune_blocks} blocks fine-tuned (LP-FT)"
-                         if recipe.tune_blocks else "linear probe"
-                         + (f" (the mean of {recipe.fold_mean} heads, each without one group fold)"
-                            if recipe.fold_mean else "")
-                         + (", within-class source directions removed" if recipe.remove_source_directions else "")
-                         + " on frozen "
-                         + ("adapted" if recipe.backbone_init else "ImageNet") + " backbone"),
+                "kind": _recipe_kind(recipe),
                 "args": asdict(recipe),
                 "pretrained": f"imagenet, then {recipe.backbone_init}" if recipe.backbone_init else "imagenet"})
     out = Path(out_dir)

@@ -136,6 +136,13 @@ def compute_metrics(probs: np.ndarray, y_true: np.ndarray, *,
     }
 
 
+def _figures(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float, float]:
+    """(macro-F1, accuracy, class ``k``'s recall — NaN without support) of one draw."""
+    cm = confusion_matrix(y, pred)
+    recall = float(cm[k, k] / cm[k].sum()) if cm[k].sum() else float("nan")
+    return macro_f1(cm), float(np.trace(cm) / max(1, cm.sum())), recall
+
+
 def group_bootstrap(probs: np.ndarray, y_true: np.ndarray, groups: Sequence[str], *, n: int = 1000,
                     seed: int = 0, focus: str = "mpox") -> dict[str, dict[str, float]]:
     """95 % intervals of accuracy, macro-F1 and the ``focus`` class's recall, resampling whole groups.
@@ -154,11 +161,11 @@ def group_bootstrap(probs: np.ndarray, y_true: np.ndarray, groups: Sequence[str]
     acc, f1, rec = [], [], []
     for _ in range(n):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        cm = confusion_matrix(y_true[idx], pred[idx])
-        acc.append(float(np.trace(cm) / max(1, cm.sum())))
-        f1.append(macro_f1(cm))
-        if cm[k].sum():
-            rec.append(float(cm[k, k] / cm[k].sum()))
+        f, a, r = _figures(y_true[idx], pred[idx], k)
+        acc.append(a)
+        f1.append(f)
+        if not np.isnan(r):
+            rec.append(r)
 
     def interval(v: list[float]) -> dict[str, float]:
         lo, hi = np.percentile(v, [2.5, 97.5]) if v else (float("nan"), float("nan"))
@@ -188,12 +195,6 @@ class PairedDifference:
     diff: float
     low: float
     high: float
-
-
-def _figures(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float, float]:
-    cm = confusion_matrix(y, pred)
-    recall = float(cm[k, k] / cm[k].sum()) if cm[k].sum() else float("nan")
-    return macro_f1(cm), float(np.trace(cm) / max(1, cm.sum())), recall
 
 
 def paired_group_bootstrap(sets: Sequence[PairedSet], *, n: int = 1000, seed: int = 0,
