@@ -109,6 +109,40 @@ def _with_negatives(fold: Fold, extra: np.ndarray) -> Fold:
     return Fold(name=fold.name, train=np.concatenate([fold.train, extra]).astype(int), test=fold.test)
 
 
+def derived_parents(derived: list[Sample], samples: list[Sample], data_root: str | Path) -> np.ndarray:
+    """For each derived view (``--derived``), the index of the dev photo it was cut from (its ``parent``).
+
+    Why by photo, not group: a view must train exactly when its photo does, and a fold's training
+    side is not always "every group it does not test" (``--holdout-exclude`` drops whole sources).
+    """
+    index = {s.path.resolve(): i for i, s in enumerate(samples)}
+    parents = []
+    for d in derived:
+        parent = (Path(data_root) / d.extra.get("parent", "")).resolve()
+        if not d.extra.get("parent") or parent not in index:
+            raise SystemExit(f"cv --derived: {d.path} names no dev photo as its parent "
+                             f"({d.extra.get('parent')!r} is not under {data_root}); a view of a photo "
+                             "outside the dev set belongs in --negatives")
+        if samples[index[parent]].label != d.label:
+            raise SystemExit(f"cv --derived: {d.path} is labeled {d.label_name}, its parent photo "
+                             f"{samples[index[parent]].label_name}: a view of a photo shows what it shows")
+        if samples[index[parent]].group != d.group:
+            raise SystemExit(f"cv --derived: {d.path} has group {d.group!r}, its parent photo "
+                             f"{samples[index[parent]].group!r}: folds split by group")
+        parents.append(index[parent])
+    return np.array(parents, dtype=int)
+
+
+def with_extras(fold: Fold, negatives: np.ndarray, derived: np.ndarray, parents: np.ndarray) -> Fold:
+    """The fold's training side plus every negative, and each derived view whose parent it trains on.
+
+    Why beside its parent: a view is a near-copy of its photo, so it must never train while that
+    photo (or its group) is tested — a leak that would inflate every figure.
+    """
+    own = derived[np.isin(parents, fold.train)]
+    return _with_negatives(fold, np.concatenate([negatives, own]))
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Cross-validate a linear-probe recipe (and ship it).",
                                 add_help=add_help)
@@ -123,9 +157,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "minus --holdout-exclude sources (a paired comparison with that model)")
     p.add_argument("--holdout-exclude", nargs="*", default=[], metavar="SOURCE",
                    help="sources the --holdout-of model never trained on, kept out of that fold's training")
-    p.add_argument("--negatives", default=None, metavar="DIR",
-                   help="labeled folder added to every training side and never tested, e.g. the "
+    p.add_argument("--negatives", nargs="+", default=None, metavar="DIR",
+                   help="labeled folders added to every training side and never tested, e.g. the "
                         "pipeline's crops of healthy people (scripts/healthy_crops.py → DIR/people)")
+    p.add_argument("--derived", default=None, metavar="DIR",
+                   help="labeled folder of training-only views cut from dev photos (manifest column "
+                        "`parent`: the photo's path under --data), e.g. close-up patches of healthy skin "
+                        "(scripts/closeup_skin.py → DIR/dev); a view trains exactly when its photo does, "
+                        "and is never tested")
     p.add_argument("--healthy-test", default=None, metavar="DIR",
                    help="crops of healthy people never trained on (scripts/healthy_crops.py → DIR/video): "
                         "the shipped model's false mpox calls there go into cv.json and the model card")
@@ -345,7 +384,9 @@ def main(args: argparse.Namespace) -> dict:
     samples = scan_dataset(args.data, require_all_classes=True)
     model = build_probe_model(recipe)
     cache = Path(args.cache) if args.cache else out.parent / "cache"
-    negatives = scan_dataset(args.negatives) if args.negatives else []
+    negatives = [s for d in args.negatives or [] for s in scan_dataset(d)]
+    derived = scan_dataset(args.derived) if args.derived else []
+    parents = derived_parents(derived, samples, args.data)
     dev = len(samples)
 
     def features(which: list[Sample], *, train: bool = True) -> np.ndarray:
@@ -366,15 +407,21 @@ def main(args: argparse.Namespace) -> dict:
         return cached_array(cache, key, lambda: stem_outputs(
             stem, which, image_size=recipe.image_size, workers=args.workers))
 
-    parts = [samples, negatives] if negatives else [samples]
+    parts = [p for p in (samples, negatives, derived) if p]
     inputs = Inputs(model=model, feats=np.concatenate([features(p) for p in parts]))
     if recipe.tune_blocks:
         inputs.stem = np.concatenate([stems(p) for p in parts])
     y = np.array([s.label for s in samples])
-    extra_train = np.arange(dev, dev + len(negatives))
-    pool = samples + negatives  # indices ≥ dev are negatives: on every training side, never tested
+    # pool: [dev photos | negatives: on every training side | derived views: beside their photo], only
+    # the dev photos are ever tested
+    pool = samples + negatives + derived
+    neg_idx = np.arange(dev, dev + len(negatives))
+    derived_idx = np.arange(dev + len(negatives), len(pool))
 
-    folds = [_with_negatives(f, extra_train) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
+    def extras(fold: Fold) -> Fold:
+        return with_extras(fold, neg_idx, derived_idx, parents)
+
+    folds = [extras(f) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
     fold_heads: list[LinearHead] = []
     raw, results = out_of_fold(inputs, pool, folds, recipe, n=dev, heads=fold_heads)
     oof, offset, unshifted, choices = raw, None, {}, []
@@ -396,7 +443,7 @@ def main(args: argparse.Namespace) -> dict:
     extra_folds = [leave_source_out(samples, src) for src in args.loso]
     if args.holdout_of:
         extra_folds.append(_holdout_fold(samples, args.holdout_of, set(args.holdout_exclude)))
-    for fold in [_with_negatives(f, extra_train) for f in extra_folds]:
+    for fold in [extras(f) for f in extra_folds]:
         logits, res = run_fold(inputs, pool, fold, recipe)
         results.append(res)
         sub = [samples[i] for i in fold.test]
@@ -423,6 +470,7 @@ def main(args: argparse.Namespace) -> dict:
 
     doc = {"command": command, "recipe": asdict(recipe), "temperature": temperature,
            "n": len(samples), "negatives": {"data": args.negatives, "n": len(negatives)},
+           "derived": {"data": args.derived, "n": len(derived)},
            "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
            "folds": [asdict(r) for r in results], "reports": reports,
            **({"mpox_offset": asdict(offset), "unshifted": unshifted} if offset is not None else {}),
@@ -438,6 +486,7 @@ def main(args: argparse.Namespace) -> dict:
         shipped = ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
                      kfold_dir=out / "kfold", data_root=str(args.data),
                      loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev,
+                     n_derived=len(derived),
                      healthy_feats=healthy_feats,
                      mpox_offset=offset.delta if offset is not None else 0.0, folds=folds,
                      fold_checks=by_fold)
@@ -499,7 +548,7 @@ def _recipe_kind(recipe: ProbeRecipe) -> str:
 
 def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
          temperature: float, command: str, kfold_dir: Path, data_root: str,
-         loso: dict[str, dict] | None = None, n_dev: int | None = None,
+         loso: dict[str, dict] | None = None, n_dev: int | None = None, n_derived: int = 0,
          healthy_feats: np.ndarray | None = None, mpox_offset: float = 0.0,
          folds: list[Fold] | None = None, fold_checks: list[HealthyCheck] | None = None) -> Shipped:
     """Fit the recipe on every photo, save the resulting network as a model directory + card.
@@ -507,15 +556,17 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
     ``healthy_feats``: features of healthy people's crops that no fold trained on; the shipped
     network's calls on them (:class:`HealthyCheck`) go into ``metrics.json`` and the card.
     ``mpox_offset``: the operating point's δ, added to the head's mpox bias. ``folds``: the k-fold
-    (with the recipe's negatives) on which the head's own temperature is fitted. ``fold_checks``: the
+    (with the recipe's negatives) on which the head's own temperature is fitted. ``samples`` is
+    [dev photos (``n_dev``) | negatives | the last ``n_derived``: views cut from dev photos]. ``fold_checks``: the
     k-fold heads' calls on the same healthy crops (:func:`healthy_by_fold`), for the card.
     """
+    n_dev = len(samples) - n_derived if n_dev is None else n_dev
     model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     check = None
     calibration = ShippedCalibration(temperature, head.l2, None, temperature)
     # a fold-mean head is built as every fold's head was, so the recipe's temperature is its own
     if folds and not recipe.tune_blocks and not recipe.fold_mean and len(recipe.l2_grid) > 1:
-        t, ece = shipped_temperature(inputs, samples, folds, recipe, head.l2, n=n_dev or len(samples),
+        t, ece = shipped_temperature(inputs, samples, folds, recipe, head.l2, n=n_dev,
                                      mpox_offset=mpox_offset)
         calibration = ShippedCalibration(t, head.l2, ece, temperature)
         temperature = t
@@ -529,7 +580,8 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
         classifier_head(model).bias[MPOX] += mpox_offset
     info = ModelInfo(
         arch=recipe.arch, image_size=recipe.image_size, temperature=temperature, val_groups=[],
-        split={"n_train": len(samples), "n_negatives": len(samples) - (n_dev or len(samples)),
+        split={"n_train": len(samples), "n_negatives": len(samples) - n_dev - n_derived,
+               "n_derived": n_derived,
                "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
                "validation": f"none held out: figures are out-of-fold ({recipe.folds}-fold by group)"},
         recipe={"command": command, "l2": head.l2, "member_l2": list(head.member_l2), "mpox_offset": mpox_offset,
@@ -549,7 +601,8 @@ def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: Pro
     for name in ("metrics.md", "confusion_matrix.png", "reliability.png", "threshold_sweep.png"):
         (out / name).write_bytes((kfold_dir / name).read_bytes())
     write_model_card(out, info, metrics, samples[:n_dev], data_root=data_root, loso=loso,
-                     negatives=samples[n_dev:] if n_dev is not None else [], healthy=check,
+                     negatives=samples[n_dev:len(samples) - n_derived],
+                     derived=samples[len(samples) - n_derived:] if n_derived else [], healthy=check,
                      healthy_by_fold=fold_checks or ())
     print(f"shipped {recipe.arch} (l2={head.l2:g}, T={temperature:.3f}; recipe's T "
           f"{calibration.recipe_temperature:.3f}) → {path}" + (f"; healthy crops: {check.summary()}" if check else ""))

