@@ -18,6 +18,7 @@ plain fused arch but carries a wider head, so ``load_model`` (kiosk, evaluate) r
         --arch mobilenet_v2+efficientnet_lite2 --image-size 224 --balance class_source \\
         --negatives runs/healthy_crops/people --healthy-test runs/healthy_crops/video \\
         --loso msid monkeypox2022 msld_v1 --out runs/cv/taps_mid --cache runs/cv/cache_mid --ship runs/taps_mid
+    python scripts/probe_taps.py bench    # forward cost per crop, plain fused vs each variant
 """
 
 from __future__ import annotations
@@ -69,7 +70,47 @@ class TappedFused(FusedBackbones):
         return self.fuse(torch.cat(maps, dim=1))
 
 
+def bench(argv: list[str]) -> None:
+    """``bench [--threads N] [--runs R]``: the classifier's forward cost per crop, plain fused vs each variant.
+
+    Random weights (the cost does not depend on them), torch CPU, batch 1, 224 px; median of R runs.
+    """
+    import argparse
+    import time
+
+    from training.models import build_model
+
+    p = argparse.ArgumentParser(prog="probe_taps.py bench")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=50)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    def branches() -> dict[str, nn.Module]:
+        return {a: build_model(a, image_size=224) for a in ("mobilenet_v2", "efficientnet_lite2")}
+
+    nets = {"fused": FusedBackbones(branches(), num_classes=8, image_size=224)}
+    for name, taps in VARIANTS.items():
+        nets[name] = type(f"TappedFused_{name}", (TappedFused,), {"taps": taps})(
+            branches(), num_classes=8, image_size=224)
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        for name, net in nets.items():
+            net.eval()
+            for _ in range(5):
+                net(x)
+            times = []
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                net(x)
+                times.append(time.perf_counter() - t)
+            print(f"{name}: {1000 * sorted(times)[len(times) // 2]:.1f} ms per crop (median of {args.runs}, "
+                  f"{args.threads} threads, {net.fc.in_features} features)", flush=True)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["bench"]:
+        return bench(argv[1:])
     variant, rest = argv[0], argv[1:]
     tapped = type(f"TappedFused_{variant}", (TappedFused,), {"taps": VARIANTS[variant]})  # its own cache key
     args = cv.get_args_parser().parse_args(rest)
