@@ -70,6 +70,11 @@ class TappedFused(FusedBackbones):
         return self.fuse(torch.cat(maps, dim=1))
 
 
+def variant_class(name: str) -> type[FusedBackbones]:
+    """The tapped network of one variant, a class of its own (its name is in the feature cache key)."""
+    return type(f"TappedFused_{name}", (TappedFused,), {"taps": VARIANTS[name]})
+
+
 def bench(argv: list[str]) -> None:
     """``bench [--threads N] [--runs R]``: the classifier's forward cost per crop, plain fused vs each variant.
 
@@ -90,9 +95,8 @@ def bench(argv: list[str]) -> None:
         return {a: build_model(a, image_size=224) for a in ("mobilenet_v2", "efficientnet_lite2")}
 
     nets = {"fused": FusedBackbones(branches(), num_classes=8, image_size=224)}
-    for name, taps in VARIANTS.items():
-        nets[name] = type(f"TappedFused_{name}", (TappedFused,), {"taps": taps})(
-            branches(), num_classes=8, image_size=224)
+    for name in VARIANTS:
+        nets[name] = variant_class(name)(branches(), num_classes=8, image_size=224)
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         for name, net in nets.items():
@@ -112,7 +116,7 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["bench"]:
         return bench(argv[1:])
     variant, rest = argv[0], argv[1:]
-    tapped = type(f"TappedFused_{variant}", (TappedFused,), {"taps": VARIANTS[variant]})  # its own cache key
+    tapped = variant_class(variant)
     args = cv.get_args_parser().parse_args(rest)
     if args.arch != "mobilenet_v2+efficientnet_lite2":
         raise SystemExit("probe_taps: taps are defined for --arch mobilenet_v2+efficientnet_lite2 only")

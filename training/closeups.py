@@ -16,6 +16,7 @@ its image's group, and names that image in the manifest column ``parent`` (``cv 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +88,8 @@ def cut_folder(src: Path, out: Path, rule: PatchRule = PatchRule(), *, source: s
     (out / "normal").mkdir(parents=True, exist_ok=True)
     for stale in (out / "normal").glob("*_close*.png"):  # an earlier cut's patches are not this one's
         stale.unlink()
-    stems = [Path(r["path"]).stem for r in rows]
-    if len(set(stems)) != len(stems):  # one patch file would stand for two photos (and two groups)
-        twice = sorted({s for s in stems if stems.count(s) > 1})
+    twice = sorted(s for s, n in Counter(Path(r["path"]).stem for r in rows).items() if n > 1)
+    if twice:  # one patch file would stand for two photos (and two groups)
         raise ValueError(f"{src}: normal images share a file stem ({', '.join(twice[:3])}); patches are named by it")
     written = []
     for r in rows:

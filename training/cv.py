@@ -123,12 +123,13 @@ def derived_parents(derived: list[Sample], samples: list[Sample], data_root: str
             raise SystemExit(f"cv --derived: {d.path} names no dev photo as its parent "
                              f"({d.extra.get('parent')!r} is not under {data_root}); a view of a photo "
                              "outside the dev set belongs in --negatives")
-        if samples[index[parent]].label != d.label:
+        photo = samples[index[parent]]
+        if photo.label != d.label:
             raise SystemExit(f"cv --derived: {d.path} is labeled {d.label_name}, its parent photo "
-                             f"{samples[index[parent]].label_name}: a view of a photo shows what it shows")
-        if samples[index[parent]].group != d.group:
+                             f"{photo.label_name}: a view of a photo shows what it shows")
+        if photo.group != d.group:
             raise SystemExit(f"cv --derived: {d.path} has group {d.group!r}, its parent photo "
-                             f"{samples[index[parent]].group!r}: folds split by group")
+                             f"{photo.group!r}: folds split by group")
         parents.append(index[parent])
     return np.array(parents, dtype=int)
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from contracts.labels import LABELS
+from training.closeups import CLOSEUP
 from training.data import Sample
 from training.fused import fused_parts
 from training.metrics import HealthyCheck
@@ -156,11 +157,10 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         split_text = ("Every photo trains the shipped model; none is held out. The figures below are "
                       f"out-of-fold ({info.recipe.get('args', {}).get('folds', '?')}-fold by group).")
         if negatives:
-            kinds = Counter("close-up patches of them" if s.extra.get("source") == "closeup" else "crops"
-                            for s in negatives)
-            what = " and ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: kv[0] != "crops"))
-            split_text += (f" Also on every training side, never tested: {what} of healthy "
-                           f"people made by the camera pipeline itself from `../shared/data/people` "
+            patches = sum(s.extra.get("source") == CLOSEUP for s in negatives)
+            also = f", and {patches} close-up patches cut from them" if patches else ""
+            split_text += (f" Also on every training side, never tested: {len(negatives) - patches} crops of "
+                           f"healthy people made by the camera pipeline itself from `../shared/data/people`{also} "
                            f"(label `normal`; the dermatology sources hold no camera-like healthy hands). "
                            f"Terms: {SOURCE_TERMS['people']}.")
         if derived:

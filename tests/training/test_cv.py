@@ -188,11 +188,11 @@ def test_fold_mean_head_is_built_alike_out_of_fold_and_shipped(cv_run, tiny_skin
             ["--data", str(tiny_skin8), "--fold-mean", "1", "--out", str(out / "x")]))
 
 
-def _sample(path: str, group: str, parent: str | None = None):
+def _sample(path: str, group: str, parent: str | None = None, label: str = "normal"):
     from pathlib import Path
 
     from training.data import Sample
-    return Sample(path=Path(path), label=LABELS.index("normal"), group=group,
+    return Sample(path=Path(path), label=LABELS.index(label), group=group,
                   extra={"parent": parent} if parent else {})
 
 
@@ -217,8 +217,7 @@ def test_a_derived_view_must_name_a_dev_photo_of_its_own_group(tmp_path):
     with pytest.raises(SystemExit, match="names no dev photo"):
         cv.derived_parents([_sample(str(tmp_path / "v.png"), "g0")], photos, tmp_path)
     with pytest.raises(SystemExit, match="a view of a photo shows what it shows"):
-        mpox = _sample(str(tmp_path / "v.png"), "g0", parent="p0.jpg")
-        cv.derived_parents([type(mpox)(path=mpox.path, label=0, group="g0", extra=mpox.extra)], photos, tmp_path)
+        cv.derived_parents([_sample(str(tmp_path / "v.png"), "g0", parent="p0.jpg", label="mpox")], photos, tmp_path)
     with pytest.raises(SystemExit, match="folds split by group"):
         cv.derived_parents([_sample(str(tmp_path / "v.png"), "g1", parent="p0.jpg")], photos, tmp_path)
 
