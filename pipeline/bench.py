@@ -14,12 +14,29 @@ import json
 import shlex
 import sys
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
+from contracts.decision import STATES
 from contracts.model import default_backend
 from export.bench import machine
-from pipeline.decider import DecisionConfig
+from pipeline.decider import Decision, DecisionConfig
 from pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
+
+
+def track_outcomes(last: Iterable[Decision]) -> dict[str, dict[str, int]]:
+    """Tracks by the state they ended in, split by whether only close-range crops fed them.
+
+    ``decisions`` counts events (one track may emit several); this counts people, and the split
+    shows what the close-range guard (``DecisionConfig.close_range_alerts``) changes.
+    """
+    out = {"all": Counter[str](), "close_only": Counter[str]()}
+    for d in last:
+        out["all"][d.state] += 1
+        if set(d.region_kinds) == {"close"}:
+            out["close_only"][d.state] += 1
+    return {k: {s: c[s] for s in STATES} for k, c in out.items()}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -31,6 +48,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--detect-stride", type=int, default=DETECT_STRIDE)
     p.add_argument("--hold", type=int, default=DecisionConfig().hold,
                    help="decision hysteresis: classifications a new state must hold (1 = none)")
+    p.add_argument("--close-range-alerts", action="store_true",
+                   help="let close-range crops vote for an alert (off by default: see pipeline/decider.py)")
     p.add_argument("--classify-stride", type=int, default=CLASSIFY_STRIDE)
     p.add_argument("--max-hands", type=int, default=4)
     p.add_argument("--hold-frames", type=int, default=15, help="frames per still for an image folder")
@@ -53,16 +72,17 @@ def main(args: argparse.Namespace) -> dict:
     backend = args.backend or default_backend(args.model)
     opts = {"threads": args.threads} if backend == "onnxruntime" and args.threads else {}
     config = PipelineConfig(detect_stride=args.detect_stride, classify_stride=args.classify_stride,
-                            decision=DecisionConfig(hold=args.hold))
+                            decision=DecisionConfig(hold=args.hold, close_range_alerts=args.close_range_alerts))
     with load_classifier(backend, args.model, **opts) as clf, RegionDetector(max_hands=args.max_hands) as det, \
             open_source(args.source, hold_frames=args.hold_frames) as source:
         pipe = Pipeline(clf, det, config)
+        last: dict[int, Decision] = {}  # each track's latest decision: where it ended
         t0 = time.perf_counter()
         for n, frame in enumerate(source, start=1):
-            pipe.process(frame)
+            last.update((d.track_id, d) for d in pipe.process(frame).decisions)
             if args.max_frames and n >= args.max_frames:
                 break
-        list(pipe.finish())
+        last.update((d.track_id, d) for d in pipe.finish())
         wall = time.perf_counter() - t0
         dropped = source.stats().dropped_frames
     summary = pipe.stats.summary()
@@ -77,11 +97,13 @@ def main(args: argparse.Namespace) -> dict:
         "frames_with_close": summary["frames_with_close"],
         "tracks": pipe.tracks,
         "decisions": summary["decisions"],
+        "track_outcomes": track_outcomes(last.values()),
         "crops": summary["crops"],
         "rejected_crops": summary["rejected_crops"],
         "errors": summary["errors"],
         "wall_s": round(wall, 2),
         "config": {"backend": backend, "detect_stride": args.detect_stride, "hold": args.hold,
+                   "close_range_alerts": args.close_range_alerts,
                    "classify_stride": args.classify_stride, "max_hands": args.max_hands},
         "source": args.source,
         "command": "mpox-aism " + shlex.join(sys.argv[1:]),
@@ -90,5 +112,6 @@ def main(args: argparse.Namespace) -> dict:
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("frames", "fps", "stage_ms", "latency_ms", "tracks", "decisions")}))
+    print(json.dumps({k: report[k] for k in ("frames", "fps", "stage_ms", "latency_ms", "tracks", "decisions",
+                                             "track_outcomes")}))
     return report

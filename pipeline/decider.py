@@ -9,6 +9,13 @@ for the person to leave), then again only when a new state has held for ``hold``
 row (hysteresis: a steady person whose window hovers at the threshold would otherwise flap between
 ``clear`` and ``review``, and every flap is an event a person must look at), and when it ends if its
 final state differs from the last one emitted.
+
+A close-range crop (kind ``close``: skin filling the frame) does not vote for an alert unless
+``close_range_alerts`` says so: the shipped model calls about half of close-up patches of *healthy*
+skin mpox (34–70 % by zoom, docs/RESULTS.md), because none of its training photos shows healthy skin
+filling the frame. So an alert must be carried by face and hand crops; a track seen only close-up
+that the model calls mpox goes to a person (``review``) instead of raising ``suspected``. A site that
+has measured the model on its own close-range footage may turn the votes back on.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ class DecisionConfig(BaseModel):
     consensus: float = Field(0.5, gt=0, le=1, description="Share of window crops that must vote for the alert.")
     hold: int = Field(3, ge=1, description="Hysteresis: after a track's first decision, a new state is emitted "
                                            "only when it held for this many classifications in a row (1 = at once).")
+    close_range_alerts: bool = Field(False, description="Let close-range crops (skin filling the frame) vote for an "
+                                     "alert. Off: the shipped model calls about half of close-ups of healthy skin "
+                                     "mpox, so a track seen only close-up goes to review, not 'suspected'.")
 
     @field_validator("notifiable")
     @classmethod
@@ -131,7 +141,10 @@ class Decider:
         med = med / med.sum()
         top = int(med.argmax())
         label, p = self.labels[top], float(med[top])
-        votes = float((window.argmax(axis=1) == top).mean())
+        voters = window.argmax(axis=1) == top
+        if not c.close_range_alerts:  # a close-up's vote is not evidence for an alert (module docstring)
+            voters &= np.array([k != "close" for k in st.kinds])
+        votes = float(voters.mean())
         state = decide(label, p, threshold=c.threshold, notifiable=c.notifiable,
                        enough_evidence=len(st.probs) >= c.min_crops, consensus=votes >= c.consensus)
         assert st.best is not None

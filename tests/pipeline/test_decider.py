@@ -88,3 +88,29 @@ def test_hysteresis_does_not_hold_an_alert_that_alternates_with_review() -> None
     assert d.add(1, _crop(), _p("mpox", 0.5), 0.0) is None
     out = d.add(1, _crop(), _p("mpox", 0.9), 0.0)
     assert out is not None and out.state == "suspected"  # the latest state, after 3 away from `clear`
+
+
+def test_close_range_crops_do_not_vote_for_an_alert() -> None:
+    """Skin filling the frame is where the model calls healthy skin mpox: a close-up track goes to a person."""
+    d = Decider(DecisionConfig(min_crops=3))
+    for _ in range(3):
+        out = d.add(1, _crop(kind="close"), _p("mpox", 0.9), 0.0)
+    assert out.state == "review" and out.label == "mpox" and out.region_kinds == ["close"]
+    for _ in range(3):  # a non-notifiable answer needs no votes: a close-up can still be cleared
+        out = d.add(2, _crop(kind="close"), _p("normal", 0.9), 0.0)
+    assert out.state == "clear"
+    on = Decider(DecisionConfig(min_crops=3, close_range_alerts=True))
+    for _ in range(3):
+        out = on.add(1, _crop(kind="close"), _p("mpox", 0.9), 0.0)
+    assert out.state == "suspected"
+
+
+def test_an_alert_on_a_mixed_track_must_be_carried_by_face_and_hand_crops() -> None:
+    carried = Decider(DecisionConfig(min_crops=4, consensus=0.5))
+    for kind in ("face", "close", "hand", "close"):
+        out = carried.add(1, _crop(kind=kind), _p("mpox", 0.9), 0.0)
+    assert out.state == "suspected" and out.region_kinds == ["close", "face", "hand"]
+    mostly_close = Decider(DecisionConfig(min_crops=4, consensus=0.5))
+    for kind in ("face", "close", "close", "close"):
+        out = mostly_close.add(1, _crop(kind=kind), _p("mpox", 0.9), 0.0)
+    assert out.state == "review"
