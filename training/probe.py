@@ -108,7 +108,10 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size:
 
 
 def feature_cache_key(model: nn.Module, samples: Sequence[Sample], **settings: object) -> str:
-    """Changes whenever the backbone's weights, the photos (paths, sizes, mtimes) or a setting change.
+    """Changes whenever the backbone's weights, the photos (paths and contents) or a setting change.
+
+    The photos' bytes, not their mtimes: a remounted or re-copied data folder keeps its entries
+    (hashing the 54 MB dev set takes well under a second; its features take minutes).
 
     Also the network's class and feature width: two networks on the same weights can pool different
     maps (scripts/probe_taps.py), and their features must not share a cache entry.
@@ -122,8 +125,8 @@ def feature_cache_key(model: nn.Module, samples: Sequence[Sample], **settings: o
         h.update(name.encode())
         h.update(t.detach().cpu().float().numpy().tobytes())
     for s in samples:
-        st = s.path.stat()
-        h.update(f"{s.path}|{st.st_size}|{st.st_mtime_ns}".encode())
+        with open(s.path, "rb") as f:
+            h.update(f"{s.path}|{hashlib.file_digest(f, 'sha256').hexdigest()}".encode())
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:16]
 

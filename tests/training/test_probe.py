@@ -1,9 +1,12 @@
 """The linear probe: weights that balance what they should, a head that folds into nn.Linear exactly."""
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
 
+from training.data import Sample
 from training.probe import (
     LinearHead,
     feature_cache_key,
@@ -114,3 +117,14 @@ def test_feature_cache_key_tells_apart_networks_that_pool_differently_on_the_sam
     assert feature_cache_key(_Net(4), [], image_size=64) == feature_cache_key(_Net(4), [], image_size=64)
     assert feature_cache_key(_Net(4), [], image_size=64) != feature_cache_key(_Net(12), [], image_size=64)
     assert feature_cache_key(_Net(4), [], image_size=64) != feature_cache_key(_Net(4), [], image_size=96)
+
+
+def test_feature_cache_key_follows_a_photo_s_bytes_not_its_mtime(tmp_path) -> None:
+    """A remounted data folder (new mtimes, same photos) keeps its cache; an edited photo does not."""
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"one")
+    key = feature_cache_key(_Net(4), [Sample(photo, 0, "g")], image_size=64)
+    os.utime(photo, (1, 1))
+    assert feature_cache_key(_Net(4), [Sample(photo, 0, "g")], image_size=64) == key
+    photo.write_bytes(b"two")
+    assert feature_cache_key(_Net(4), [Sample(photo, 0, "g")], image_size=64) != key
