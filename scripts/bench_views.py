@@ -11,10 +11,10 @@ import time
 import numpy as np
 import torch
 
-from contracts.images import load_rgb
-from contracts.preprocess import resize_square
-from training.pretrain import SourceImages, source_size
-from training.ssl import DeviceViews, SimCLRViews
+from mpox_aism.contracts.images import load_rgb
+from mpox_aism.contracts.preprocess import resize_square
+from mpox_aism.training.pretrain import SourceImages, source_size
+from mpox_aism.training.ssl import DeviceViews, SimCLRViews
 
 N, SIZE, REPS = 64, 224, 5
 SKIN8 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "skin8")

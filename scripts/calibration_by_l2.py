@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.decision import softmax
-from training import cv
-from training.calibration import fit_temperature
-from training.data import scan_dataset
-from training.folds import group_kfold
-from training.metrics import expected_calibration_error
-from training.probe import BALANCES, DEFAULT_L2_GRID, cached_features
+from mpox_aism.contracts.decision import softmax
+from mpox_aism.training import cv
+from mpox_aism.training.calibration import fit_temperature
+from mpox_aism.training.data import scan_dataset
+from mpox_aism.training.folds import group_kfold
+from mpox_aism.training.metrics import expected_calibration_error
+from mpox_aism.training.probe import BALANCES, DEFAULT_L2_GRID, cached_features
 
 
 def main() -> None:

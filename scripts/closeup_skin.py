@@ -1,4 +1,4 @@
-"""Close-up patches of healthy skin (training/closeups.py): the test, and the change, of session 8.
+"""Close-up patches of healthy skin (mpox_aism/training/closeups.py): the test, and the change, of session 8.
 
 ``OUT/video``: patches of the pipeline's own healthy clip crops, never trained on: the test of
 "healthy skin filling the frame is called a disease". ``OUT/dev``: up to ``--per-photo`` patches of
@@ -15,7 +15,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from training.closeups import CLOSEUP, PatchRule, cut_folder
+from mpox_aism.training.closeups import CLOSEUP, PatchRule, cut_folder
 
 
 def main() -> None:

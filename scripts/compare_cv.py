@@ -2,7 +2,7 @@
 
 The runs' own intervals (each report's ``ci95``) overlap for nearly every recipe change measured here,
 which says little: both models err on the same hard photos. Resampling groups once for both
-(``training.metrics.paired_group_bootstrap``) gives the interval of the *difference*. Rows: the
+(``mpox_aism.training.metrics.paired_group_bootstrap``) gives the interval of the *difference*. Rows: the
 k-fold report, each leave-one-source-out report both runs have, and their mean.
 
     python scripts/compare_cv.py --data ../shared/data/skin8 runs/cv/fused runs/cv/taps_mid runs/cv/fm
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.labels import LABELS
-from training.data import scan_dataset
-from training.metrics import PairedDifference, PairedSet, paired_group_bootstrap
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.training.data import scan_dataset
+from mpox_aism.training.metrics import PairedDifference, PairedSet, paired_group_bootstrap
 
 
 def _predictions(report: Path) -> dict[str, tuple[int, int]]:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import cv2
 
-from contracts.images import load_rgb
-from pipeline.crops import CropExtractor
-from pipeline.regions import RegionDetector
-from pipeline.sources import open_source
+from mpox_aism.contracts.images import load_rgb
+from mpox_aism.pipeline.crops import CropExtractor
+from mpox_aism.pipeline.regions import RegionDetector
+from mpox_aism.pipeline.sources import open_source
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -24,7 +24,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 
-from kiosk.soak import proc_sample
+from mpox_aism.bench.soak import proc_sample
 
 
 def free_port() -> int:

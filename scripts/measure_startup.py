@@ -38,8 +38,8 @@ def torch_mapped(pid: int) -> bool:
 
 
 def measure(backend: str, config: str | None, settle_s: float, images: bool) -> dict:
-    from kiosk.config import load_config
-    from kiosk.run import demo_config
+    from mpox_aism.kiosk.config import load_config
+    from mpox_aism.kiosk.run import demo_config
 
     cfg = (load_config(config) if config else demo_config()).model_dump(mode="json")
     cfg["classifier"]["backend"] = backend

@@ -58,22 +58,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from contracts.images import load_rgb
-from training.calibration import fit_temperature
-from training.cv import Inputs, ProbeRecipe, build_probe_model, fit_network, out_of_fold, run_fold
-from training.data import Sample, scan_dataset
-from training.engine import seed_everything
-from training.evaluate import write_report
-from training.folds import Fold, group_kfold, leave_source_out
-from training.preprocess import preprocess
-from training.probe import PixelTransform, cached_array, cached_features, extract_features, feature_cache_key
+from mpox_aism.contracts.images import load_rgb
+from mpox_aism.training.calibration import fit_temperature
+from mpox_aism.training.cv import Inputs, ProbeRecipe, build_probe_model, fit_network, out_of_fold, run_fold
+from mpox_aism.training.data import Sample, scan_dataset
+from mpox_aism.training.engine import seed_everything
+from mpox_aism.training.evaluate import write_report
+from mpox_aism.training.folds import Fold, group_kfold, leave_source_out
+from mpox_aism.training.preprocess import preprocess
+from mpox_aism.training.probe import PixelTransform, cached_array, cached_features, extract_features, feature_cache_key
 
 try:  # the torch-free home of the label order and softmax (refactor in progress)
-    from contracts.decision import softmax
-    from contracts.labels import LABELS
+    from mpox_aism.contracts.decision import softmax
+    from mpox_aism.contracts.labels import LABELS
 except ImportError:  # pragma: no cover - the layout before it (git 49ce121)
-    from training.calibration import softmax  # type: ignore[no-redef]  # noqa: I001
-    from training.labels import LABELS  # type: ignore[no-redef]
+    from mpox_aism.training.calibration import softmax  # type: ignore[no-redef]  # noqa: I001
+    from mpox_aism.training.labels import LABELS  # type: ignore[no-redef]
 
 LOSO_SOURCES = ("msid", "monkeypox2022", "msld_v1")
 THRESHOLD = 0.6

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import cv
-from training.fused import FusedBackbones
+from mpox_aism.model.fused import FusedBackbones
+from mpox_aism.training import cv
 
 VARIANTS: dict[str, tuple[frozenset[int], frozenset[int]]] = {  # (MobileNetV2 blocks, Lite2 blocks)
     "deep": (frozenset({16, 17}), frozenset({19, 20})),
@@ -83,7 +83,7 @@ def bench(argv: list[str]) -> None:
     import argparse
     import time
 
-    from training.models import build_model
+    from mpox_aism.model.zoo import build_model
 
     p = argparse.ArgumentParser(prog="probe_taps.py bench")
     p.add_argument("--threads", type=int, default=2)
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> None:
     args = cv.get_args_parser().parse_args(rest)
     if args.arch != "mobilenet_v2+efficientnet_lite2":
         raise SystemExit("probe_taps: taps are defined for --arch mobilenet_v2+efficientnet_lite2 only")
-    import training.models as models
+    import mpox_aism.model.zoo as models
 
     models.FusedBackbones = tapped  # build_model constructs (and isinstance-checks) the fused network by this name
     cv.main(args)

@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contracts.decision import softmax
-from training.calibration import fit_temperature
-from training.cv import Inputs, ProbeRecipe, out_of_fold, run_fold
-from training.data import scan_dataset
-from training.folds import Fold, group_kfold, leave_source_out
-from training.metrics import HealthyCheck, compute_metrics
-from training.models import build_model, load_imagenet_weights
-from training.probe import cached_features, feature_cache_key, fit_head, sample_weights
+from mpox_aism.contracts.decision import softmax
+from mpox_aism.model.zoo import build_model, load_imagenet_weights
+from mpox_aism.training.calibration import fit_temperature
+from mpox_aism.training.cv import Inputs, ProbeRecipe, out_of_fold, run_fold
+from mpox_aism.training.data import scan_dataset
+from mpox_aism.training.folds import Fold, group_kfold, leave_source_out
+from mpox_aism.training.metrics import HealthyCheck, compute_metrics
+from mpox_aism.training.probe import cached_features, feature_cache_key, fit_head, sample_weights
 
 BACKBONES = {"mnv2": ("mobilenet_v2", 224), "lite0": ("efficientnet_lite0", 224),
              "lite2": ("efficientnet_lite2", 260)}

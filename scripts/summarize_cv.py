@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from contracts.labels import LABELS
+from mpox_aism.contracts.labels import LABELS
 
 
 def _ci(h: dict) -> str:

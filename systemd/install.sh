@@ -115,7 +115,7 @@ if [ -d "$HOME/.cache/mpox-aism/mediapipe" ] && [ ! -d "$CACHE/mediapipe" ]; the
     run cp -a "$HOME/.cache/mpox-aism/mediapipe" "$CACHE/mediapipe"
 fi
 run "$PREFIX/.venv/bin/python" -c \
-    "import sys; sys.path.insert(0, '$PREFIX'); from pipeline.mediapipe_models import ensure_models; ensure_models('$CACHE/mediapipe')"
+    "import sys; sys.path.insert(0, '$PREFIX'); from mpox_aism.pipeline.mediapipe_models import ensure_models; ensure_models('$CACHE/mediapipe')"
 run chown -R "$SVC:$SVC" "$CACHE"
 
 step "configuration $ETC"

@@ -75,7 +75,7 @@ def link_photos(tmp_path: Path, label: str, n: int) -> Path:
 
 
 def default_model_or_skip() -> Path:
-    from contracts.model import default_model_dir
+    from mpox_aism.contracts.model import default_model_dir
 
     d = default_model_dir()
     if not (d / "model.pt").is_file():
@@ -91,8 +91,8 @@ def default_model() -> Path:
 @pytest.fixture(scope="session")
 def real_crops() -> list:
     """A dozen real skin photos (RGB uint8), two per class where possible."""
-    from contracts.images import load_rgb
-    from training.data import scan_dataset
+    from mpox_aism.contracts.images import load_rgb
+    from mpox_aism.training.data import scan_dataset
 
     samples = scan_dataset(need_skin8(), verify=False)
     picked, seen = [], defaultdict(int)

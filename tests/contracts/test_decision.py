@@ -1,4 +1,4 @@
-from contracts.decision import STATES, decide
+from mpox_aism.contracts.decision import STATES, decide
 
 
 def test_the_threshold_rule() -> None:

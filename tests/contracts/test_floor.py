@@ -26,24 +26,32 @@ def _run(code: str, tmp_path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+FLOOR = ("contracts.decision", "contracts.images", "contracts.labels", "contracts.model", "contracts.preprocess",
+         "contracts.sample")
+SERVING = ("inference.backends", "inference.backends.onnxruntime", "inference.classifier", "inference.metadata",
+           "pipeline.pipeline", "pipeline.regions", "pipeline.sources", "pipeline.crops", "pipeline.tracker",
+           "kiosk.daemon", "kiosk.run", "kiosk.config", "kiosk.events", "kiosk.outbox", "kiosk.mqtt",
+           "kiosk.web.server", "kiosk.web.api", "kiosk.web.staff", "kiosk.privacy", "kiosk.metrics")
+
+
+def _imports(modules: tuple[str, ...]) -> str:
+    return "; ".join(f"import mpox_aism.{m}" for m in modules)
+
+
 def test_the_floor_imports_no_torch(tmp_path):
-    got = _run("""
+    got = _run(f"""
         import json, sys
-        import contracts.decision, contracts.images, contracts.labels, contracts.model, contracts.preprocess
-        import contracts.sample
-        print(json.dumps({"torch": "torch" in sys.modules}))
+        {_imports(FLOOR)}
+        print(json.dumps({{"torch": "torch" in sys.modules}}))
     """, tmp_path)
     assert got == {"torch": False}
 
 
 def test_serving_modules_import_no_torch(tmp_path):
-    got = _run("""
+    got = _run(f"""
         import json, sys
-        import export.backends, export.backends.onnxruntime, export.classifier, export.metadata
-        import pipeline.pipeline, pipeline.regions, pipeline.sources, pipeline.crops, pipeline.tracker
-        import kiosk.daemon, kiosk.run, kiosk.config, kiosk.events, kiosk.outbox, kiosk.mqtt, kiosk.web.server
-        import kiosk.web.api, kiosk.web.staff, kiosk.privacy, kiosk.metrics
-        print(json.dumps({"torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))[:3]}))
+        {_imports(SERVING)}
+        print(json.dumps({{"torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))[:3]}}))
     """, tmp_path)
     assert got == {"torch": []}
 
@@ -57,7 +65,7 @@ def test_the_daemon_runs_the_demo_without_torch(tmp_path):
     """
     got = _run(f"""
         import json, sys, yaml
-        from kiosk.run import demo_config
+        from mpox_aism.kiosk.run import demo_config
         data = demo_config().model_dump(mode="json")
         data["classifier"]["backend"] = "onnxruntime"
         data["privacy"]["publish_crops"] = False
@@ -80,8 +88,8 @@ def test_events_with_heat_maps_need_no_torch(tmp_path):
     folder = link_photos(tmp_path, "mpox", 4)
     got = _run(f"""
         import json, sqlite3, sys
-        from kiosk.config import parse_config
-        from kiosk.daemon import Daemon
+        from mpox_aism.kiosk.config import parse_config
+        from mpox_aism.kiosk.daemon import Daemon
         cfg = parse_config({{"station_id": "floor", "classifier": {{"backend": "onnxruntime"}},
                             "http": {{"enabled": False}},
                             "cameras": [{{"name": "desk", "source": "{folder}", "hold_frames": 4,

@@ -1,6 +1,6 @@
 import pytest
 
-from contracts.labels import LABELS, NUM_CLASSES, label_index
+from mpox_aism.contracts.labels import LABELS, NUM_CLASSES, label_index
 
 
 def test_fixed_order():

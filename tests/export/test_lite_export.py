@@ -2,12 +2,12 @@
 
 import pytest
 
-from export.backends import load_classifier
-from export.gradcam import GradCamExplainer
-from export.onnx_export import check_parity, export_onnx
+from mpox_aism.export.onnx import check_parity, export_onnx
+from mpox_aism.inference.backends import load_classifier
+from mpox_aism.inference.gradcam import GradCamExplainer
+from mpox_aism.model.modeldir import ModelInfo, save_model
+from mpox_aism.model.zoo import build_model, load_imagenet_weights
 from tests.conftest import SHARED_DATA
-from training.modeldir import ModelInfo, save_model
-from training.models import build_model, load_imagenet_weights
 
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
 
@@ -49,9 +49,9 @@ def test_gradcam_explains_the_last_feature_map(lite_dir, real_crops):
 def test_runs_in_the_camera_pipeline(lite_dir):
     if not CLIP.is_file():
         pytest.skip(f"real video not found at {CLIP}")
-    from pipeline.pipeline import Pipeline, PipelineConfig
-    from pipeline.regions import RegionDetector
-    from pipeline.sources import open_source
+    from mpox_aism.pipeline.pipeline import Pipeline, PipelineConfig
+    from mpox_aism.pipeline.regions import RegionDetector
+    from mpox_aism.pipeline.sources import open_source
 
     try:
         det = RegionDetector()

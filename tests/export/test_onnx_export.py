@@ -4,12 +4,12 @@ import numpy as np
 import onnx
 import pytest
 
-from contracts.model import ONNX_META_KEY
-from export.backends import load_classifier
-from export.metadata import read_onnx_meta
-from export.onnx_export import ParityError, check_parity, export_onnx
 from mpox_aism.cli import main as cli
-from training.modeldir import load_model
+from mpox_aism.contracts.model import ONNX_META_KEY
+from mpox_aism.export.onnx import ParityError, check_parity, export_onnx
+from mpox_aism.inference.backends import load_classifier
+from mpox_aism.inference.metadata import read_onnx_meta
+from mpox_aism.model.modeldir import load_model
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from contracts.labels import LABELS
-from contracts.preprocess import MEAN, STD, preprocess_numpy
-from export.tensorrt_build import (
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.contracts.preprocess import MEAN, STD, preprocess_numpy
+from mpox_aism.export.tensorrt import (
     EngineMismatchError,
     calibration_batches,
     check_sidecar,
@@ -135,7 +135,7 @@ def test_cli_without_tensorrt_exits_with_a_clear_message(monkeypatch, tmp_path):
 
 
 def test_backend_without_tensorrt_fails_clearly(monkeypatch, tmp_path):
-    from export.backends.tensorrt import TensorRTClassifier
+    from mpox_aism.inference.backends.tensorrt import TensorRTClassifier
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(ImportError, match="TensorRT is not installed"):
@@ -149,8 +149,8 @@ def test_build_and_run_engine(tmp_path, calib_folder, precision):
                         reason="TensorRT is not installable on these machines (see ../shared/ENVIRONMENT.md)")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT needs a CUDA GPU")
-    from export.backends.tensorrt import TensorRTClassifier
-    from export.tensorrt_build import build_engine, load_sidecar
+    from mpox_aism.export.tensorrt import build_engine, load_sidecar
+    from mpox_aism.inference.backends.tensorrt import TensorRTClassifier
 
     model = make_onnx(tmp_path / "m.onnx")
     engine = build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", fp16=precision == "fp16",

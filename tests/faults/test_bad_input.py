@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kiosk.soak import staff_url
-from pipeline.sources import Frame
+from mpox_aism.bench.soak import staff_url
+from mpox_aism.pipeline.sources import Frame
 from tests.conftest import default_model_or_skip
 from tests.faults.conftest import start_daemon, tail, wait_daemon
 
@@ -35,7 +35,7 @@ TOKEN = "bad-input-token"
 
 
 def sample_bgr(size: int = 320) -> np.ndarray:
-    from contracts.sample import _photos
+    from mpox_aism.contracts.sample import _photos
 
     return cv2.resize(next(iter(_photos().values())), (size, size), interpolation=cv2.INTER_AREA)
 
@@ -51,9 +51,9 @@ def write_video(path: Path, frames: int = 40) -> Path:
 
 
 def test_pipeline_drops_and_counts_bad_frames() -> None:
-    from export.backends import load_classifier
-    from pipeline.pipeline import Pipeline, PipelineConfig
-    from pipeline.regions import RegionDetector
+    from mpox_aism.inference.backends import load_classifier
+    from mpox_aism.pipeline.pipeline import Pipeline, PipelineConfig
+    from mpox_aism.pipeline.regions import RegionDetector
 
     model_dir = default_model_or_skip()
     good = cv2.cvtColor(sample_bgr(), cv2.COLOR_BGR2RGB)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.mqtt import MqttPublisher
-from kiosk.outbox import Outbox
+from mpox_aism.kiosk.mqtt import MqttPublisher
+from mpox_aism.kiosk.outbox import Outbox
 from tests.faults.conftest import event_ids
 from tests.kiosk.conftest import AlertStream, wait_until
 

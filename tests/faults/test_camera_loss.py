@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pipeline.sources import LiveSource
+from mpox_aism.pipeline.sources import LiveSource
 from tests.kiosk.conftest import wait_until
 
 pytestmark = pytest.mark.faults

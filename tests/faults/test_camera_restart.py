@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.config import parse_config
-from kiosk.daemon import Daemon
-from pipeline.sources import ImageFolderSource
+from mpox_aism.kiosk.config import parse_config
+from mpox_aism.kiosk.daemon import Daemon
+from mpox_aism.pipeline.sources import ImageFolderSource
 from tests.conftest import default_model_or_skip
 
 pytestmark = pytest.mark.faults
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.faults
 
 def test_crashed_camera_is_restarted_and_the_other_keeps_running(tmp_path: Path, monkeypatch) -> None:
     default_model_or_skip()
-    from contracts.sample import builtin_sample_dir
+    from mpox_aism.contracts.sample import builtin_sample_dir
 
     folders = {cam: builtin_sample_dir(tmp_path / cam) / "normal" for cam in ("flaky", "steady")}
     real_next = ImageFolderSource.__next__
@@ -35,7 +35,7 @@ def test_crashed_camera_is_restarted_and_the_other_keeps_running(tmp_path: Path,
         return frame
 
     monkeypatch.setattr(ImageFolderSource, "__next__", flaky_next)
-    monkeypatch.setattr("kiosk.camera.RESTART_MIN_S", 0.2)
+    monkeypatch.setattr("mpox_aism.kiosk.camera.RESTART_MIN_S", 0.2)
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     cfg = parse_config({
         "station_id": "gate-wd",

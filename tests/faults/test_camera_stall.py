@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import LiveSource
+from mpox_aism.pipeline.sources import LiveSource
 from tests.e2e.rtsp_server import RtspServer
 from tests.kiosk.conftest import wait_until
 from tests.pipeline.conftest import CLIP

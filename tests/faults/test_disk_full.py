@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.config import parse_config
-from kiosk.daemon import Daemon
-from kiosk.outbox import Outbox
+from mpox_aism.kiosk.config import parse_config
+from mpox_aism.kiosk.daemon import Daemon
+from mpox_aism.kiosk.outbox import Outbox
 from tests.conftest import default_model_or_skip
 from tests.faults.conftest import outbox_rows
 
@@ -23,7 +23,7 @@ ALL = ["mpox", "chickenpox", "measles", "bullous", "eczema", "urticaria", "vascu
 
 def test_disk_full_holds_events_in_order_and_saves_them_when_space_returns(tmp_path: Path, monkeypatch) -> None:
     default_model_or_skip()
-    from contracts.sample import builtin_sample_dir
+    from mpox_aism.contracts.sample import builtin_sample_dir
 
     photos = builtin_sample_dir(tmp_path / "photos") / "normal"
     outboxes: list[Outbox] = []

@@ -33,7 +33,7 @@ httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install -e
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from kiosk.config import ConfigError, KioskConfig, load_config, parse_config  # noqa: E402
+from mpox_aism.kiosk.config import ConfigError, KioskConfig, load_config, parse_config  # noqa: E402
 from tests.conftest import REPO, default_model_or_skip  # noqa: E402
 
 pytestmark = pytest.mark.faults
@@ -61,7 +61,7 @@ def _seed_photos() -> list[bytes]:
     """The built-in sample photos, small, in the four accepted formats."""
     import cv2
 
-    from contracts.sample import _photos
+    from mpox_aism.contracts.sample import _photos
 
     out = []
     for bgr in _photos().values():
@@ -155,8 +155,8 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def api() -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
     """The diagnosis app on loopback with the shipped model (no Grad-CAM: 1,000 cases on two cores)."""
-    from export.backends import load_classifier
-    from kiosk.web.api import ServerThread, create_app
+    from mpox_aism.inference.backends import load_classifier
+    from mpox_aism.kiosk.web.api import ServerThread, create_app
 
     model_dir = default_model_or_skip()
     if not (model_dir / "model.onnx").is_file():

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
-from kiosk.outbox import Outbox
+from mpox_aism.kiosk.outbox import Outbox
 from tests.conftest import REPO, SHARED_DATA, default_model_or_skip
 from tests.faults.conftest import event_ids, outbox_rows, start_daemon, wait_daemon
 from tests.kiosk.conftest import self_signed_cert
@@ -39,7 +39,7 @@ ALL_LABELS = ["mpox", "chickenpox", "measles", "bullous", "eczema", "urticaria",
 
 def portraits(tmp_path: Path) -> Path:
     """Photos of people's faces (the built-in sample, and ../shared/data/people's face photos when present)."""
-    from contracts.sample import builtin_sample_dir
+    from mpox_aism.contracts.sample import builtin_sample_dir
 
     d = builtin_sample_dir(tmp_path / "portraits") / "normal"
     people = SHARED_DATA / "people"
@@ -145,7 +145,7 @@ def _faces_in(event: dict[str, Any], detector: Any) -> int:
 def test_no_face_in_published_images_unless_enabled(broker, collectors, tmp_path: Path,
                                                     allow_full_face: bool) -> None:
     default_model_or_skip()
-    from pipeline.regions import RegionDetector
+    from mpox_aism.pipeline.regions import RegionDetector
 
     console = collectors(broker.port, "mpox-aism/gate-sec/events").wait_subscribed()
     cfg = daemon_config(tmp_path, portraits(tmp_path), {"url": f"mqtt://127.0.0.1:{broker.port}"},

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from kiosk.accounts import AccountError, Accounts
+from mpox_aism.kiosk.accounts import AccountError, Accounts
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = PasswordHasher(time_cost=1, memory_cost=1024)  # tests only: the shipped defaults cost 64 MiB a hash

@@ -64,7 +64,7 @@ def test_no_broker_keeps_events_in_the_outbox(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["events"] >= 1 and s["pending"] == s["events"] and s["published"] == 0
-    from kiosk.outbox import Outbox
+    from mpox_aism.kiosk.outbox import Outbox
 
     with Outbox(tmp_path / "outbox.sqlite3") as ob:
         assert ob.depth() == s["events"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.labels import LABELS
-from kiosk.config import PrivacyConfig
-from kiosk.events import Event, build_event
-from pipeline.decider import Decision
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.kiosk.config import PrivacyConfig
+from mpox_aism.kiosk.events import Event, build_event
+from mpox_aism.pipeline.decider import Decision
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schema" / "event-v1.json").read_text())
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_native_lines_are_routed_by_severity() -> None:
     code = textwrap.dedent("""
         import faulthandler, os, time
-        from kiosk.logs import configure, quiet_native_stderr
+        from mpox_aism.kiosk.logs import configure, quiet_native_stderr
         configure("info")
         faulthandler.enable()
         assert quiet_native_stderr() is True

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.mqtt import MqttConfigError, MqttPublisher
-from kiosk.outbox import Outbox
+from mpox_aism.kiosk.mqtt import MqttConfigError, MqttPublisher
+from mpox_aism.kiosk.outbox import Outbox
 from tests.kiosk.conftest import AlertStream, Broker, Collector, free_port, self_signed_cert, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +56,8 @@ def first_seen(ids: list[str]) -> list[str]:
 # once it is (it never is when pointed at a port with no broker).
 CHILD = r"""
 import sys, time
-from kiosk.outbox import Outbox
-from kiosk.mqtt import MqttPublisher
+from mpox_aism.kiosk.outbox import Outbox
+from mpox_aism.kiosk.mqtt import MqttPublisher
 db, port, client_id, prefix, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 p = MqttPublisher(Outbox(db), host="127.0.0.1", port=port, client_id=client_id, topic_prefix=prefix)
 p.start()
@@ -206,7 +206,7 @@ def test_crashed_process_outbox_is_published_by_next_process(broker: Broker, col
 # -- refused logins, bounds, config ---------------------------------------------------------------
 def test_wrong_password_is_reported_and_retried(make_broker, collectors, publishers, tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="kiosk.mqtt")
+    caplog.set_level(logging.ERROR, logger="mpox_aism.kiosk.mqtt")
     b = make_broker(users={"kiosk": "right-horse", "console": "battery-staple"}, persistence=False)
     ob = Outbox(tmp_path / "o.db")
     bad = publishers(ob, b.port, username="kiosk", password="wrong")

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from kiosk.outbox import Outbox
+from mpox_aism.kiosk.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ def test_thread_safe_puts(tmp_path: Path) -> None:
 
 WRITER = r"""
 import sys
-from kiosk.outbox import Outbox
+from mpox_aism.kiosk.outbox import Outbox
 ob = Outbox(sys.argv[1])
 i = 0
 while True:  # until SIGKILLed

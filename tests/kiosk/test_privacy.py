@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kiosk.privacy import FaceGuard
+from mpox_aism.kiosk.privacy import FaceGuard
 from tests.conftest import SKIN8
 
 
@@ -17,7 +17,7 @@ def guard():
 
 
 def _portraits() -> list[np.ndarray]:
-    from contracts.sample import _photos
+    from mpox_aism.contracts.sample import _photos
 
     return [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in _photos().values()]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiosk.config import load_config
-from kiosk.run import apply_overrides, get_args_parser
+from mpox_aism.kiosk.config import load_config
+from mpox_aism.kiosk.run import apply_overrides, get_args_parser
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "kiosk.yaml"
 

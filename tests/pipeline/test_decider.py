@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from contracts.labels import LABELS
-from pipeline.crops import Crop
-from pipeline.decider import Decider, DecisionConfig
-from pipeline.regions import Region
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.pipeline.crops import Crop
+from mpox_aism.pipeline.decider import Decider, DecisionConfig
+from mpox_aism.pipeline.regions import Region
 
 
 def _crop(q=1.0, kind="face"):

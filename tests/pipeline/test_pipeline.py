@@ -6,9 +6,9 @@ import collections
 
 import pytest
 
-from export.backends import load_classifier
-from pipeline.pipeline import Pipeline, PipelineConfig
-from pipeline.sources import open_source
+from mpox_aism.inference.backends import load_classifier
+from mpox_aism.pipeline.pipeline import Pipeline, PipelineConfig
+from mpox_aism.pipeline.sources import open_source
 from tests.conftest import SHARED_DATA, default_model_or_skip, link_photos
 
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
@@ -16,7 +16,7 @@ CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
 
 @pytest.fixture(scope="module")
 def detector():
-    from pipeline.regions import RegionDetector
+    from mpox_aism.pipeline.regions import RegionDetector
 
     try:
         det = RegionDetector()

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.mediapipe_models import HAND_TASK, MODELS, ModelFetchError, _Pinned, ensure_models
-from pipeline.regions import Region, RegionDetector, check_frame
+from mpox_aism.pipeline.mediapipe_models import HAND_TASK, MODELS, ModelFetchError, _Pinned, ensure_models
+from mpox_aism.pipeline.regions import Region, RegionDetector, check_frame
 from tests.conftest import SHARED_DATA
 
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
@@ -235,8 +235,8 @@ def test_sha_mismatch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
 
     # a corrupted cached file is noticed and replaced from the (here: pinned-to-fake) wheel
     fake = {"x": _Pinned("m/x.tflite", hashlib.sha256(b"x").hexdigest())}
-    monkeypatch.setattr("pipeline.mediapipe_models.MODELS", fake)
-    monkeypatch.setattr("pipeline.mediapipe_models._HAND_TASK_MEMBERS", {"hand_detector.tflite": "x"})
+    monkeypatch.setattr("mpox_aism.pipeline.mediapipe_models.MODELS", fake)
+    monkeypatch.setattr("mpox_aism.pipeline.mediapipe_models._HAND_TASK_MEMBERS", {"hand_detector.tflite": "x"})
     with zipfile.ZipFile(wheel, "a") as z:
         z.writestr("m/x.tflite", b"x")
     (cache / "x.tflite").write_bytes(b"corrupted")

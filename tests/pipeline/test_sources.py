@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.sources import (
+from mpox_aism.pipeline.sources import (
     Frame,
     ImageFolderSource,
     LiveSource,
@@ -127,7 +127,7 @@ def test_truncated_clip_ends_cleanly_after_readable_frames(tmp_path, caplog):
 
     cut = tmp_path / "truncated.mp4"
     cut.write_bytes(data[: int(len(data) * 0.4)])
-    caplog.set_level(logging.WARNING, logger="pipeline.sources")
+    caplog.set_level(logging.WARNING, logger="mpox_aism.pipeline.sources")
     with VideoFileSource(cut) as src:
         frames = list(src)  # never raises mid-iteration
         total = src.frame_count
@@ -173,7 +173,7 @@ def test_image_folder_holds_each_photo_and_skips_unreadable(tmp_path, caplog):
     links = _photos(tmp_path, 3)
     broken = links[0].parent / "01a_broken.jpg"  # sorts between two good photos
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
-    caplog.set_level(logging.WARNING, logger="pipeline.sources")
+    caplog.set_level(logging.WARNING, logger="mpox_aism.pipeline.sources")
 
     with ImageFolderSource(links[0].parent, hold_frames=3) as src:
         frames = list(src)
@@ -245,7 +245,7 @@ def test_latest_frames_queue_drops_oldest():
 
 
 def test_missing_v4l2_device_keeps_retrying_without_raising(caplog):
-    caplog.set_level(logging.ERROR, logger="pipeline.sources")
+    caplog.set_level(logging.ERROR, logger="mpox_aism.pipeline.sources")
     src = LiveSource(99, reconnect_initial=0.05, reconnect_max=0.2)
     try:
         assert wait_for(lambda: src.stats().reconnect_attempts >= 3, timeout=30)

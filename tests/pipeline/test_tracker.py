@@ -1,8 +1,8 @@
 import numpy as np
 
-from pipeline.crops import Crop
-from pipeline.regions import Region
-from pipeline.tracker import Tracker, TrackerConfig
+from mpox_aism.pipeline.crops import Crop
+from mpox_aism.pipeline.regions import Region
+from mpox_aism.pipeline.tracker import Tracker, TrackerConfig
 
 FRAME = np.full((360, 640, 3), 128, np.uint8)
 

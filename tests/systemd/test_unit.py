@@ -113,9 +113,9 @@ def test_unit_contract_with_the_daemon():
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]  # daemon sends READY=1 / WATCHDOG=1
     assert s["WatchdogSec"] == ["30"] and s["Restart"] == ["on-failure"]
     assert s["ExecStart"] == ["/opt/mpox-aism/.venv/bin/mpox-aism run --config /etc/mpox-aism/kiosk.yaml"]
-    assert "mqtt-password:/etc/mpox-aism/mqtt-password" in s["LoadCredential"]  # kiosk.config.secret()
+    assert "mqtt-password:/etc/mpox-aism/mqtt-password" in s["LoadCredential"]  # mpox_aism.kiosk.config.secret()
     assert s["StateDirectory"] == ["mpox-aism"]  # outbox path relative to $STATE_DIRECTORY
     env = " ".join(s["Environment"])
-    assert "MPOX_AISM_CACHE=%C/mpox-aism" in env  # pipeline.mediapipe_models.default_cache_dir()
+    assert "MPOX_AISM_CACHE=%C/mpox-aism" in env  # mpox_aism.pipeline.mediapipe_models.default_cache_dir()
     assert s["User"] == ["mpox-aism"] and s["CapabilityBoundingSet"] == [""]
     assert "MemoryDenyWriteExecute" not in s  # breaks oneDNN's JIT; see the comment in the unit

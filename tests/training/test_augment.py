@@ -1,7 +1,7 @@
 import albumentations as A
 import numpy as np
 
-from training.augment import EvalTransform, TrainTransform, paper_augmentation, seed_augmentation
+from mpox_aism.training.augment import EvalTransform, TrainTransform, paper_augmentation, seed_augmentation
 
 
 def test_the_papers_eight_augmentations_in_random_order():

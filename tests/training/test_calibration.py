@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from contracts.decision import softmax
-from training.calibration import fit_temperature
+from mpox_aism.contracts.decision import softmax
+from mpox_aism.training.calibration import fit_temperature
 
 
 def test_recovers_a_known_temperature():

@@ -1,4 +1,4 @@
-"""``training.closeups``: close-up patches of healthy skin, cut where the skin is and named by their photo."""
+"""``mpox_aism.training.closeups``: close-up patches of healthy skin, cut where the skin is and named by their photo."""
 
 import csv
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.crops import skin_mask
-from training.closeups import PatchRule, cut_folder, skin_patches
+from mpox_aism.pipeline.crops import skin_mask
+from mpox_aism.training.closeups import PatchRule, cut_folder, skin_patches
 
 SKIN = (224, 172, 140)  # an RGB skin tone inside the crop stage's YCrCb rule
 BLUE = (30, 60, 200)

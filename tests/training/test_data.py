@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from contracts.images import DatasetError, load_rgb
-from contracts.labels import LABELS
-from training.data import class_counts, scan_dataset
+from mpox_aism.contracts.images import DatasetError, load_rgb
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.training.data import class_counts, scan_dataset
 
 
 def _img(path: Path, value: int = 128) -> None:

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from contracts.model import default_model_dir
 from mpox_aism.cli import main as cli
-from training.modeldir import load_model
+from mpox_aism.contracts.model import default_model_dir
+from mpox_aism.model.modeldir import load_model
 
 
 def _need_default():

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import Sample, scan_dataset
-from training.folds import group_kfold, leave_source_out
+from mpox_aism.training.data import Sample, scan_dataset
+from mpox_aism.training.folds import group_kfold, leave_source_out
 
 
 def _samples(n_groups: int = 40, seed: int = 0) -> list[Sample]:

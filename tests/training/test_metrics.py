@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.metrics import (
+from mpox_aism.training.metrics import (
     PairedSet,
     compute_metrics,
     confusion_matrix,
@@ -61,7 +61,7 @@ def test_sweep_counts_reviewed_mpox_as_caught():
 
 
 def test_group_bootstrap_resamples_groups_and_brackets_the_point_figure():
-    from training.metrics import group_bootstrap
+    from mpox_aism.training.metrics import group_bootstrap
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(8), 12)

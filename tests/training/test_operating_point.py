@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from contracts.labels import LABELS
-from training.operating_point import MPOX, OFFSET_GRID, choose_offset, cross_fitted, recall_at, shift
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.training.operating_point import MPOX, OFFSET_GRID, choose_offset, cross_fitted, recall_at, shift
 
 K = len(LABELS)
 OTHER = LABELS.index("chickenpox")

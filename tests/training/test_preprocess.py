@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.images import load_rgb
-from contracts.preprocess import MEAN, STD, preprocess_batch, preprocess_numpy
+from mpox_aism.contracts.images import load_rgb
+from mpox_aism.contracts.preprocess import MEAN, STD, preprocess_batch, preprocess_numpy
+from mpox_aism.training.augment import EvalTransform, TrainTransform
+from mpox_aism.training.data import ImageDataset, scan_dataset
+from mpox_aism.training.preprocess import preprocess
 from tests.conftest import need_skin8
-from training.augment import EvalTransform, TrainTransform
-from training.data import ImageDataset, scan_dataset
-from training.preprocess import preprocess
 
 
 def test_shape_dtype_and_normalisation():

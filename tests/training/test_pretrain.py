@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.labels import LABELS
 from mpox_aism.cli import main as cli
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.model.zoo import build_model, classifier_head, load_init_checkpoint
+from mpox_aism.training import pretrain
+from mpox_aism.training.data import scan_dataset
+from mpox_aism.training.pretrain import ENCODER_FORMAT, SourceImages, collect_images, source_size
+from mpox_aism.training.split import group_split
 from tests.conftest import REPO, make_subset
-from training import pretrain
-from training.data import scan_dataset
-from training.models import build_model, classifier_head, load_init_checkpoint
-from training.pretrain import ENCODER_FORMAT, SourceImages, collect_images, source_size
-from training.split import group_split
 
 QUICK = ["--arch", "mobilenet_v2", "--image-size", "32", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
 
@@ -139,7 +139,7 @@ def test_loader_views_still_run_and_a_switch_on_resume_is_warned(unlabeled, tmp_
     assert cli([*args, "--epochs", "1", "--views", "loader"]) == 0
     ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ck["args"]["views"] == "loader"
-    with caplog.at_level(logging.WARNING, logger="training.pretrain"):
+    with caplog.at_level(logging.WARNING, logger="mpox_aism.training.pretrain"):
         assert cli([*args, "--epochs", "2", "--resume"]) == 0  # the default is device
     assert "--views loader" in caplog.text and "--views device" in caplog.text
     blob = torch.load(run / "encoder.pt", map_location="cpu", weights_only=False)
@@ -147,7 +147,7 @@ def test_loader_views_still_run_and_a_switch_on_resume_is_warned(unlabeled, tmp_
 
 
 def test_unreadable_images_are_skipped_with_a_warning(unlabeled, caplog):
-    with caplog.at_level(logging.WARNING, logger="training.pretrain"):
+    with caplog.at_level(logging.WARNING, logger="mpox_aism.training.pretrain"):
         found = collect_images([unlabeled])
     assert len(found.paths) == 16 and all(p.name != "broken.jpg" for p in found.paths)
     assert "broken.jpg" in caplog.text and "unreadable" in caplog.text
@@ -225,8 +225,8 @@ def test_leave_source_out_keeps_that_folds_test_photos_out(tmp_path, capsys):
 
 def test_imagenet_init_starts_from_the_checked_imagenet_weights():
     """--init imagenet: domain-adaptive pretraining continues from ImageNet, head left out."""
-    from training.models import load_imagenet_weights
-    from training.ssl import Encoder
+    from mpox_aism.model.zoo import load_imagenet_weights
+    from mpox_aism.training.ssl import Encoder
 
     reference = build_model("mobilenet_v2")
     load_imagenet_weights(reference, "mobilenet_v2")
@@ -255,7 +255,7 @@ def test_two_process_ddp_run_with_gloo(unlabeled, tmp_path):
 def test_pretraining_needs_no_albumentations():
     """The GPU machine has torch/torchvision but not albumentations (used by supervised training)."""
     code = ("import sys; sys.modules['albumentations'] = None\n"
-            "import training.pretrain, training.ssl\n"
+            "import mpox_aism.training.pretrain, mpox_aism.training.ssl\n"
             "from mpox_aism.cli import build_parser\n"
             "build_parser().parse_args(['pretrain', '--data', '.', '--out', 'x'])")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

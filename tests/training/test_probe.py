@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.data import Sample
-from training.probe import (
+from mpox_aism.training.data import Sample
+from mpox_aism.training.probe import (
     LinearHead,
     feature_cache_key,
     fit_head,
@@ -66,9 +66,9 @@ def test_averaged_head_gives_the_members_mean_logits():
 
 def test_augmented_views_are_reproducible_and_differ_from_the_photo(tiny_skin8):
     """Training-only views: seeded draws of the paper's augmentation, so a cached array can be recomputed."""
-    from training.data import scan_dataset
-    from training.models import build_model
-    from training.probe import extract_features
+    from mpox_aism.model.zoo import build_model
+    from mpox_aism.training.data import scan_dataset
+    from mpox_aism.training.probe import extract_features
 
     samples = scan_dataset(tiny_skin8, verify=False)[:3]
     model = build_model("mobilenet_v2", image_size=64).eval()

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from training.data import Sample, class_counts, scan_dataset
-from training.split import LeakageError, check_disjoint, group_split, split_by_groups
+from mpox_aism.training.data import Sample, class_counts, scan_dataset
+from mpox_aism.training.split import LeakageError, check_disjoint, group_split, split_by_groups
 
 
 def _samples(spec: dict[int, list[int]]) -> list[Sample]:

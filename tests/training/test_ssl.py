@@ -11,10 +11,10 @@ import torch.multiprocessing as mp
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from contracts.preprocess import MEAN, STD
-from training.models import build_model, classifier_head
-from training.preprocess import preprocess
-from training.ssl import DeviceViews, Encoder, ProjectionHead, SimCLR, SimCLRViews, feature_dim, nt_xent_loss
+from mpox_aism.contracts.preprocess import MEAN, STD
+from mpox_aism.model.zoo import build_model, classifier_head
+from mpox_aism.training.preprocess import preprocess
+from mpox_aism.training.ssl import DeviceViews, Encoder, ProjectionHead, SimCLR, SimCLRViews, feature_dim, nt_xent_loss
 
 
 def _direct_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.models import build_model
-from training.probe import LinearHead
-from training.toptune import split_model, stem_outputs, top_logits, tune_top
+from mpox_aism.model.zoo import build_model
+from mpox_aism.training.probe import LinearHead
+from mpox_aism.training.toptune import split_model, stem_outputs, top_logits, tune_top
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_lite0"])
@@ -16,7 +16,7 @@ def test_top_of_stem_is_the_model(arch):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(split.top(split.stem(x)), model(x), atol=1e-5)
-    from training.models import classifier_head
+    from mpox_aism.model.zoo import classifier_head
 
     names = {id(p) for p in split.top.parameters()}
     assert id(classifier_head(model).weight) in names
@@ -26,7 +26,7 @@ def test_top_of_stem_is_the_model(arch):
 
 
 def test_tuning_changes_a_copy_not_the_base(tiny_skin8):
-    from training.data import scan_dataset
+    from mpox_aism.training.data import scan_dataset
 
     samples = scan_dataset(tiny_skin8, verify=False)
     model = build_model("mobilenet_v2", image_size=64).eval()

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from contracts.labels import LABELS
 from mpox_aism.cli import main as cli
-from training.modeldir import load_model
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.model.modeldir import load_model
 
 QUICK = ["--arch", "mobilenet_v2", "--image-size", "64", "--batch-size", "8", "--workers", "0",
          "--val-fraction", "0.4", "--pretrained", "none"]
@@ -93,7 +93,7 @@ def test_bad_data_is_a_clear_cli_error(tmp_path, capsys):
 
 
 def test_class_weights_parse_and_refuse_typos():
-    from training.train import parse_class_weights
+    from mpox_aism.training.train import parse_class_weights
 
     assert parse_class_weights([]) is None
     w = parse_class_weights(["mpox=2", "normal=0.5"])

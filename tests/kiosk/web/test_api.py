@@ -23,8 +23,8 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
 pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi uvicorn python-multipart")
 
-from kiosk.metrics import KioskMetrics  # noqa: E402
-from kiosk.web.api import ServerThread, create_app  # noqa: E402
+from mpox_aism.kiosk.metrics import KioskMetrics  # noqa: E402
+from mpox_aism.kiosk.web.api import ServerThread, create_app  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, need_skin8  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
@@ -63,7 +63,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(model_dir: Path) -> Iterator[Any]:
-    from export.backends import load_classifier
+    from mpox_aism.inference.backends import load_classifier
 
     with load_classifier("onnxruntime", model_dir) as c:
         yield c
@@ -71,7 +71,7 @@ def classifier(model_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def explainer(model_dir: Path) -> Any:
-    from export.gradcam import GradCamExplainer
+    from mpox_aism.inference.gradcam import GradCamExplainer
 
     return GradCamExplainer(model_dir)
 
@@ -142,7 +142,7 @@ def test_diagnose_real_photo(client: httpx.Client, classifier: Any, label: str) 
     body = r.json()
     check_diagnosis(body, classifier)
     # the API answers what the classifier says about the same decoded photo
-    from contracts.images import load_rgb
+    from mpox_aism.contracts.images import load_rgb
 
     expected = classifier.predict([load_rgb(SKIN8 / label / name)])[0]
     assert np.allclose([body["probabilities"][k] for k in classifier.labels], expected, atol=1e-5)

@@ -12,9 +12,9 @@ httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install ht
 
 from argon2 import PasswordHasher  # noqa: E402
 
-from kiosk.accounts import Accounts  # noqa: E402
-from kiosk.config import SessionLimits  # noqa: E402
-from kiosk.web.auth import CSRF_HEADER, is_public  # noqa: E402
+from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
+from mpox_aism.kiosk.config import SessionLimits  # noqa: E402
+from mpox_aism.kiosk.web.auth import CSRF_HEADER, is_public  # noqa: E402
 
 FAST = PasswordHasher(time_cost=1, memory_cost=1024)  # tests only
 PASSWORDS = {"rev": "reviewer password 1", "view": "viewer password 1", "boss": "admin password 123"}
@@ -22,7 +22,7 @@ PASSWORDS = {"rev": "reviewer password 1", "view": "viewer password 1", "boss": 
 
 @pytest.fixture(scope="module")
 def classifier() -> Iterator[Any]:
-    from export.backends import load_classifier
+    from mpox_aism.inference.backends import load_classifier
     from tests.conftest import default_model_or_skip
 
     with load_classifier("onnxruntime", default_model_or_skip()) as clf:
@@ -31,8 +31,8 @@ def classifier() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def site(classifier: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Accounts]]:
-    from kiosk.web.api import ServerThread, create_app
-    from kiosk.web.staff import add_staff_routes
+    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.staff import add_staff_routes
 
     d = tmp_path_factory.mktemp("auth")
     accounts = Accounts(d / "staff.sqlite3", hasher=FAST)
@@ -167,7 +167,7 @@ def test_the_machine_api_keeps_its_bearer_token(site) -> None:
 
 
 def test_first_admin_from_the_credential(tmp_path: Path, monkeypatch) -> None:
-    from kiosk.web.server import staff_accounts
+    from mpox_aism.kiosk.web.server import staff_accounts
 
     monkeypatch.setenv("MPOX_AISM_ADMIN_PASSWORD", "first admin password")
     accounts = staff_accounts(tmp_path / "staff.sqlite3")
@@ -180,8 +180,8 @@ def test_https_makes_the_session_cookie_secure(tmp_path: Path, classifier: Any) 
     import shutil
     import subprocess
 
-    from kiosk.web.api import ServerThread, create_app
-    from kiosk.web.staff import add_staff_routes
+    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.staff import add_staff_routes
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed; install it with: apt-get install -y openssl")

@@ -9,7 +9,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
 
-from kiosk.web.limits import ApiLimits, Limiter, Refused  # noqa: E402
+from mpox_aism.kiosk.web.limits import ApiLimits, Limiter, Refused  # noqa: E402
 
 
 class Clock:
@@ -78,7 +78,7 @@ def test_failures_outside_the_window_do_not_add_up() -> None:
 # ---------------------------------------------------------------------------------------- over HTTP
 @pytest.fixture(scope="module")
 def classifier() -> Iterator[Any]:
-    from export.backends import load_classifier
+    from mpox_aism.inference.backends import load_classifier
     from tests.conftest import default_model_or_skip
 
     with load_classifier("onnxruntime", default_model_or_skip()) as clf:
@@ -87,7 +87,7 @@ def classifier() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def limited(classifier: Any) -> Iterator[httpx.Client]:
-    from kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.api import ServerThread, create_app
     from tests.kiosk.web.test_api import TIMEOUT, TOKEN
 
     limits = ApiLimits(max_rps=50, max_rps_per_client=0.2, burst=1, max_failed_auth=2, auth_lockout_s=300)

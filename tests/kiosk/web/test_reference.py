@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from kiosk.web.reference import ReferenceLibrary, open_library
+from mpox_aism.kiosk.web.reference import ReferenceLibrary, open_library
 from tests.conftest import default_model_or_skip, link_photos
 
 
 @pytest.fixture(scope="module")
 def classifier() -> Iterator[Any]:
-    from export.backends import load_classifier
+    from mpox_aism.inference.backends import load_classifier
 
     with load_classifier("onnxruntime", default_model_or_skip()) as clf:
         yield clf
@@ -31,7 +31,7 @@ def test_three_typical_photos_the_model_is_surest_of(tmp_path: Path, classifier:
     decoded = [cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
                for b in images]
     assert all(max(im.shape[:2]) <= 256 for im in decoded)
-    from contracts.images import list_images, load_rgb
+    from mpox_aism.contracts.images import list_images, load_rgb
 
     p = classifier.predict([load_rgb(f) for f in list_images(folder)])[:, 0]
     shown = classifier.predict(decoded)[:, 0]
@@ -42,7 +42,7 @@ def test_three_typical_photos_the_model_is_surest_of(tmp_path: Path, classifier:
 
 
 def test_off_when_unset_or_missing_with_one_clear_line(tmp_path: Path, classifier: Any, caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="kiosk.web.reference"):
+    with caplog.at_level(logging.INFO, logger="mpox_aism.kiosk.web.reference"):
         assert open_library(None, classifier) is None
         assert open_library(str(tmp_path / "nope"), classifier) is None
     text = caplog.text
@@ -51,13 +51,13 @@ def test_off_when_unset_or_missing_with_one_clear_line(tmp_path: Path, classifie
 
 def test_over_http(tmp_path: Path, classifier: Any) -> None:
     httpx = pytest.importorskip("httpx")
-    from kiosk.web.api import ServerThread, create_app
-    from kiosk.web.staff import add_staff_routes
+    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.staff import add_staff_routes
 
     (tmp_path / "refs").mkdir()
     link_photos(tmp_path / "refs", "normal", 4)
     app = create_app(classifier=classifier, token=None)
-    from kiosk.accounts import Accounts
+    from mpox_aism.kiosk.accounts import Accounts
     from tests.kiosk.web.test_auth import FAST, login
 
     library = ReferenceLibrary(tmp_path / "refs", classifier)

@@ -25,12 +25,12 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from kiosk.accounts import Accounts  # noqa: E402
-from kiosk.events import jpeg_b64  # noqa: E402
-from kiosk.web.api import ServerThread, create_app  # noqa: E402
-from kiosk.web.auth import CSRF_HEADER  # noqa: E402
-from kiosk.web.reference import ReferenceLibrary  # noqa: E402
-from kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
+from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
+from mpox_aism.kiosk.events import jpeg_b64  # noqa: E402
+from mpox_aism.kiosk.web.api import ServerThread, create_app  # noqa: E402
+from mpox_aism.kiosk.web.auth import CSRF_HEADER  # noqa: E402
+from mpox_aism.kiosk.web.reference import ReferenceLibrary  # noqa: E402
+from mpox_aism.kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, link_photos, need_skin8  # noqa: E402
 from tests.kiosk.web.test_auth import FAST, login  # noqa: E402
 
@@ -73,8 +73,8 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
     if not (model_dir / "model.onnx").is_file():
         pytest.skip(f"no model.onnx in {model_dir}; make it with `mpox-aism export onnx`")
     frame = first_photo("normal").read_bytes()
-    from export.backends import load_classifier
-    from export.gradcam import GradCamExplainer
+    from mpox_aism.inference.backends import load_classifier
+    from mpox_aism.inference.gradcam import GradCamExplainer
 
     reviews_path = tmp_path_factory.mktemp("staff") / "reviews.sqlite"
     with load_classifier("onnxruntime", model_dir) as classifier:

@@ -1,6 +1,0 @@
-"""``mpox-aism validate-config FILE``: print the first error with its path, exit non-zero."""
-
-from kiosk.run import validate_args_parser as get_args_parser
-from kiosk.run import validate_main as main
-
-__all__ = ["get_args_parser", "main"]

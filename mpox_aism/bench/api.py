@@ -1,0 +1,174 @@
+"""``mpox-aism bench api``: the diagnosis API under N concurrent clients, and what it costs the camera.
+
+Starts the daemon (``mpox-aism run``) on a looping clip with a fresh API token — or attaches to a
+running kiosk with ``--url`` and ``$MPOX_AISM_API_TOKEN`` — measures the camera's frame rate idle,
+then runs ``--clients`` threads that each post real photos back to back to ``POST /v1/diagnose`` for
+``--seconds``, and reports the status counts, p50/p99 latency of the answered (200) requests, answers
+per second, and the camera's frame rate under load (frames counted from ``/healthz``). Clients wait
+``Retry-After`` when refused, as a well-behaved client does; ``--ignore-retry-after`` makes them
+hammer instead (a misbehaving or hostile client). A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mpox_aism.bench.soak import DEFAULT_CLIP, staff_url
+from mpox_aism.contracts.images import list_images
+
+DEFAULT_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "skin8"
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Benchmark the diagnosis API against the running kiosk.", add_help=add_help)
+    p.add_argument("--clients", type=int, default=1, help="concurrent clients, each posting back to back")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the loaded window")
+    p.add_argument("--idle-seconds", type=float, default=20.0, help="window for the camera's idle frame rate")
+    p.add_argument("--source", default=str(DEFAULT_CLIP), help="the daemon's camera: a looping video or folder")
+    p.add_argument("--photos", default=str(DEFAULT_PHOTOS), help="folder of photos to upload (every 50th is used)")
+    p.add_argument("--url", default=None, help="attach to this running kiosk instead (token in $MPOX_AISM_API_TOKEN)")
+    p.add_argument("--ignore-retry-after", action="store_true", help="clients retry at once when refused")
+    p.add_argument("--json", default=None, help="write the result here")
+    return p
+
+
+def _get(url: str) -> dict[str, Any]:
+    import httpx
+
+    return httpx.get(url, timeout=10).json()
+
+
+def _frames(url: str) -> int:
+    return sum(int(c.get("frames", 0)) for c in _get(f"{url}/healthz").get("cameras", {}).values())
+
+
+def _fps(url: str, seconds: float) -> float:
+    f0, t0 = _frames(url), time.monotonic()
+    time.sleep(seconds)
+    return (_frames(url) - f0) / (time.monotonic() - t0)
+
+
+def _client(url: str, token: str, photos: list[tuple[str, bytes]], stop: threading.Event,
+            out: list[tuple[int, float]], offset: int, polite: bool) -> None:
+    import httpx
+
+    # on loopback each client gets its own source address (127.0.0.k), as separate phones or desks would:
+    # per-client limits then apply per client, not to all of them together
+    local = f"127.0.0.{2 + offset % 250}" if httpx.URL(url).host == "127.0.0.1" else None
+    transport = httpx.HTTPTransport(local_address=local) if local else None
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"},
+                      transport=transport) as c:
+        i = offset
+        while not stop.is_set():
+            name, data = photos[i % len(photos)]
+            t0 = time.perf_counter()
+            retry_after = 0.0
+            try:
+                r = c.post("/v1/diagnose", files={"image": (name, data, "image/jpeg")})
+                status, retry_after = r.status_code, float(r.headers.get("retry-after", 0) or 0)
+            except httpx.HTTPError:
+                status = 0  # no answer at all
+            out.append((status, 1000 * (time.perf_counter() - t0)))
+            i += 1
+            if polite and retry_after:
+                stop.wait(retry_after)
+
+
+def _start_daemon(source: str, token: str) -> tuple[subprocess.Popen, str, Path]:
+    work = Path(tempfile.mkdtemp(prefix="mpox-aism-bench-api-"))
+    cfg = {"station_id": "bench", "cameras": [{"name": "bench", "source": source, "loop": True}],
+           "outbox": {"path": str(work / "outbox.sqlite3"), "flush_timeout_s": 2},
+           "http": {"enabled": True, "port": 0}, "exit_when_done": False}
+    (work / "kiosk.yaml").write_text(yaml.safe_dump(cfg))
+    log_path = work / "daemon.log"
+    env = {**os.environ, "STATE_DIRECTORY": str(work), "MPOX_AISM_API_TOKEN": token}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mpox_aism.cli", "run", "--config", str(work / "kiosk.yaml")],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        url = staff_url(log_path.read_text(errors="replace"))
+        if url:
+            return proc, url, log_path
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"bench api: the daemon did not come up; see {log_path}")
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+
+    from mpox_aism.bench.classifier import machine
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the report
+
+    files = list_images(args.photos)[::50] if Path(args.photos).is_dir() else []
+    if not files:
+        raise SystemExit(f"bench api: no photos under {args.photos} (give --photos a folder of images)")
+    photos = [(p.name, p.read_bytes()) for p in files]
+    token = os.environ.get("MPOX_AISM_API_TOKEN", "") if args.url else secrets.token_urlsafe(24)
+    proc = None
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        proc, url, log_path = _start_daemon(args.source, token)
+        print(f"bench api: daemon at {url}, log {log_path}", flush=True)
+    try:
+        time.sleep(5 if proc else 0)  # the camera's first frames and the detector's warm-up
+        idle = _fps(url, args.idle_seconds)
+        stop, out = threading.Event(), []
+        polite = not args.ignore_retry_after
+        threads = [threading.Thread(target=_client, args=(url, token, photos, stop, out, k, polite), daemon=True)
+                   for k in range(args.clients)]
+        f0, t0 = _frames(url), time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(args.seconds)
+        loaded = (_frames(url) - f0) / (time.monotonic() - t0)
+        stop.set()
+        for t in threads:
+            t.join(70)
+        limits = _get(f"{url}/healthz")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    answered = np.array([ms for s, ms in out if s == 200]) if out else np.zeros(0)
+    result = {
+        "benchmark": "api", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "mpox-aism bench api " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["bench", "api"]
+                                                         else sys.argv[1:]),
+        "machine": machine(), "clients": args.clients, "seconds": args.seconds, "photos": len(photos),
+        "clients_honour_retry_after": not args.ignore_retry_after,
+        "statuses": dict(sorted(Counter(str(s) for s, _ in out).items())),
+        "answered_p50_ms": round(float(np.percentile(answered, 50)), 1) if answered.size else None,
+        "answered_p99_ms": round(float(np.percentile(answered, 99)), 1) if answered.size else None,
+        "answers_per_s": round(answered.size / args.seconds, 2),
+        "refused_p50_ms": round(float(np.median([ms for s, ms in out if s in (429, 503)])), 1)
+        if any(s in (429, 503) for s, _ in out) else None,
+        "camera_fps_idle": round(idle, 2), "camera_fps_loaded": round(loaded, 2),
+        "camera_fps_ratio": round(loaded / idle, 3) if idle else None,
+        "model_version": limits.get("model_version"),
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -1,0 +1,47 @@
+"""ONNX Runtime backend: the CPU default (CUDA provider when the wheel has it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mpox_aism.contracts.model import INPUT_NAME, MAPS_NAME, OUTPUT_NAME
+from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.metadata import read_onnx_meta
+
+
+class OnnxRuntimeClassifier(Classifier):
+    backend = "onnxruntime"
+    thread_safe = True  # InferenceSession.run may be called from several threads
+
+    def __init__(self, onnx_path: str | Path, *, max_batch: int = 32, providers: list[str] | None = None,
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        super().__init__(read_onnx_meta(onnx_path), max_batch=max_batch)
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+        self._ort_version = ort.__version__
+        self.can_explain = MAPS_NAME in {o.name for o in self.session.get_outputs()}
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]  # the maps branch is not computed
+
+    def logits_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.can_explain:
+            return super().logits_and_maps(batch)
+        logits, maps = self.session.run([OUTPUT_NAME, MAPS_NAME], {INPUT_NAME: batch})
+        return logits, maps
+
+    def describe(self) -> dict:
+        return {**super().describe(), "precision": "fp32", "onnxruntime": self._ort_version,
+                "providers": self.session.get_providers()}
+
+    def close(self) -> None:
+        self.session = None

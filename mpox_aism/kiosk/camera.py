@@ -1,0 +1,167 @@
+"""One camera: its worker thread, its watchdog, its session and its live-view snapshot.
+
+A watchdog around each camera, as Frigate's: a session that dies of an unexpected error is
+restarted with backoff (forever for a live camera, ``FILE_RESTARTS`` times for a file, whose error
+may be deterministic); a source that cannot be opened at all, or ends, is done. The other cameras
+never notice. The ``Pipeline`` survives a restart (its counters, its decider); its tracks end with
+the session, because frame indices restart with the new source, and their last decisions are real
+and are emitted. A camera's own counters live in :class:`CameraState`, which the main thread reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from mpox_aism.contracts.preprocess import fit_within
+from mpox_aism.inference.classifier import Classifier
+from mpox_aism.kiosk.config import CameraConfig, KioskConfig
+from mpox_aism.kiosk.privacy import FaceGuard
+from mpox_aism.kiosk.sink import EventSink
+from mpox_aism.pipeline.crops import CropConfig
+from mpox_aism.pipeline.decider import Decision
+from mpox_aism.pipeline.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineCounts
+from mpox_aism.pipeline.regions import Region, RegionDetector
+from mpox_aism.pipeline.sources import LiveSource, SourceStats, open_source
+
+log = logging.getLogger(__name__)
+RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0  # backoff between restarts of a camera whose session died
+FILE_RESTARTS = 3  # a file's error may be deterministic: do not loop on it forever
+LIVE_VIEW_MAX_SIDE = 480  # the staff page's live view: small enough to refresh every second
+SNAPSHOT_EVERY, STATS_EVERY = 10, 30  # frames between live-view snapshots / between counter copies
+COLOURS = {"face": (0, 200, 0), "hand": (255, 160, 0), "close": (0, 160, 255)}
+Outcome = Literal["cannot start", "ended", "stopped", "crashed"]
+
+
+@dataclass
+class CameraState:
+    """A camera's counters, written by its worker, read by the main thread and the web views."""
+
+    config: CameraConfig
+    frames: int = 0
+    events: int = 0
+    errors: int = 0
+    restarts: int = 0
+    live: bool = False
+    done: bool = False
+    last_error: str | None = None
+    source: SourceStats = field(default_factory=SourceStats)
+    counts: PipelineCounts = field(default_factory=PipelineCounts)
+    summary: dict = field(default_factory=dict)  # the pipeline's JSON summary (for the exit summary file)
+    latest_jpeg: bytes | None = None  # annotated JPEG of a recent frame: stays on the box, never published
+
+
+def pipeline_config(camera: CameraConfig, kiosk: KioskConfig) -> PipelineConfig:
+    """The camera's pipeline settings, built once from the config."""
+    return PipelineConfig(detect_stride=camera.detect_stride, classify_stride=camera.classify_stride,
+                          crop=CropConfig(close_range=camera.close_range), decision=kiosk.decision)
+
+
+def annotate(image: np.ndarray, regions: list[Region]) -> bytes | None:
+    """The frame with its regions boxed, as a small JPEG for the live view."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    for r in regions:
+        colour = COLOURS.get(r.kind, (255, 255, 255))
+        cv2.rectangle(bgr, (r.x0, r.y0), (r.x1, r.y1), colour, 2)
+        cv2.putText(bgr, r.kind, (r.x0, max(12, r.y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
+    ok, buf = cv2.imencode(".jpg", fit_within(bgr, LIVE_VIEW_MAX_SIDE), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return buf.tobytes() if ok else None
+
+
+class CameraWorker:
+    def __init__(self, state: CameraState, kiosk: KioskConfig, *, classifier: Classifier, sink: EventSink,
+                 stop: threading.Event) -> None:
+        self.state, self.kiosk, self.classifier, self.sink, self.stop = state, kiosk, classifier, sink, stop
+        self.pipeline: Pipeline | None = None
+
+    def run(self) -> None:
+        """The watchdog loop (the thread's target)."""
+        cam, delay = self.state, RESTART_MIN_S
+        try:
+            while not self.stop.is_set():
+                if self._session() != "crashed":
+                    break
+                if not cam.live and cam.restarts >= FILE_RESTARTS:
+                    log.error("camera %s: gave up after %d restarts", cam.config.name, cam.restarts)
+                    break
+                cam.restarts += 1
+                log.warning("camera %s: restarting in %.0f s (restart %d)", cam.config.name, delay, cam.restarts)
+                if self.stop.wait(delay):
+                    break
+                delay = min(2 * delay, RESTART_MAX_S)
+        finally:
+            cam.done = True
+
+    def _failed(self, e: Exception) -> None:
+        self.state.errors += 1
+        self.state.last_error = f"{type(e).__name__}: {e}"
+
+    def _session(self) -> Outcome:
+        """Open the source and detectors, run frames until the source ends, a stop, or an error."""
+        cam, c, k = self.state, self.state.config, self.kiosk
+        opened = contextlib.ExitStack()  # what a failed start had already opened is closed again
+        try:
+            det = opened.enter_context(RegionDetector(
+                min_face_score=k.detector.min_face_score, min_hand_score=k.detector.min_hand_score,
+                max_hands=k.detector.max_hands, face_model=k.detector.face_model))
+            source = opened.enter_context(open_source(c.source, hold_frames=c.hold_frames, loop=c.loop, name=c.name))
+            guard = None if k.privacy.allow_full_face or not k.privacy.publish_crops else FaceGuard()
+            if guard is not None:
+                opened.enter_context(guard)
+            if self.pipeline is None:
+                self.pipeline = Pipeline(self.classifier, det, pipeline_config(c, k))
+        except Exception as e:
+            opened.close()
+            self._failed(e)
+            log.error("camera %s cannot start: %s", c.name, cam.last_error)
+            return "cannot start"
+        cam.live = isinstance(source, LiveSource)
+        pipe = self.pipeline
+        pipe.use_detector(det)
+        outcome: Outcome = "ended"
+        first = True
+        try:
+            with opened:
+                try:
+                    for frame in source:
+                        if self.stop.is_set():
+                            outcome = "stopped"
+                            break
+                        if first and cam.restarts:
+                            cam.last_error = None  # back after a restart
+                        first = False
+                        cam.frames += 1
+                        self._handle(pipe.process(frame), frame.image, guard)
+                        if cam.frames % STATS_EVERY == 0:
+                            cam.source, cam.counts = source.stats(), pipe.stats.counts()
+                            cam.summary = pipe.stats.summary()
+                finally:
+                    for decision in pipe.finish():
+                        self._emit(decision, guard)
+                cam.source = source.stats()
+        except Exception as e:  # the worker must report, not vanish
+            self._failed(e)
+            log.exception("camera %s stopped", c.name)
+            outcome = "crashed"
+        finally:
+            cam.counts, cam.summary = pipe.stats.counts(), pipe.stats.summary()
+        return outcome
+
+    def _handle(self, result: FrameResult, image: np.ndarray, guard: FaceGuard | None) -> None:
+        for decision in result.decisions:
+            self._emit(decision, guard)
+        if self.state.frames % SNAPSHOT_EVERY == 0:
+            try:
+                self.state.latest_jpeg = annotate(image, result.regions) or self.state.latest_jpeg
+            except Exception as e:  # the live view is a convenience: never let it stop a camera
+                log.debug("snapshot failed: %s", e)
+
+    def _emit(self, decision: Decision, guard: FaceGuard | None) -> None:
+        if self.sink.emit(self.state.config.name, decision, guard) is not None:
+            self.state.events += 1

@@ -1,0 +1,199 @@
+"""Kiosk configuration: one pydantic model per concern, unknown keys are errors, every field described.
+
+Secrets never live in the file: the MQTT password and the API token are read from environment
+variables or from systemd credentials (``$CREDENTIALS_DIRECTORY/<name>``), see ``secret()``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mpox_aism.kiosk.web.limits import ApiLimits
+from mpox_aism.pipeline.decider import DecisionConfig
+from mpox_aism.pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(_Model):
+    name: str = Field(description="Camera name, used in events, topics and metrics.", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str = Field(description="Video file, image folder, rtsp:// URL, or a camera index / /dev/videoN.")
+    hold_frames: int = Field(15, ge=1, description="Image-folder sources: frames each photo is held for.")
+    loop: bool = Field(False, description="File sources: start again at the end instead of finishing.")
+    close_range: bool = Field(False, description="The camera always shows skin close to the lens (PC terminal): "
+                              "classify the frame centre instead of face/hand regions.")
+    detect_stride: int = Field(DETECT_STRIDE, ge=1, description="Run face/hand detection on every Nth frame.")
+    classify_stride: int = Field(CLASSIFY_STRIDE, ge=1, description="Classify each track at most every Nth frame.")
+
+
+class DetectorConfig(_Model):
+    min_face_score: float = Field(0.5, ge=0, le=1, description="Minimum face detection score.")
+    min_hand_score: float = Field(0.5, ge=0, le=1, description="Minimum hand detection/presence score.")
+    max_hands: int = Field(4, ge=0, le=8, description="Hands per frame; 0 turns hand detection off.")
+    face_model: Literal["short_range", "full_range"] = Field(
+        "short_range", description="short_range for people within ~2 m, full_range for further away.")
+
+
+class ClassifierConfig(_Model):
+    model: str | None = Field(None, description="Model directory (default: the shipped models/default).")
+    backend: Literal["auto", "onnxruntime", "torch", "tensorrt"] = Field(
+        "auto", description="auto = onnxruntime when the model has model.onnx, else torch.")
+    device: str = Field("cpu", description="torch backend device: cpu or cuda[:N].")
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch backend precision.")
+
+
+class TlsConfig(_Model):
+    ca_certs: str | None = Field(None, description="CA bundle that signed the broker's certificate.")
+    certfile: str | None = Field(None, description="Client certificate (mutual TLS).")
+    keyfile: str | None = Field(None, description="Client key (mutual TLS).")
+    require: bool = Field(True, description="Refuse to start without a CA: never fall back to plaintext.")
+
+
+class MqttConfig(_Model):
+    url: str | None = Field(None, description="mqtt://host:port or mqtts://host:port; unset = events wait in "
+                            "the outbox until a broker is configured.")
+    topic_prefix: str = Field("mpox-aism/{station_id}", description="Topic prefix; {station_id} is filled in.")
+    client_id: str | None = Field(None, description="MQTT client id (default mpox-aism-<station_id>); unique "
+                                  "per kiosk.")
+    username: str | None = Field(None, description="MQTT user name.")
+    password_env: str = Field("MPOX_AISM_MQTT_PASSWORD", description="Environment variable holding the "
+                              "password; the systemd credential 'mqtt-password' is used when present.")
+    tls: TlsConfig | None = Field(None, description="TLS settings; required for mqtts://.")
+    status_interval_s: float = Field(30.0, gt=0, description="Seconds between retained status messages.")
+    keepalive_s: int = Field(30, ge=2, le=3600, description="MQTT keepalive: a broker that goes silent without "
+                             "closing the connection (frozen, network partition) is noticed after ~1.5× this.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        u = urlparse(v)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_for_mqtts(self) -> MqttConfig:
+        if self.url and urlparse(self.url).scheme == "mqtts" and self.tls is None:
+            raise ValueError("mqtts:// needs a tls: section (at least ca_certs)")
+        return self
+
+
+class OutboxConfig(_Model):
+    path: str = Field("outbox.sqlite3", description="SQLite file; relative paths live in $STATE_DIRECTORY "
+                      "(systemd) or ./runs.")
+    max_messages: int = Field(10_000, ge=1, description="Bound: the oldest events beyond it are dropped, counted.")
+    max_age_s: float = Field(7 * 24 * 3600, gt=0, description="Bound: events older than this are dropped, counted.")
+    flush_timeout_s: float = Field(10.0, ge=0, description="On exit, seconds to wait for pending events to drain.")
+
+
+class SessionLimits(_Model):
+    """Staff sessions and login throttling (the kiosk config's ``http.sessions``)."""
+
+    idle_s: float = Field(1800, gt=0, description="A session ends after this long without a request.")
+    max_age_s: float = Field(12 * 3600, gt=0, description="…and after this long in all (a shift).")
+    max_failures: int = Field(5, ge=1, description="Wrong passwords for one name or from one address…")
+    window_s: float = Field(900, gt=0, description="…within this window lock it out…")
+    lockout_s: float = Field(900, gt=0, description="…for this long.")
+
+
+class HttpTlsConfig(_Model):
+    certfile: str = Field(description="Server certificate (PEM): the staff pages and the API over HTTPS.")
+    keyfile: str = Field(description="Its private key (PEM).")
+
+
+class HttpConfig(_Model):
+    enabled: bool = Field(True, description="Serve /healthz, /metrics and the diagnosis API.")
+    host: str = Field("127.0.0.1", description="Listen address (0.0.0.0 for the LAN).")
+    port: int = Field(8080, ge=0, lt=65536, description="Listen port (0 = any free port).")
+    token_env: str = Field("MPOX_AISM_API_TOKEN", description="Environment variable (or systemd credential "
+                           "'api-token') holding the diagnosis API bearer token.")
+    max_upload_mb: float = Field(10.0, gt=0, description="Largest accepted upload.")
+    tls: HttpTlsConfig | None = Field(None, description="Serve HTTPS (staff cookies are then Secure). Unset: "
+                                      "plain HTTP, for 127.0.0.1 or behind a TLS reverse proxy.")
+    sessions: SessionLimits = Field(default_factory=SessionLimits, description="Staff log-in sessions and "
+                                    "wrong-password lock-out.")
+    limits: ApiLimits = Field(default_factory=ApiLimits, description="Diagnosis API load shedding: rates, queue, "
+                              "wrong-token lock-out (the camera keeps its CPU).")
+
+
+class PrivacyConfig(_Model):
+    publish_crops: bool = Field(True, description="Attach the lesion crop and its Grad-CAM overlay to events.")
+    allow_full_face: bool = Field(False, description="Also attach crops of face regions (a full face image).")
+    crop_max_px: int = Field(256, ge=32, description="Longest side of attached images.")
+
+
+class KioskConfig(_Model):
+    station_id: str = Field(description="This checkpoint's id; in every event and topic.", pattern=r"^[A-Za-z0-9_.-]+$")
+    cameras: list[CameraConfig] = Field(min_length=1, description="Cameras served by this process.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Face/hand detection.")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="The skin classifier.")
+    decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Per-track decision rule.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Alerts to security staff.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Persistent event queue.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API.")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="What images leave the box.")
+    exit_when_done: bool = Field(True, description="Exit once every (non-looping) file source has ended.")
+    reference_dir: str | None = Field(None, description="A folder per class of photos the operator is licensed to "
+                                      "show: the upload page and event cards show up to 3 typical ones of the "
+                                      "predicted class. Unset: off.")
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> KioskConfig:
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names must be unique, got {names}")
+        return self
+
+
+class ConfigError(ValueError):
+    """The first problem of a config file, with its path (e.g. ``cameras.0.source``)."""
+
+
+def format_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    return f"{where}: {err['msg']}" + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else "")
+
+
+def load_config(path: str | Path) -> KioskConfig:
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): is this the config file?") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    except (ValueError, TypeError, RecursionError) as e:  # PyYAML's constructors (bad dates, deep nesting)
+        raise ConfigError(f"{p}: YAML value not understood: {e}") from None
+    return parse_config(data, str(p))
+
+
+def parse_config(data: object, source: str = "config") -> KioskConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return KioskConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {format_error(e)}") from None
+
+
+def secret(env_name: str, credential: str) -> str | None:
+    """A secret from the systemd credential directory, else from the environment, else None."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / credential).is_file():
+        return (Path(cred_dir) / credential).read_text().strip()
+    return os.environ.get(env_name) or None

@@ -1,0 +1,217 @@
+"""``mpox-aism run``: the kiosk's lifecycle — build the parts, start the cameras, watch, stop.
+
+The parts, each in its own module: ``camera`` (one worker thread per camera, with its watchdog),
+``sink`` (decision → face guard → explanation → event → outbox), ``mqtt`` (outbox → broker),
+``status`` (typed status and the metrics feed) and ``server`` (HTTP API and staff page, which
+see the kiosk only through :class:`KioskView`). The main thread owns the lifecycle: READY=1 once
+everything is up, a WATCHDOG=1 ping every second from the main loop (it proves the main loop is
+alive, not each camera: a camera without frames is its source's job to reconnect, not a reason for
+systemd to restart the whole kiosk), the retained status message, SIGTERM/SIGINT → clean stop
+within seconds. Every review/suspected decision becomes an event written to the outbox before any
+send.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mpox_aism.contracts.decision import STATES
+from mpox_aism.contracts.model import default_backend
+from mpox_aism.inference.classifier import Classifier
+from mpox_aism.kiosk.camera import CameraState, CameraWorker
+from mpox_aism.kiosk.config import KioskConfig, secret
+from mpox_aism.kiosk.events import Event
+from mpox_aism.kiosk.host import sd_notify, state_dir
+from mpox_aism.kiosk.metrics import KioskMetrics
+from mpox_aism.kiosk.mqtt import MqttPublisher
+from mpox_aism.kiosk.outbox import Outbox
+from mpox_aism.kiosk.sink import EventSink, explainer_for
+from mpox_aism.kiosk.status import KioskStatus, MetricsFeed, kiosk_status
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: KioskConfig, *, summary_path: str | Path | None = None):
+        self.config = config
+        self.summary_path = Path(summary_path) if summary_path else None
+        self.run_id = uuid.uuid4().hex[:12]
+        self.stop_event = threading.Event()
+        self.cameras = {c.name: CameraState(c) for c in config.cameras}
+        self.metrics = KioskMetrics()
+        self.model_version = ""
+        self.publisher: MqttPublisher | None = None
+        self.outbox: Outbox | None = None
+        self.sink: EventSink | None = None
+        self.http_url: str | None = None
+        self._http_server: Any = None
+
+    # -------------------------------------------------------------------------------- building
+    def _classifier(self) -> Classifier:
+        from mpox_aism.inference.backends import load_classifier
+
+        c = self.config.classifier
+        backend = default_backend(c.model) if c.backend == "auto" else c.backend
+        opts: dict[str, Any] = {"device": c.device, "precision": c.precision} if backend == "torch" else {}
+        return load_classifier(backend, c.model, **opts)
+
+    def _publisher(self, outbox: Outbox) -> MqttPublisher | None:
+        m = self.config.mqtt
+        if not m.url:
+            log.warning("no MQTT broker configured: events are kept in the outbox %s until one is", self.outbox_path)
+            return None
+        u = urlparse(m.url)
+        tls = m.tls.model_dump() if m.tls else None
+        pub = MqttPublisher(outbox, host=u.hostname or "", port=u.port or (8883 if u.scheme == "mqtts" else 1883),
+                            client_id=m.client_id or f"mpox-aism-{self.config.station_id}",
+                            topic_prefix=self.topic_prefix, username=m.username,
+                            password=secret(m.password_env, "mqtt-password") if m.username else None, tls=tls,
+                            keepalive=m.keepalive_s)
+        pub.start()
+        return pub
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.config.mqtt.topic_prefix.replace("{station_id}", self.config.station_id)
+
+    @property
+    def outbox_path(self) -> Path:
+        p = Path(self.config.outbox.path)
+        return p if p.is_absolute() else state_dir() / p
+
+    # -------------------------------------------------------------------------------- the view
+    def status(self) -> KioskStatus:
+        assert self.outbox is not None and self.sink is not None, "status() before run()"
+        return kiosk_status(station_id=self.config.station_id, run_id=self.run_id, model_version=self.model_version,
+                            cameras=self.cameras, outbox=self.outbox, sink=self.sink, publisher=self.publisher)
+
+    def recent_events(self) -> list[Event]:
+        return self.sink.recent() if self.sink else []
+
+    def latest_frame(self, camera: str) -> bytes | None:
+        cam = self.cameras.get(camera)
+        return cam.latest_jpeg if cam else None
+
+    def camera_names(self) -> list[str]:
+        return list(self.cameras)
+
+    def unsaved_count(self) -> int:
+        return self.sink.unsaved_count() if self.sink else 0
+
+    @property
+    def unsaved_dropped(self) -> int:
+        return self.sink.unsaved_dropped if self.sink else 0
+
+    def summary(self) -> dict:
+        assert self.outbox is not None
+        st = self.publisher.stats() if self.publisher else {"published": 0}
+        decisions: dict[str, int] = dict.fromkeys(STATES, 0)
+        for c in self.cameras.values():
+            for k, v in c.counts.decisions.items():
+                decisions[k] = decisions.get(k, 0) + v
+        return {"frames": sum(c.frames for c in self.cameras.values()),
+                "events": sum(c.events for c in self.cameras.values()),
+                "decisions": decisions,
+                "published": st.get("published", 0), "pending": self.outbox.depth(),
+                "unsaved": self.unsaved_count(), "unsaved_dropped": self.unsaved_dropped,
+                "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "restarts": c.restarts,
+                                "pipeline": c.summary} for n, c in self.cameras.items()}}
+
+    # -------------------------------------------------------------------------------- lifecycle
+    def _start_http(self, classifier: Classifier) -> None:
+        if not self.config.http.enabled:
+            return
+        try:
+            from mpox_aism.kiosk.web.server import start_http
+
+            assert self.sink is not None
+            self._http_server, self.http_url = start_http(self, self.config, classifier=classifier,
+                                                          explainer=self.sink.explainer,
+                                                          explain_lock=self.sink.explain_lock,
+                                                          metrics=self.metrics,
+                                                          reviews_path=state_dir() / "reviews.sqlite3",
+                                                          accounts_path=state_dir() / "staff.sqlite3")
+        except Exception as e:  # the checkpoint's alerts matter more than its web page
+            log.error("HTTP API not started: %s", e)
+
+    def request_stop(self, *_: Any) -> None:
+        if not self.stop_event.is_set():
+            log.info("stopping")
+            sd_notify("STOPPING=1")
+        self.stop_event.set()
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        classifier = self._classifier()
+        self.model_version = classifier.meta.model_version
+        c = self.config
+        self.outbox = Outbox(self.outbox_path, max_messages=c.outbox.max_messages, max_age_s=c.outbox.max_age_s)
+        self.publisher = self._publisher(self.outbox)
+        self.sink = EventSink(c, run_id=self.run_id, model_version=self.model_version, outbox=self.outbox,
+                              topic=f"{self.topic_prefix}/events",
+                              explainer=explainer_for(classifier, c.classifier.model), metrics=self.metrics,
+                              waker=self.publisher)
+        self._start_http(classifier)
+        workers = [threading.Thread(target=CameraWorker(cam, c, classifier=classifier, sink=self.sink,
+                                                        stop=self.stop_event).run,
+                                    name=f"camera-{name}", daemon=True) for name, cam in self.cameras.items()]
+        for w in workers:
+            w.start()
+        sd_notify("READY=1")
+        where = (f", staff page {self.http_url} , upload page {self.http_url}upload , API docs "
+                 f"{self.http_url}docs" if self.http_url else "")
+        print(f"mpox-aism running: station {c.station_id}, {len(workers)} camera(s), model "
+              f"{self.model_version}{where}", flush=True)
+        feed = MetricsFeed(self.metrics)
+        next_status = 0.0
+        while not self.stop_event.is_set():
+            if all(cam.done for cam in self.cameras.values()) and c.exit_when_done:
+                break
+            sd_notify("WATCHDOG=1")
+            if self.sink.unsaved_count():
+                self.sink.retry()
+            feed.update(self.cameras, self.outbox, self.publisher)
+            if self.publisher is not None and time.monotonic() >= next_status:
+                self.publisher.publish_status("status", self.status().model_dump(mode="json"))
+                next_status = time.monotonic() + c.mqtt.status_interval_s
+            self.stop_event.wait(1.0)
+        self.stop_event.set()
+        for w in workers:
+            w.join(timeout=5)
+        return self._shutdown(classifier)
+
+    def _shutdown(self, classifier: Classifier) -> int:
+        assert self.outbox is not None and self.sink is not None
+        if self.sink.retry():
+            log.error("exiting with %d event(s) the outbox could not take (%s): %s", self.sink.unsaved_count(),
+                      self.sink.store_error, ", ".join(self.sink.unsaved_ids()))
+        if self.publisher is not None:
+            deadline = time.monotonic() + self.config.outbox.flush_timeout_s
+            # wait for the broker too: a source that ended during an outage must not exit with alerts queued
+            # (they would survive on disk, but only be sent at the next start)
+            while self.outbox.depth() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.publisher.publish_status("status", self.status().model_dump(mode="json"))
+        summary = self.summary()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self._http_server is not None:
+            self._http_server.stop()
+        classifier.close()
+        self.outbox.close()
+        if self.summary_path:
+            self.summary_path.parent.mkdir(parents=True, exist_ok=True)
+            self.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        found = ", ".join(f"{v} {k}" for k, v in summary["decisions"].items())
+        print(f"mpox-aism done: {summary['frames']} frames, decisions: {found}; {summary['events']} events, "
+              f"{summary['published']} published, {summary['pending']} pending in the outbox", flush=True)
+        return 0

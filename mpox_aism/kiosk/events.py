@@ -1,0 +1,108 @@
+"""Decision → ``Event`` (schema ``docs/schema/event-v1.json``), with the privacy rules applied.
+
+``Event`` is the schema as a type: every field of ``event-v1.json``, nothing else (a test holds
+the two together), and :meth:`Event.encode` is the one JSON encoding of an event — the outbox stores
+those bytes and MQTT sends them unchanged.
+
+``event_id`` is a uuid5 of (station, camera, run id, track id, state, first frame): the same
+decision always gets the same id, and the id is stored with the payload in the outbox, so a
+re-publish after a reconnect or a crash carries the same id and the consumer can de-duplicate.
+Images: the lesion crop and its Grad-CAM overlay are attached (JPEG, base64, at most
+``crop_max_px``) only for hand / close-range crops — a face crop is a full face, attached only when
+``privacy.allow_full_face`` says so; and the sink withholds any crop in which a face detector finds a
+face (``mpox_aism.kiosk.privacy.FaceGuard``), whatever region it came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from mpox_aism.contracts.decision import State
+from mpox_aism.contracts.preprocess import fit_within
+from mpox_aism.kiosk.config import PrivacyConfig
+from mpox_aism.pipeline.decider import Decision
+from mpox_aism.pipeline.regions import RegionKind
+
+SCHEMA = "mpox-aism/event@1"
+NAMESPACE = uuid.UUID("6f1d2b1e-8c55-4c1e-9d7a-2f0a4b6c9e11")
+
+
+class FrameTime(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    first: str = Field(description="Capture time of the first frame that contributed (ISO 8601, UTC).")
+    last: str = Field(description="Capture time of the last frame that contributed.")
+
+
+class Event(BaseModel):
+    """One review/suspected decision as it leaves the box (QoS 1 on ``<topic_prefix>/events``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: Literal["mpox-aism/event@1"] = Field(SCHEMA, alias="schema", description="Payload version.")
+    event_id: str = Field(description="Stable per decision: the de-duplication key.")
+    station_id: str
+    camera: str
+    track_id: int = Field(ge=1, description="Per camera and run; one person (or one close-up).")
+    decision: State
+    label: str
+    probability: float = Field(ge=0, le=1)
+    probabilities: dict[str, float]
+    region_kinds: list[RegionKind]
+    n_crops: int = Field(ge=1)
+    model_version: str
+    time: str = Field(description="When the event was made.")
+    frame_time: FrameTime
+    final: bool = Field(description="Emitted when the track ended (else when it first had enough crops or "
+                                    "changed state).")
+    research_use_only: Literal[True] = True
+    crop_jpeg_base64: str | None = Field(None, description="Lesion crop; never a face unless "
+                                                           "privacy.allow_full_face.")
+    gradcam_jpeg_base64: str | None = Field(None, description="Grad-CAM overlay of the crop; same privacy rule.")
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object of the schema (absent images are absent, not null)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def encode(self) -> bytes:
+        """The one wire form: compact UTF-8 JSON."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def jpeg_b64(rgb: np.ndarray, max_px: int, quality: int = 85) -> str:
+    bgr = cv2.cvtColor(fit_within(rgb, max_px), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def images_allowed(d: Decision, privacy: PrivacyConfig) -> bool:
+    return privacy.publish_crops and (privacy.allow_full_face or d.best_kind != "face")
+
+
+def build_event(d: Decision, *, station_id: str, camera: str, run_id: str, model_version: str,
+                privacy: PrivacyConfig, gradcam: np.ndarray | None = None,
+                attach_images: bool | None = None) -> Event:
+    """``attach_images``: the caller's final word (after its face check); None = the policy alone."""
+    event_id = uuid.uuid5(NAMESPACE, f"{station_id}|{camera}|{run_id}|{d.track_id}|{d.state}|{d.first_frame}")
+    attach = images_allowed(d, privacy) if attach_images is None else attach_images
+    return Event(
+        event_id=str(event_id), station_id=station_id, camera=camera, track_id=d.track_id, decision=d.state,
+        label=d.label, probability=round(d.probability, 4),
+        probabilities={k: round(v, 4) for k, v in d.probabilities.items()},
+        region_kinds=list(d.region_kinds), n_crops=d.n_crops, model_version=model_version,
+        time=_iso(dt.datetime.now(dt.UTC).timestamp()),
+        frame_time=FrameTime(first=_iso(d.first_timestamp), last=_iso(d.last_timestamp)), final=d.final,
+        crop_jpeg_base64=jpeg_b64(d.best_crop, privacy.crop_max_px) if attach else None,
+        gradcam_jpeg_base64=jpeg_b64(gradcam, privacy.crop_max_px) if attach and gradcam is not None else None)

@@ -1,0 +1,115 @@
+"""Prometheus metrics of one kiosk, in a registry of its own.
+
+A private ``CollectorRegistry`` (not prometheus-client's global one) so two daemons or two tests in one
+process never collide on metric names, and ``/metrics`` shows only what this kiosk owns. Label values are
+created up front where they are known (decision states), so a rate over them is 0, not absent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mpox_aism.contracts.decision import STATES as DECISION_STATES
+
+# classifier latency on CPU is tens of ms to seconds; a GPU batch is a few ms
+INFERENCE_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _OutboxDroppedCollector(Collector):
+    """``mpox_aism_outbox_dropped_total`` as a real counter whose value the outbox owns.
+
+    The outbox keeps its all-time dropped count in SQLite (it survives restarts), so the value is set, not
+    incremented; a Gauge named ``*_total`` would be typed wrongly for ``rate()`` and linters.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily("mpox_aism_outbox_dropped", "Events the outbox dropped (bounds hit), all time.",
+                                  value=self.value)
+
+
+class KioskMetrics:
+    """The kiosk's metrics and the small update methods the daemon, pipeline and HTTP API call."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames = Counter("mpox_aism_frames_total", "Frames read from a camera.", ["camera"], registry=r)
+        self.fps = Gauge("mpox_aism_fps", "Frames per second a camera is processed at.", ["camera"], registry=r)
+        self.dropped_frames = Counter("mpox_aism_dropped_frames_total", "Frames a camera source dropped.",
+                                      ["camera"], registry=r)
+        self.inference_seconds = Histogram("mpox_aism_inference_seconds", "Classifier call latency.",
+                                           buckets=INFERENCE_BUCKETS, registry=r)
+        self.detections = Counter("mpox_aism_detections_total", "Skin regions detected, by kind (face, hand…).",
+                                  ["kind"], registry=r)
+        self.decisions = Counter("mpox_aism_decisions_total", "Track decisions, by state.", ["state"], registry=r)
+        self.outbox_depth = Gauge("mpox_aism_outbox_depth", "Events waiting in the outbox.", registry=r)
+        self.broker_connected = Gauge("mpox_aism_broker_connected", "1 while connected to the MQTT broker.",
+                                      registry=r)
+        self.diagnose_requests = Counter("mpox_aism_diagnose_requests_total",
+                                         "Diagnosis API requests, by HTTP status.", ["status"], registry=r)
+        self.withheld_images = Counter("mpox_aism_event_images_withheld_total",
+                                       "Events published without images because a face was visible in the crop.",
+                                       registry=r)
+        self._outbox_dropped = _OutboxDroppedCollector()
+        r.register(self._outbox_dropped)
+        for state in DECISION_STATES:
+            self.decisions.labels(state=state)
+
+    # ------------------------------------------------------------------ cameras and pipeline
+    def frame(self, camera: str, n: int = 1) -> None:
+        self.frames.labels(camera=camera).inc(n)
+
+    def set_fps(self, camera: str, fps: float) -> None:
+        self.fps.labels(camera=camera).set(fps)
+
+    def dropped_frame(self, camera: str, n: int = 1) -> None:
+        if n:
+            self.dropped_frames.labels(camera=camera).inc(n)
+
+    def observe_inference(self, seconds: float) -> None:
+        self.inference_seconds.observe(seconds)
+
+    @contextmanager
+    def time_inference(self) -> Iterator[None]:
+        """``with metrics.time_inference(): classifier.predict(...)``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.inference_seconds.observe(time.perf_counter() - t0)
+
+    def detection(self, kind: str, n: int = 1) -> None:
+        if n:
+            self.detections.labels(kind=kind).inc(n)
+
+    def decision(self, state: str) -> None:
+        self.decisions.labels(state=state).inc()
+
+    def images_withheld(self) -> None:
+        self.withheld_images.inc()
+
+    # ------------------------------------------------------------------ outbox and broker
+    def set_outbox(self, stats: Mapping[str, float | int | None]) -> None:
+        """From ``Outbox.stats()``: ``{depth, dropped, ...}``."""
+        self.outbox_depth.set(float(stats.get("depth") or 0))
+        self._outbox_dropped.value = float(stats.get("dropped") or 0)
+
+    def set_broker_connected(self, connected: bool) -> None:
+        self.broker_connected.set(1.0 if connected else 0.0)
+
+    # ------------------------------------------------------------------ HTTP API
+    def diagnose_request(self, status: int) -> None:
+        self.diagnose_requests.labels(status=str(int(status))).inc()
+
+    def exposition(self) -> bytes:
+        """The text format served at ``/metrics``."""
+        return generate_latest(self.registry)

@@ -1,0 +1,153 @@
+"""Decision → face guard → explanation → ``Event`` → outbox: where a decision leaves the pipeline.
+
+The event path as a chain, one stage each: ``clear`` stops here (counted, not published); the
+privacy rule and then the face guard decide whether images may leave the box; the crop is
+explained — by the classifier's own forward pass when its model has class maps, else by Grad-CAM,
+built on the first flagged crop so torch stays out of memory until one is needed; the
+``Event`` is encoded once and written to the outbox before any send. When the write fails (disk
+full, I/O error) the event waits in memory behind any earlier ones and ``retry`` (the daemon's main
+loop, every second) saves it later: an alert is not dropped because one write failed, and the
+camera does not stop for it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from mpox_aism.contracts.heatmap import Explainer
+from mpox_aism.inference.classifier import Classifier
+from mpox_aism.kiosk.config import KioskConfig
+from mpox_aism.kiosk.events import Event, build_event, images_allowed
+from mpox_aism.kiosk.metrics import KioskMetrics
+from mpox_aism.kiosk.outbox import Outbox
+from mpox_aism.kiosk.privacy import FaceGuard
+from mpox_aism.pipeline.decider import Decision
+
+log = logging.getLogger(__name__)
+MAX_UNSAVED = 1000  # events held in memory while the outbox cannot be written (disk full)
+RECENT = 200  # events kept for the staff page
+
+
+class Waker(Protocol):
+    def wake(self) -> None: ...
+
+
+def explainer_for(classifier: Classifier, model: str | None) -> Callable[[], Explainer]:
+    """The classifier itself when its model gives class maps from the forward pass (no torch, one pass);
+    else a factory that builds the Grad-CAM explainer once, on first use (it loads torch and the weights)."""
+    if classifier.can_explain:
+        return lambda: classifier
+    built: list[Explainer] = []
+    lock = threading.Lock()
+
+    def get() -> Explainer:
+        with lock:
+            if not built:
+                from mpox_aism.inference.gradcam import GradCamExplainer
+
+                built.append(GradCamExplainer(model))
+            return built[0]
+
+    return get
+
+
+class EventSink:
+    def __init__(self, config: KioskConfig, *, run_id: str, model_version: str, outbox: Outbox,
+                 topic: str, explainer: Callable[[], Explainer], metrics: KioskMetrics,
+                 waker: Waker | None = None) -> None:
+        self.config, self.run_id, self.model_version = config, run_id, model_version
+        self.outbox, self.topic, self.waker = outbox, topic, waker
+        self.explainer, self.metrics = explainer, metrics
+        self.explain_lock = threading.Lock()  # Grad-CAM hooks on the shared torch model: one at a time
+        self._recent: collections.deque[Event] = collections.deque(maxlen=RECENT)
+        self._recent_lock = threading.Lock()
+        self._store_lock = threading.Lock()
+        self._unsaved: collections.deque[Event] = collections.deque()
+        self.store_error: str | None = None
+        self.unsaved_dropped = 0
+
+    def emit(self, camera: str, decision: Decision, guard: FaceGuard | None) -> Event | None:
+        """The chain for one decision; returns the event written (None for ``clear``)."""
+        if decision.state == "clear":
+            return None
+        attach = self._attach(decision, guard)
+        event = build_event(decision, station_id=self.config.station_id, camera=camera, run_id=self.run_id,
+                            model_version=self.model_version, privacy=self.config.privacy,
+                            gradcam=self._explain(decision) if attach else None, attach_images=attach)
+        self._store(event)
+        with self._recent_lock:
+            self._recent.append(event)
+        log.info("event %s: camera %s track %s %s (%s %.2f)", event.event_id[:8], camera, decision.track_id,
+                 decision.state, decision.label, decision.probability)
+        return event
+
+    def _attach(self, decision: Decision, guard: FaceGuard | None) -> bool:
+        if not images_allowed(decision, self.config.privacy):
+            return False
+        if guard is not None and guard.contains_face(decision.best_crop):
+            self.metrics.images_withheld()
+            log.info("track %s: a face is visible in the crop; event published without images", decision.track_id)
+            return False
+        return True
+
+    def _explain(self, decision: Decision) -> np.ndarray | None:
+        try:
+            with self.explain_lock:
+                return self.explainer().explain(decision.best_crop).overlay
+        except Exception as e:  # the alert stands without its picture
+            log.warning("Grad-CAM failed for track %s: %s", decision.track_id, e)
+            return None
+
+    def recent(self) -> list[Event]:
+        """The latest events (for the staff page), oldest first."""
+        with self._recent_lock:
+            return list(self._recent)
+
+    # ------------------------------------------------------------------------------ storing
+    def _store(self, event: Event) -> None:
+        with self._store_lock:
+            self._unsaved.append(event)
+            if len(self._unsaved) > MAX_UNSAVED:  # memory is finite too: drop the oldest, counted, loudly
+                lost = self._unsaved.popleft()
+                self.unsaved_dropped += 1
+                log.error("outbox unwritable and %d events held: dropped event %s", MAX_UNSAVED, lost.event_id)
+            self._save_locked()
+
+    def _save_locked(self) -> None:
+        while self._unsaved:
+            try:
+                self.outbox.put(self.topic, self._unsaved[0].encode())
+            except (sqlite3.Error, OSError) as e:
+                if self.store_error is None:
+                    log.error("cannot write the outbox %s (%s): %d event(s) held in memory, retrying every second",
+                              self.outbox.path, e, len(self._unsaved))
+                self.store_error = f"{type(e).__name__}: {e}"
+                return
+            self._unsaved.popleft()
+            if self.waker is not None:
+                self.waker.wake()
+        if self.store_error is not None:
+            log.warning("outbox %s writable again; every held event is saved", self.outbox.path)
+            self.store_error = None
+
+    def unsaved_count(self) -> int:
+        """Events held in memory because the outbox could not take them."""
+        with self._store_lock:
+            return len(self._unsaved)
+
+    def unsaved_ids(self) -> list[str]:
+        with self._store_lock:
+            return [e.event_id for e in self._unsaved]
+
+    def retry(self) -> int:
+        """Try to save the held events now; returns how many are still held."""
+        with self._store_lock:
+            self._save_locked()
+            return len(self._unsaved)

@@ -1,0 +1,127 @@
+"""The kiosk's status as types (``/healthz``, the retained MQTT status message) and its metrics feed.
+
+``down`` lists what is not working — a camera with an error or a lost connection, the broker when
+one is configured and not connected, the outbox when it cannot be written — while the kiosk still
+classifies and queues alerts; ``/healthz`` answers 200 "degraded" for it, so nothing restarts it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from mpox_aism.kiosk.camera import CameraState
+from mpox_aism.kiosk.metrics import KioskMetrics
+from mpox_aism.kiosk.mqtt import MqttPublisher
+from mpox_aism.kiosk.outbox import Outbox
+from mpox_aism.kiosk.sink import EventSink
+from mpox_aism.pipeline.regions import REGION_KINDS
+
+
+class CameraStatus(BaseModel):
+    frames: int
+    events: int
+    errors: int
+    restarts: int
+    done: bool
+    last_error: str | None
+    connected: bool | None = Field(description="None for sources without a connection (files, image folders).")
+    dropped_frames: int
+    reconnects: int
+
+
+class MqttStatus(BaseModel):
+    configured: bool
+    connected: bool
+    published: int
+    last_error: str | None
+
+
+class OutboxStatus(BaseModel):
+    depth: int
+    dropped: int
+    oldest_age_s: float | None
+    unsaved: int = Field(description="Events held in memory because the outbox could not take them.")
+    unsaved_dropped: int
+    write_error: str | None
+
+
+class KioskStatus(BaseModel):
+    down: list[str]
+    station_id: str
+    run_id: str
+    model_version: str
+    cameras: dict[str, CameraStatus]
+    mqtt: MqttStatus
+    outbox: OutboxStatus
+
+
+def camera_status(c: CameraState) -> CameraStatus:
+    return CameraStatus(frames=c.frames, events=c.events, errors=c.errors, restarts=c.restarts, done=c.done,
+                        last_error=c.last_error, connected=c.source.connected,
+                        dropped_frames=c.source.dropped_frames, reconnects=c.source.reconnects)
+
+
+def kiosk_status(*, station_id: str, run_id: str, model_version: str, cameras: dict[str, CameraState],
+                 outbox: Outbox, sink: EventSink, publisher: MqttPublisher | None) -> KioskStatus:
+    pub = publisher.stats() if publisher else None
+    ob = outbox.stats()
+    down = [f"camera:{n}" for n, c in cameras.items() if c.last_error or c.source.connected is False]
+    if pub is not None and not pub["connected"]:
+        down.append("mqtt")
+    if sink.store_error is not None:
+        down.append("outbox")
+    return KioskStatus(
+        down=down, station_id=station_id, run_id=run_id, model_version=model_version,
+        cameras={n: camera_status(c) for n, c in cameras.items()},
+        mqtt=MqttStatus(configured=pub is not None, connected=bool(pub and pub["connected"]),
+                        published=int(pub["published"]) if pub else 0, last_error=pub["last_error"] if pub else None),
+        outbox=OutboxStatus(depth=int(ob["depth"] or 0), dropped=int(ob["dropped"] or 0),
+                            oldest_age_s=ob["oldest_age_s"], unsaved=sink.unsaved_count(),
+                            unsaved_dropped=sink.unsaved_dropped, write_error=sink.store_error))
+
+
+@dataclass
+class _Seen:
+    t: float
+    frames: int = 0
+    dropped: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    detections: dict[str, int] = field(default_factory=dict)
+
+
+class MetricsFeed:
+    """Turns the workers' counters into Prometheus metrics: deltas since the last call, per camera."""
+
+    def __init__(self, metrics: KioskMetrics) -> None:
+        self.metrics = metrics
+        self._seen: dict[str, _Seen] = {}
+
+    def update(self, cameras: dict[str, CameraState], outbox: Outbox, publisher: MqttPublisher | None) -> None:
+        now, m = time.monotonic(), self.metrics
+        for name, cam in cameras.items():
+            seen = self._seen.setdefault(name, _Seen(t=now))
+            counts = cam.counts
+            df = cam.frames - seen.frames
+            if df > 0:
+                m.frame(name, df)
+            m.set_fps(name, df / max(1e-3, now - seen.t))
+            dropped = cam.source.dropped_frames
+            if dropped > seen.dropped:
+                m.dropped_frame(name, dropped - seen.dropped)
+            for state, n in counts.decisions.items():
+                for _ in range(n - seen.decisions.get(state, 0)):
+                    m.decision(state)
+                seen.decisions[state] = max(n, seen.decisions.get(state, 0))
+            for kind in REGION_KINDS:
+                n = counts.frames_with.get(kind, 0)
+                if n > seen.detections.get(kind, 0):
+                    m.detection(kind, n - seen.detections.get(kind, 0))
+                    seen.detections[kind] = n
+            if counts.classify_ms_per_frame and df > 0:
+                m.observe_inference(counts.classify_ms_per_frame / 1000)
+            seen.t, seen.frames, seen.dropped = now, cam.frames, dropped
+        m.set_outbox(outbox.stats())
+        m.set_broker_connected(bool(publisher and publisher.connected))

@@ -1,0 +1,227 @@
+"""The staff pages (the paper's PC and phone apps), served by the kiosk itself.
+
+``GET /``: live camera views and the recent review/suspected events, each with "Acknowledge" / "Mark
+reviewed". ``GET /upload``: a photo from a file or the device camera sent to ``/v1/diagnose``.
+The pages are static files in ``mpox_aism/kiosk/web/static`` (HTML, CSS, JS; no CDN: the checkpoint LAN is
+offline), served from a fixed list read once at start-up, so no request path reaches the file system.
+Everything the server sends is put in the page with ``textContent`` / ``src`` only, never
+``innerHTML``, so a label or a name cannot inject markup.
+
+Reviews are written to SQLite (one row per action, never updated), so who acknowledged what survives a
+restart of the daemon and stays auditable; ``/api/events`` shows the latest action of each event.
+
+Research use only: the pages show a screening aid, never a diagnosis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from mpox_aism.kiosk.accounts import Accounts
+from mpox_aism.kiosk.config import SessionLimits
+from mpox_aism.kiosk.web.auth import install_auth, require
+from mpox_aism.kiosk.web.reference import ReferenceLibrary
+
+SHOWN_DECISIONS = frozenset({"review", "suspected"})
+NO_STORE = {"Cache-Control": "no-store"}  # live frames and event lists must never come from a cache
+STATIC_DIR = Path(__file__).with_name("static")
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+               ".js": "text/javascript; charset=utf-8"}
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """name → (bytes, media type) of every page asset, read once."""
+    return {p.name: (p.read_bytes(), MEDIA_TYPES[p.suffix]) for p in sorted(STATIC_DIR.iterdir())
+            if p.suffix in MEDIA_TYPES}
+
+
+class ReviewIn(BaseModel):
+    """A staff action on one event; a wrong ``action`` is FastAPI's 422."""
+
+    action: Literal["acknowledged", "reviewed"]
+    by: str = Field("", max_length=100, description="Ignored: who acted is the logged-in account.")
+    note: str = Field("", max_length=2000)
+
+
+class Review(ReviewIn):
+    event_id: str
+    time: str = Field(description="When it was recorded, ISO 8601 UTC.")
+
+
+class ReviewStore:
+    """Append-only review log in SQLite.
+
+    A connection per call: the endpoints run in the threadpool and a sqlite3 connection must not be
+    shared between threads; opening one on a local file costs far less than the page's poll interval.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")  # readers (the page's polls) never block a writer
+            con.execute("""CREATE TABLE IF NOT EXISTS reviews (
+                               id INTEGER PRIMARY KEY AUTOINCREMENT,
+                               event_id TEXT NOT NULL, action TEXT NOT NULL, by TEXT NOT NULL,
+                               note TEXT NOT NULL, time TEXT NOT NULL)""")
+            con.execute("CREATE INDEX IF NOT EXISTS reviews_event ON reviews (event_id, id)")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=10)) as con, con:  # inner `con`: commit or roll back
+            con.execute("PRAGMA synchronous=FULL")  # a recorded review survives a power cut
+            yield con
+
+    def record(self, event_id: str, review: ReviewIn) -> Review:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        with self._connect() as con:
+            con.execute("INSERT INTO reviews (event_id, action, by, note, time) VALUES (?, ?, ?, ?, ?)",
+                        (event_id, review.action, review.by, review.note, now))
+        return Review(event_id=event_id, action=review.action, by=review.by, note=review.note, time=now)
+
+    def latest(self, event_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The newest action of each given event that has one."""
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, dict[str, str]] = {}
+        with self._connect() as con:
+            for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+                chunk = ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = con.execute(
+                    f"SELECT event_id, action, by, note, time FROM reviews WHERE id IN "
+                    f"(SELECT MAX(id) FROM reviews WHERE event_id IN ({marks}) GROUP BY event_id)", chunk)
+                for event_id, action, by, note, time in rows:
+                    out[event_id] = {"action": action, "by": by, "note": note, "time": time}
+        return out
+
+    def history(self, event_id: str) -> list[dict[str, str]]:
+        with self._connect() as con:
+            rows = con.execute("SELECT action, by, note, time FROM reviews WHERE event_id = ? ORDER BY id",
+                               (event_id,)).fetchall()
+        return [{"action": a, "by": b, "note": n, "time": t} for a, b, n, t in rows]
+
+
+def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[str, Any]]],
+                     frame_provider: Callable[[str], bytes | None], cameras: Callable[[], list[str]],
+                     reviews_path: Path, accounts: Accounts, references: ReferenceLibrary | None = None,
+                     sessions: SessionLimits | None = None, secure: bool = False) -> ReviewStore:
+    """Add the staff pages and their JSON API to the kiosk's app, behind staff logins; returns the review store.
+
+    ``accounts``: the staff accounts (``mpox_aism.kiosk.accounts``); every route here needs a logged-in session
+    (``mpox_aism.kiosk.web.auth``), reviews need the ``reviewer`` role and are recorded in the audit trail under
+    the account's name. ``secure``: the server speaks TLS (cookies are then Secure).
+
+    ``events_provider()``: the recent events (``mpox_aism.kiosk.events`` payloads), any order; only review and
+    suspected ones are shown. ``frame_provider(camera)``: the camera's latest frame as JPEG, or ``None``
+    before the first one. ``cameras()``: the camera names, asked on every page load.
+    """
+    store = ReviewStore(reviews_path)
+    files = _static_files()
+
+    def page(name: str) -> Response:
+        body, media_type = files[name]
+        return Response(body, media_type=media_type, headers=NO_STORE)
+
+    install_auth(app, accounts, limits=sessions, secure=secure, login_page=lambda: page("login.html"))
+
+    def shown_events() -> list[dict[str, Any]]:
+        events = [e for e in events_provider() if e.get("decision") in SHOWN_DECISIONS and e.get("event_id")]
+        # ISO 8601 UTC strings sort as times; stable sort keeps the provider's order for equal times
+        return sorted(events, key=lambda e: str(e.get("time", "")), reverse=True)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def staff_page() -> Response:
+        return page("staff.html")
+
+    @app.get("/upload", response_class=HTMLResponse, include_in_schema=False)
+    def upload_page() -> Response:
+        return page("upload.html")
+
+    @app.get("/api/reference/{label}", summary="Typical photos of a class, for comparison (may be empty)")
+    def reference_list(label: str) -> dict[str, Any]:
+        if references is None:
+            return {"label": label, "images": []}
+        try:
+            n = len(references.images(label))
+        except KeyError:
+            raise HTTPException(404, f"unknown class {label!r}") from None
+        return {"label": label, "images": [f"/api/reference/{label}/{i}.jpg" for i in range(n)]}
+
+    @app.get("/api/reference/{label}/{index}.jpg", include_in_schema=False)
+    def reference_image(label: str, index: int) -> Response:
+        try:
+            images = references.images(label) if references else []
+        except KeyError:
+            images = []
+        if not 0 <= index < len(images):
+            raise HTTPException(404, "no such reference image")
+        return Response(images[index], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static_file(name: str) -> Response:
+        if name not in files or name.endswith(".html"):
+            raise HTTPException(404, "no such file")
+        return page(name)
+
+    @app.get("/api/cameras", summary="Camera names, for the staff page's live views")
+    def list_cameras() -> list[str]:
+        return list(cameras())
+
+    @app.get("/api/cameras/{name}/frame.jpg", response_class=Response, summary="A camera's latest frame",
+             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "No such camera or no frame yet."}})
+    def camera_frame(name: str) -> Response:
+        if name not in cameras():
+            raise HTTPException(404, f"no camera named {name!r}")
+        frame = frame_provider(name)
+        if not frame:
+            raise HTTPException(404, f"no frame from {name!r} yet")
+        return Response(frame, media_type="image/jpeg", headers=NO_STORE)
+
+    @app.get("/api/events", summary="Recent review/suspected events, newest first, with their latest review")
+    def list_events() -> Response:
+        events = shown_events()
+        latest = store.latest(str(e["event_id"]) for e in events)
+        body = [{**e, "review": latest.get(str(e["event_id"]))} for e in events]
+        return JSONResponse(body, headers=NO_STORE)
+
+    @app.post("/api/events/{event_id}/review", response_model=Review, summary="Record a staff action on an event",
+              responses={404: {"description": "No such recent event."}})
+    def review_event(event_id: str, review: ReviewIn, request: Request) -> Review:
+        user = require(request, "reviewer")
+        if not any(str(e.get("event_id")) == event_id for e in events_provider()):
+            raise HTTPException(404, f"no recent event {event_id!r}")
+        recorded = store.record(event_id, review.model_copy(update={"by": user.name}))  # who, from the login
+        accounts.record(user.name, review.action, event_id=event_id, detail=review.note)
+        return recorded
+
+    @app.post("/api/diagnose", summary="Classify one photo from the upload page (reviewers; same limits as the API)",
+              response_model_exclude_none=True, include_in_schema=False)
+    async def diagnose_upload(request: Request) -> Any:
+        result = await request.app.state.diagnose(request, lambda r: require(r, "reviewer"))
+        user = require(request, "reviewer")
+        accounts.record(user.name, "upload", detail=f"{result.decision} {result.label} {result.probability:.2f}")
+        return result.model_dump(exclude_none=True)
+
+    @app.get("/api/audit.csv", summary="The audit trail (admins)", response_class=Response)
+    def audit_csv(request: Request) -> Response:
+        require(request, "admin")
+        out = io.StringIO()
+        accounts.export_csv(out)
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=NO_STORE)
+
+    @app.get("/api/events/{event_id}/reviews", summary="Every recorded action on an event, oldest first")
+    def event_reviews(event_id: str) -> list[dict[str, str]]:
+        return store.history(event_id)
+
+    app.state.reviews = store
+    return store

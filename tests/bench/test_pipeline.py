@@ -1,0 +1,15 @@
+from dataclasses import replace
+
+from mpox_aism.bench.pipeline import track_outcomes
+from mpox_aism.pipeline.decider import Decider, DecisionConfig
+from tests.pipeline.test_decider import _crop, _p
+
+
+def test_track_outcomes_count_people_by_their_last_state_and_split_close_only_tracks() -> None:
+    d = Decider(DecisionConfig(min_crops=1, hold=1))
+    face = d.add(1, _crop(kind="face"), _p("mpox", 0.9), 0.0)
+    close = d.add(2, _crop(kind="close"), _p("mpox", 0.9), 0.0)
+    assert face is not None and close is not None and (face.state, close.state) == ("suspected", "review")
+    out = track_outcomes([face, close, replace(close, track_id=3, state="clear")])
+    assert out == {"all": {"clear": 1, "review": 1, "suspected": 1},
+                   "close_only": {"clear": 1, "review": 1, "suspected": 0}}
