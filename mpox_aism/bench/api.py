@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def _start_daemon(source: str, token: str) -> tuple[subprocess.Popen, str, Path]
 def main(args: argparse.Namespace) -> dict[str, Any]:
     import logging
 
-    from mpox_aism.bench.classifier import machine
+    from mpox_aism.contracts.machine import describe_machine
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the report
 
@@ -155,7 +156,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "api", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "mpox-aism bench api " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["bench", "api"]
                                                          else sys.argv[1:]),
-        "machine": machine(), "clients": args.clients, "seconds": args.seconds, "photos": len(photos),
+        "machine": asdict(describe_machine()), "clients": args.clients, "seconds": args.seconds, "photos": len(photos),
         "clients_honour_retry_after": not args.ignore_retry_after,
         "statuses": dict(sorted(Counter(str(s) for s, _ in out).items())),
         "answered_p50_ms": round(float(np.percentile(answered, 50)), 1) if answered.size else None,

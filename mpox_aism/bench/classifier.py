@@ -13,18 +13,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shlex
-import socket
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mpox_aism.contracts.machine import describe_machine
 from mpox_aism.inference.backends import BACKENDS, load_classifier
 from mpox_aism.inference.classifier import Classifier
 
@@ -46,21 +45,6 @@ def parse_variant(spec: str) -> tuple[str, dict]:
         else:
             kw[o] = True
     return name, kw
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "platform": platform.platform()}
 
 
 def _time(fn, *, warmup: int, iters: int, min_seconds: float, sync: bool) -> list[float]:
@@ -162,7 +146,7 @@ def main(args: argparse.Namespace) -> dict:
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "mpox-aism " + shlex.join(sys.argv[1:]),
-        "machine": machine(),
+        "machine": asdict(describe_machine()),
         "model": {"path": str(args.model or "models/default") if not args.arch else None,
                   "arch": args.arch, "weights": "random (speed only)" if args.arch else "trained"},
         "versions": {"torch": torch.__version__, "cuda": torch.version.cuda},

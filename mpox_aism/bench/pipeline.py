@@ -16,10 +16,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 
-from mpox_aism.bench.classifier import machine
 from mpox_aism.contracts.decision import STATES
+from mpox_aism.contracts.machine import describe_machine
 from mpox_aism.contracts.model import default_backend
 from mpox_aism.pipeline.decider import Decision, DecisionConfig
 from mpox_aism.pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
@@ -108,7 +109,7 @@ def main(args: argparse.Namespace) -> dict:
         "source": args.source,
         "command": "mpox-aism " + shlex.join(sys.argv[1:]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": asdict(describe_machine()),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

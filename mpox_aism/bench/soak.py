@@ -23,13 +23,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from mpox_aism.bench.classifier import machine
+from mpox_aism.contracts.machine import describe_machine
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 
@@ -130,7 +131,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "soak", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "mpox-aism bench soak " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["bench", "soak"]
                                                           else sys.argv[1:]),
-        "machine": machine(), "source": str(source), "minutes": args.minutes, "warmup_s": args.warmup,
+        "machine": asdict(describe_machine()), "source": str(source), "minutes": args.minutes, "warmup_s": args.warmup,
         "exit_code": proc.returncode,
         "growth": {k: growth(samples, k, args.warmup) for k in ("rss_mb", "fds", "threads")} if samples else {},
         "daemon_summary": summary, "samples": samples,

@@ -1,13 +1,13 @@
 """``mpox-aism export tensorrt``: a TensorRT 10 engine from the exported ONNX, plus a sidecar JSON.
 
 A serialised TensorRT engine runs only on the GPU model and the exact TensorRT version that built
-it, and elsewhere it fails late and obscurely. So every engine gets ``<engine>.json`` recording
-both (with the ModelMeta, the batch profile and the ONNX hash); the TensorRT backend checks it with
-:func:`check_sidecar` before deserialising and tells the operator how to rebuild.
+it, so every engine gets ``<engine>.json`` recording both (with the ModelMeta, the batch profile and
+the ONNX hash). That sidecar is a contract between this build tool and the runtime, so it is defined
+in ``mpox_aism.inference.sidecar``, which the backend reads without importing the build tool.
 
 TensorRT is imported lazily: it cannot be installed on the development machines
-(../shared/ENVIRONMENT.md). What can be tested without it — the sidecar check, the ONNX contract
-and the calibration-image reader — are pure functions here.
+(../shared/ENVIRONMENT.md). What can be tested without it — the ONNX contract and the
+calibration-image reader — are pure functions here.
 """
 
 from __future__ import annotations
@@ -30,68 +30,9 @@ import numpy as np
 from mpox_aism.contracts.images import IMAGE_SUFFIXES, DatasetError, list_images, load_rgb
 from mpox_aism.contracts.model import INPUT_NAME, ONNX_META_KEY, OUTPUT_NAME, ModelMeta, meta_from_json
 from mpox_aism.contracts.preprocess import preprocess_numpy
+from mpox_aism.inference.sidecar import gpu_identity, import_tensorrt, load_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
-
-TRT_MISSING = ("TensorRT is not installed: pip install tensorrt on a CUDA machine; it cannot be installed on the "
-               "development machines (see ../shared/ENVIRONMENT.md), where the onnxruntime and torch backends work")
-
-
-class EngineMismatchError(RuntimeError):
-    """The engine was built for another GPU or TensorRT version and must be rebuilt on this machine."""
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` with a message that says what to do when it is missing."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as e:  # a wheel without its CUDA libraries fails with either
-        raise ImportError(f"{TRT_MISSING} (import failed: {e})") from e
-    return trt
-
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    return Path(f"{engine_path}.json")
-
-
-def load_sidecar(engine_path: str | Path) -> dict:
-    p = sidecar_path(engine_path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} is missing: without it the engine cannot be checked against this GPU and "
-                                f"TensorRT version; rebuild with `mpox-aism export tensorrt --onnx MODEL.onnx "
-                                f"--out {engine_path}`")
-    return json.loads(p.read_text())
-
-
-def gpu_identity(device: Any = None) -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of a CUDA device, via torch."""
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(device)
-    return torch.cuda.get_device_name(device), f"{major}.{minor}"
-
-
-def rebuild_command(sidecar: dict) -> str:
-    a = sidecar.get("build_args", {})
-    onnx_file, engine = sidecar.get("onnx", "MODEL.onnx"), sidecar.get("engine", "ENGINE")
-    cmd = f"mpox-aism export tensorrt --onnx {onnx_file} --out {engine}"
-    if a.get("int8"):
-        cmd += f" --int8 --calib-data {a.get('calib_dir') or 'DIR'}"
-    elif a.get("fp16"):
-        cmd += " --fp16"
-    return cmd + (f" --max-batch {a['max_batch']}" if "max_batch" in a else "")
-
-
-def check_sidecar(sidecar: dict, *, trt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse an engine built elsewhere: TensorRT plans are tied to the GPU model and the TensorRT version."""
-    built = (sidecar.get("gpu_name"), str(sidecar.get("compute_capability")), sidecar.get("tensorrt_version"))
-    here = (gpu_name, str(compute_capability), trt_version)
-    if built != here:
-        raise EngineMismatchError(
-            f"engine built for {built[0]} (compute capability {built[1]}) with TensorRT {built[2]}, this machine has "
-            f"{here[0]} (compute capability {here[1]}) with TensorRT {here[2]}; a TensorRT engine only runs where it "
-            f"was built: rebuild with `{rebuild_command(sidecar)}`")
-
 
 def onnx_contract(onnx_file: str | Path | bytes, *, image_size: int | None = None,
                   source: str | None = None) -> tuple[ModelMeta, int]:

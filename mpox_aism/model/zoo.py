@@ -112,28 +112,5 @@ def load_imagenet_weights(model: nn.Module, arch: str) -> None:
         raise ValueError(f"ImageNet weights do not fit: missing {missing}, unexpected {unexpected}")
 
 
-def load_init_checkpoint(model: nn.Module, path: str | Path) -> tuple[int, int]:
-    """Initialise from a checkpoint (a trained ``model.pt`` or a SimCLR ``encoder.pt``).
-
-    Tensors whose name and shape match are copied; the head is always left fresh. Returns
-    (copied, skipped) so the caller can refuse an init that matched nothing.
-    """
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(blob, dict) and "imagenet_keys" in blob:  # a probe's model.pt: its backbone is elsewhere
-        from mpox_aism.model.modeldir import load_model
-
-        blob = {"state_dict": load_model(path)[0].state_dict()}
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
-    head_names = {n for n, p in model.named_parameters() if p is classifier_head(model).weight}
-    head_names |= {n for n, p in model.named_parameters() if p is classifier_head(model).bias}
-    own = model.state_dict()
-    take = {k: v for k, v in state.items()
-            if k in own and k not in head_names and own[k].shape == v.shape}
-    if not take:
-        raise ValueError(f"{path}: no tensor matches the {type(model).__name__} architecture")
-    model.load_state_dict(take, strict=False)
-    return len(take), len(state) - len(take)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

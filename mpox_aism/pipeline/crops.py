@@ -1,9 +1,8 @@
 """Regions → skin crops: expand, gate (size, blur, darkness, skin share), close-range fallback.
 
-Skin is measured with the classic YCrCb rule (Chai & Ngan 1999: 133 ≤ Cr ≤ 173, 77 ≤ Cb ≤ 127),
-which is cheap, needs no model and keeps reddened and lesioned skin (high Cr) that HSV hue rules
-tend to drop. Sharpness is the variance of the Laplacian of the grey crop (below ~20 a 224 px
-crop is motion-blurred or out of focus); darkness is the mean grey level.
+Skin is measured with the floor's YCrCb rule (``mpox_aism.contracts.skin``). Sharpness is the
+variance of the Laplacian of the grey crop (below ~20 a 224 px crop is motion-blurred or out of
+focus); darkness is the mean grey level.
 
 Close-range mode: MediaPipe finds a face or hand in only a few real mpox close-ups, so when a
 frame has no face/hand region but skin fills its centre (or the camera is configured as
@@ -17,17 +16,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from mpox_aism.contracts.skin import skin_mask
 from mpox_aism.pipeline.regions import Region
-
-CR_RANGE = (133, 173)
-CB_RANGE = (77, 127)
-
-
-def skin_mask(rgb: np.ndarray) -> np.ndarray:
-    """Boolean H×W mask of skin-coloured pixels."""
-    ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-    cr, cb = ycrcb[..., 1], ycrcb[..., 2]
-    return (cr >= CR_RANGE[0]) & (cr <= CR_RANGE[1]) & (cb >= CB_RANGE[0]) & (cb <= CB_RANGE[1])
 
 
 def sharpness(rgb: np.ndarray) -> float:

@@ -6,7 +6,7 @@ is a close-up, so a classifier may learn "skin fills the frame → a disease" (d
 session 8: the default called 47 % of such patches of the healthy clips mpox).
 
 A patch is the square of side ``frac`` × the shorter side, on a 5×5 grid of positions, with the
-largest share of skin by the crop stage's own rule (``mpox_aism.pipeline.crops.skin_mask``); it is kept if
+largest share of skin by the crop stage's own rule (``mpox_aism.contracts.skin.skin_mask``); it is kept if
 that share is ≥ ``min_skin`` and its side ≥ ``min_side`` px. Only ``normal`` images are cut: a
 patch of a disease photo may hold no lesion and would carry a wrong label. A patch gets the source
 ``closeup`` (one weight share of ``normal`` under ``--balance class_source``) or its image's, and
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from mpox_aism.contracts.images import load_rgb
-from mpox_aism.pipeline.crops import skin_mask
+from mpox_aism.contracts.skin import skin_mask
 
 FIELDS = ["path", "label", "source", "group", "parent"]
 CLOSEUP = "closeup"

@@ -30,13 +30,12 @@ import torch
 from mpox_aism.contracts.decision import softmax
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.model.fused import FusedBackbones, fused_parts
-from mpox_aism.model.modeldir import ModelInfo, load_model, save_model
+from mpox_aism.model.modeldir import ModelInfo, load_init_checkpoint, load_model, save_model
 from mpox_aism.model.zoo import (
     IMAGENET_ARCHS,
     build_model,
     classifier_head,
     load_imagenet_weights,
-    load_init_checkpoint,
 )
 from mpox_aism.training.calibration import fit_temperature
 from mpox_aism.training.data import Sample, class_counts, scan_dataset

@@ -32,14 +32,13 @@ from tqdm import tqdm
 
 from mpox_aism.contracts.decision import softmax
 from mpox_aism.contracts.labels import LABELS
-from mpox_aism.model.modeldir import ModelInfo, save_model
+from mpox_aism.model.modeldir import ModelInfo, load_init_checkpoint, save_model
 from mpox_aism.model.zoo import (
     ARCHS,
     DEFAULT_ARCH,
     IMAGENET_ARCHS,
     build_model,
     load_imagenet_weights,
-    load_init_checkpoint,
 )
 from mpox_aism.training import plots
 from mpox_aism.training.augment import TrainTransform

@@ -14,15 +14,8 @@ from torch import nn
 
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.contracts.preprocess import MEAN, STD, preprocess_numpy
-from mpox_aism.export.tensorrt import (
-    EngineMismatchError,
-    calibration_batches,
-    check_sidecar,
-    get_args_parser,
-    list_calibration_images,
-    main,
-    onnx_contract,
-)
+from mpox_aism.export.tensorrt import calibration_batches, get_args_parser, list_calibration_images, main, onnx_contract
+from mpox_aism.inference.sidecar import EngineMismatchError, check_sidecar
 
 H100 = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt_version": "10.3.0",
         "onnx": "models/default/model.onnx", "engine": "models/default/model.engine",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mpox_aism.model.modeldir import ModelInfo, load_model, save_model
-from mpox_aism.model.zoo import build_model, classifier_head, load_imagenet_weights, load_init_checkpoint
 from mpox_aism.model import modeldir
+from mpox_aism.model.modeldir import ModelInfo, load_init_checkpoint, load_model, save_model
+from mpox_aism.model.zoo import build_model, classifier_head, load_imagenet_weights
 
 ARCH = "mobilenet_v2+efficientnet_lite2"
 
@@ -60,3 +60,16 @@ def test_a_slim_model_initialises_another_run(probe):
     copied, _ = load_init_checkpoint(fresh, slim / "model.pt")
     assert copied > 500
     assert torch.equal(fresh.branches[0].features[0][0].weight, model.branches[0].features[0][0].weight)
+
+
+def test_init_checkpoint_copies_body_not_head(tmp_path):
+    src = build_model("mobilenet_v2")
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "enc.pt")
+    dst = build_model("mobilenet_v2")
+    copied, _ = load_init_checkpoint(dst, tmp_path / "enc.pt")
+    assert copied > 100
+    assert torch.equal(src.features[3].conv[0][0].weight, dst.features[3].conv[0][0].weight)
+    assert not torch.equal(classifier_head(src).weight, classifier_head(dst).weight)
+    torch.save({"state_dict": build_model("googlenet").state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="no tensor matches"):
+        load_init_checkpoint(build_model("mobilenet_v2"), tmp_path / "other.pt")

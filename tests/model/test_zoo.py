@@ -7,7 +7,6 @@ from mpox_aism.model.zoo import (
     build_model,
     classifier_head,
     load_imagenet_weights,
-    load_init_checkpoint,
     mobilenet_v2_imagenet_path,
 )
 
@@ -46,16 +45,3 @@ def test_imagenet_weights_load_offline():
     assert not torch.equal(before, model.features[0][0].weight)
     with pytest.raises(ValueError, match="no ImageNet weights"):
         load_imagenet_weights(build_model("resnext101_64x4d"), "resnext101_64x4d")
-
-
-def test_init_checkpoint_copies_body_not_head(tmp_path):
-    src = build_model("mobilenet_v2")
-    torch.save({"state_dict": src.state_dict()}, tmp_path / "enc.pt")
-    dst = build_model("mobilenet_v2")
-    copied, _ = load_init_checkpoint(dst, tmp_path / "enc.pt")
-    assert copied > 100
-    assert torch.equal(src.features[3].conv[0][0].weight, dst.features[3].conv[0][0].weight)
-    assert not torch.equal(classifier_head(src).weight, classifier_head(dst).weight)
-    torch.save({"state_dict": build_model("googlenet").state_dict()}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="no tensor matches"):
-        load_init_checkpoint(build_model("mobilenet_v2"), tmp_path / "other.pt")

@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mpox_aism.pipeline.crops import CropConfig, CropExtractor, expand_box, skin_mask
+from mpox_aism.contracts.skin import skin_mask
+from mpox_aism.pipeline.crops import CropConfig, CropExtractor, expand_box
 from mpox_aism.pipeline.regions import Region
 
 SKIN_RGB = (224, 172, 150)  # a typical light skin tone: Cr≈151, Cb≈110

@@ -16,7 +16,8 @@ import torch
 
 from mpox_aism.cli import main as cli
 from mpox_aism.contracts.labels import LABELS
-from mpox_aism.model.zoo import build_model, classifier_head, load_init_checkpoint
+from mpox_aism.model.modeldir import load_init_checkpoint
+from mpox_aism.model.zoo import build_model, classifier_head
 from mpox_aism.training import pretrain
 from mpox_aism.training.data import scan_dataset
 from mpox_aism.training.pretrain import ENCODER_FORMAT, SourceImages, collect_images, source_size

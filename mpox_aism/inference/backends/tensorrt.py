@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mpox_aism.contracts.model import INPUT_NAME, MAPS_NAME, OUTPUT_NAME, meta_from_json
-from mpox_aism.export.tensorrt import check_sidecar, gpu_identity, import_tensorrt, load_sidecar, sidecar_path
 from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.sidecar import check_sidecar, gpu_identity, import_tensorrt, load_sidecar, sidecar_path
 
 
 class TensorRTClassifier(Classifier):

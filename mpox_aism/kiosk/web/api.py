@@ -39,8 +39,9 @@ from starlette.types import Message
 from mpox_aism.contracts.decision import State, decide
 from mpox_aism.contracts.heatmap import Explainer
 from mpox_aism.contracts.preprocess import fit_within
+from mpox_aism.kiosk.config import ApiLimits
 from mpox_aism.kiosk.metrics import KioskMetrics
-from mpox_aism.kiosk.web.limits import ApiLimits, Limiter, Refused
+from mpox_aism.kiosk.web.limits import Limiter, Refused
 
 log = logging.getLogger(__name__)
 

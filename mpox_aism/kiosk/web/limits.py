@@ -17,26 +17,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from mpox_aism.kiosk.config import ApiLimits
 
 MAX_CLIENTS = 4096  # remembered clients; the least recently seen are forgotten first
-
-
-class ApiLimits(BaseModel):
-    """The diagnosis API's bounds (the kiosk config's ``http.limits``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_rps: float = Field(4.0, gt=0, description="Diagnoses per second, all clients together.")
-    max_rps_per_client: float = Field(2.0, gt=0, description="Diagnoses per second from one client address.")
-    burst: int = Field(2, ge=1, description="Requests one client may send at once above its rate (all clients "
-                                            "together: a second's worth, at least this).")
-    concurrent: int = Field(2, ge=1, description="Photos decoded and classified at once.")
-    queue: int = Field(4, ge=0, description="Requests that may wait for a free slot; beyond it 503.")
-    max_failed_auth: int = Field(5, ge=1, description="Wrong tokens from one client within auth_window_s "
-                                                      "before it is locked out.")
-    auth_window_s: float = Field(60.0, gt=0, description="Window for counting wrong tokens.")
-    auth_lockout_s: float = Field(300.0, gt=0, description="How long a client that guessed too often is refused.")
 
 
 @dataclass

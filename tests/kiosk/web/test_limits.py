@@ -9,7 +9,8 @@ import pytest
 
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
 
-from mpox_aism.kiosk.web.limits import ApiLimits, Limiter, Refused  # noqa: E402
+from mpox_aism.kiosk.config import ApiLimits  # noqa: E402
+from mpox_aism.kiosk.web.limits import Limiter, Refused  # noqa: E402
 
 
 class Clock:
