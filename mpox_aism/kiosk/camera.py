@@ -111,7 +111,7 @@ class CameraWorker:
                 min_face_score=k.detector.min_face_score, min_hand_score=k.detector.min_hand_score,
                 max_hands=k.detector.max_hands, face_model=k.detector.face_model))
             source = opened.enter_context(open_source(c.source, hold_frames=c.hold_frames, loop=c.loop, name=c.name))
-            guard = None if k.privacy.allow_full_face or not k.privacy.publish_crops else FaceGuard()
+            guard = self.sink.policy.guard()
             if guard is not None:
                 opened.enter_context(guard)
             if self.pipeline is None:

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from mpox_aism.contracts.decision import STATES
 from mpox_aism.contracts.model import default_backend
 from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.camera import CameraState, CameraWorker
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
@@ -33,7 +34,7 @@ from mpox_aism.kiosk.host import sd_notify, state_dir
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
-from mpox_aism.kiosk.sink import EventSink, explainer_for
+from mpox_aism.kiosk.sink import EventSink
 from mpox_aism.kiosk.status import KioskStatus, MetricsFeed, kiosk_status
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,6 @@ class Daemon:
             assert self.sink is not None
             self._http_server, self.http_url = start_http(self, self.config, classifier=classifier,
                                                           explainer=self.sink.explainer,
-                                                          explain_lock=self.sink.explain_lock,
                                                           metrics=self.metrics,
                                                           reviews_path=state_dir() / "reviews.sqlite3",
                                                           accounts_path=state_dir() / "staff.sqlite3")
@@ -158,7 +158,7 @@ class Daemon:
         self.publisher = self._publisher(self.outbox)
         self.sink = EventSink(c, run_id=self.run_id, model_version=self.model_version, outbox=self.outbox,
                               topic=f"{self.topic_prefix}/events",
-                              explainer=explainer_for(classifier, c.classifier.model), metrics=self.metrics,
+                              explainer=ExplainerService(classifier, model=c.classifier.model), metrics=self.metrics,
                               waker=self.publisher)
         self._start_http(classifier)
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=classifier, sink=self.sink,

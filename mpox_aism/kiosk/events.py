@@ -1,4 +1,4 @@
-"""Decision → ``Event`` (schema ``docs/schema/event-v1.json``), with the privacy rules applied.
+"""Decision → ``Event`` (schema ``docs/schema/event-v1.json``).
 
 ``Event`` is the schema as a type: every field of ``event-v1.json``, nothing else (a test holds
 the two together), and :meth:`Event.encode` is the one JSON encoding of an event — the outbox stores
@@ -7,10 +7,9 @@ those bytes and MQTT sends them unchanged.
 ``event_id`` is a uuid5 of (station, camera, run id, track id, state, first frame): the same
 decision always gets the same id, and the id is stored with the payload in the outbox, so a
 re-publish after a reconnect or a crash carries the same id and the consumer can de-duplicate.
-Images: the lesion crop and its Grad-CAM overlay are attached (JPEG, base64, at most
-``crop_max_px``) only for hand / close-range crops — a face crop is a full face, attached only when
-``privacy.allow_full_face`` says so; and the sink withholds any crop in which a face detector finds a
-face (``mpox_aism.kiosk.privacy.FaceGuard``), whatever region it came from.
+Images: the lesion crop and its Grad-CAM overlay (JPEG, base64, at most ``crop_max_px``) are attached
+when the caller says so; whether they may leave the box is ``mpox_aism.kiosk.privacy.ImagePolicy``'s
+rule, decided once, by the sink.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mpox_aism.contracts.decision import State
 from mpox_aism.contracts.preprocess import fit_within
-from mpox_aism.kiosk.config import PrivacyConfig
 from mpox_aism.pipeline.decider import Decision
 from mpox_aism.pipeline.regions import RegionKind
 
@@ -87,16 +85,11 @@ def jpeg_b64(rgb: np.ndarray, max_px: int, quality: int = 85) -> str:
     return base64.b64encode(buf.tobytes()).decode()
 
 
-def images_allowed(d: Decision, privacy: PrivacyConfig) -> bool:
-    return privacy.publish_crops and (privacy.allow_full_face or d.best_kind != "face")
-
-
 def build_event(d: Decision, *, station_id: str, camera: str, run_id: str, model_version: str,
-                privacy: PrivacyConfig, gradcam: np.ndarray | None = None,
-                attach_images: bool | None = None) -> Event:
-    """``attach_images``: the caller's final word (after its face check); None = the policy alone."""
+                attach_images: bool, crop_max_px: int, gradcam: np.ndarray | None = None) -> Event:
+    """``attach_images``: the image policy's verdict (``kiosk.privacy``); images at most ``crop_max_px``."""
     event_id = uuid.uuid5(NAMESPACE, f"{station_id}|{camera}|{run_id}|{d.track_id}|{d.state}|{d.first_frame}")
-    attach = images_allowed(d, privacy) if attach_images is None else attach_images
+    attach = attach_images
     return Event(
         event_id=str(event_id), station_id=station_id, camera=camera, track_id=d.track_id, decision=d.state,
         label=d.label, probability=round(d.probability, 4),
@@ -104,5 +97,5 @@ def build_event(d: Decision, *, station_id: str, camera: str, run_id: str, model
         region_kinds=list(d.region_kinds), n_crops=d.n_crops, model_version=model_version,
         time=_iso(dt.datetime.now(dt.UTC).timestamp()),
         frame_time=FrameTime(first=_iso(d.first_timestamp), last=_iso(d.last_timestamp)), final=d.final,
-        crop_jpeg_base64=jpeg_b64(d.best_crop, privacy.crop_max_px) if attach else None,
-        gradcam_jpeg_base64=jpeg_b64(gradcam, privacy.crop_max_px) if attach and gradcam is not None else None)
+        crop_jpeg_base64=jpeg_b64(d.best_crop, crop_max_px) if attach else None,
+        gradcam_jpeg_base64=jpeg_b64(gradcam, crop_max_px) if attach and gradcam is not None else None)

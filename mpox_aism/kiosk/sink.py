@@ -1,10 +1,10 @@
-"""Decision → face guard → explanation → ``Event`` → outbox: where a decision leaves the pipeline.
+"""Decision → image policy → explanation → ``Event`` → outbox: where a decision leaves the pipeline.
 
-The event path as a chain, one stage each: ``clear`` stops here (counted, not published); the
-privacy rule and then the face guard decide whether images may leave the box; the crop is
-explained — by the classifier's own forward pass when its model has class maps, else by Grad-CAM,
-built on the first flagged crop so torch stays out of memory until one is needed; the
-``Event`` is encoded once and written to the outbox before any send. When the write fails (disk
+The event path as a chain, one stage each: ``clear`` stops here (counted, not published); the image
+policy (``kiosk.privacy``: settings, region kind, the camera's face guard) decides whether images may
+leave the box; the crop is explained by the process's one explainer (``inference.explainer``: class
+maps from the forward pass, else Grad-CAM built on first use); the ``Event`` is encoded once and
+written to the outbox before any send. When the write fails (disk
 full, I/O error) the event waits in memory behind any earlier ones and ``retry`` (the daemon's main
 loop, every second) saves it later: an alert is not dropped because one write failed, and the
 camera does not stop for it.
@@ -16,18 +16,16 @@ import collections
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from mpox_aism.contracts.heatmap import Explainer
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.config import KioskConfig
-from mpox_aism.kiosk.events import Event, build_event, images_allowed
+from mpox_aism.kiosk.events import Event, build_event
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.outbox import Outbox
-from mpox_aism.kiosk.privacy import FaceGuard
+from mpox_aism.kiosk.privacy import FaceGuard, ImagePolicy
 from mpox_aism.pipeline.decider import Decision
 
 log = logging.getLogger(__name__)
@@ -39,33 +37,14 @@ class Waker(Protocol):
     def wake(self) -> None: ...
 
 
-def explainer_for(classifier: Classifier, model: str | None) -> Callable[[], Explainer]:
-    """The classifier itself when its model gives class maps from the forward pass (no torch, one pass);
-    else a factory that builds the Grad-CAM explainer once, on first use (it loads torch and the weights)."""
-    if classifier.can_explain:
-        return lambda: classifier
-    built: list[Explainer] = []
-    lock = threading.Lock()
-
-    def get() -> Explainer:
-        with lock:
-            if not built:
-                from mpox_aism.inference.gradcam import GradCamExplainer
-
-                built.append(GradCamExplainer(model))
-            return built[0]
-
-    return get
-
-
 class EventSink:
     def __init__(self, config: KioskConfig, *, run_id: str, model_version: str, outbox: Outbox,
-                 topic: str, explainer: Callable[[], Explainer], metrics: KioskMetrics,
+                 topic: str, explainer: ExplainerService, metrics: KioskMetrics,
                  waker: Waker | None = None) -> None:
         self.config, self.run_id, self.model_version = config, run_id, model_version
         self.outbox, self.topic, self.waker = outbox, topic, waker
         self.explainer, self.metrics = explainer, metrics
-        self.explain_lock = threading.Lock()  # Grad-CAM hooks on the shared torch model: one at a time
+        self.policy = ImagePolicy(config.privacy)
         self._recent: collections.deque[Event] = collections.deque(maxlen=RECENT)
         self._recent_lock = threading.Lock()
         self._store_lock = threading.Lock()
@@ -79,8 +58,9 @@ class EventSink:
             return None
         attach = self._attach(decision, guard)
         event = build_event(decision, station_id=self.config.station_id, camera=camera, run_id=self.run_id,
-                            model_version=self.model_version, privacy=self.config.privacy,
-                            gradcam=self._explain(decision) if attach else None, attach_images=attach)
+                            model_version=self.model_version, attach_images=attach,
+                            crop_max_px=self.config.privacy.crop_max_px,
+                            gradcam=self._explain(decision) if attach else None)
         self._store(event)
         with self._recent_lock:
             self._recent.append(event)
@@ -89,18 +69,16 @@ class EventSink:
         return event
 
     def _attach(self, decision: Decision, guard: FaceGuard | None) -> bool:
-        if not images_allowed(decision, self.config.privacy):
-            return False
-        if guard is not None and guard.contains_face(decision.best_crop):
+        verdict = self.policy.verdict(decision, guard)
+        if verdict == "face_seen":
             self.metrics.images_withheld()
-            log.info("track %s: a face is visible in the crop; event published without images", decision.track_id)
-            return False
-        return True
+            log.info("track %s: a face is (or may be) visible in the crop; event published without images",
+                     decision.track_id)
+        return verdict == "attach"
 
     def _explain(self, decision: Decision) -> np.ndarray | None:
         try:
-            with self.explain_lock:
-                return self.explainer().explain(decision.best_crop).overlay
+            return self.explainer.explain(decision.best_crop).overlay
         except Exception as e:  # the alert stands without its picture
             log.warning("Grad-CAM failed for track %s: %s", decision.track_id, e)
             return None

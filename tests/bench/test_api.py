@@ -15,7 +15,8 @@ def test_bench_api_counts_answers_and_refusals(tmp_path: Path, monkeypatch) -> N
     from mpox_aism.bench.api import get_args_parser, main
     from mpox_aism.inference.backends import load_classifier
     from mpox_aism.kiosk.config import ApiLimits
-    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.app import create_app
+    from mpox_aism.kiosk.web.server import ServerThread
     from tests.conftest import default_model_or_skip, need_skin8
 
     photos = need_skin8() / "mpox"

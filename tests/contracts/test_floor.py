@@ -31,7 +31,8 @@ FLOOR = ("contracts.decision", "contracts.images", "contracts.labels", "contract
 SERVING = ("inference.backends", "inference.backends.onnxruntime", "inference.classifier", "inference.metadata",
            "pipeline.pipeline", "pipeline.regions", "pipeline.sources", "pipeline.crops", "pipeline.tracker",
            "kiosk.daemon", "kiosk.run", "kiosk.config", "kiosk.events", "kiosk.outbox", "kiosk.mqtt",
-           "kiosk.web.server", "kiosk.web.api", "kiosk.web.staff", "kiosk.privacy", "kiosk.metrics")
+           "kiosk.web.server", "kiosk.web.app", "kiosk.web.diagnosis", "kiosk.web.upload", "kiosk.web.staff",
+           "kiosk.privacy", "kiosk.metrics", "inference.explainer")
 
 
 def _imports(modules: tuple[str, ...]) -> str:

@@ -156,7 +156,8 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
 def api() -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
     """The diagnosis app on loopback with the shipped model (no Grad-CAM: 1,000 cases on two cores)."""
     from mpox_aism.inference.backends import load_classifier
-    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.app import create_app
+    from mpox_aism.kiosk.web.server import ServerThread
 
     model_dir = default_model_or_skip()
     if not (model_dir / "model.onnx").is_file():

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mpox_aism.kiosk.privacy import FaceGuard
+from mpox_aism.kiosk.config import PrivacyConfig
+from mpox_aism.kiosk.privacy import FaceGuard, ImagePolicy
+from mpox_aism.pipeline.decider import Decision
 from tests.conftest import SKIN8
 
 
@@ -42,3 +44,26 @@ def test_lesion_photos_mostly_keep_their_images(guard: FaceGuard) -> None:
 def test_a_check_that_fails_counts_as_a_face(guard: FaceGuard) -> None:
     assert guard.contains_face(np.zeros((0, 0, 3), np.uint8))  # fail closed
     assert guard.contains_face("not an image")  # type: ignore[arg-type]
+
+
+def _decision(kind: str, crop: np.ndarray) -> Decision:
+    return Decision(track_id=1, state="suspected", label="mpox", probability=0.9, probabilities={"mpox": 0.9},
+                    n_crops=3, region_kinds=[kind], first_timestamp=0.0, last_timestamp=1.0, best_crop=crop,
+                    first_frame=0, last_frame=3, best_kind=kind)
+
+
+def test_the_image_policy_in_its_order(guard: FaceGuard) -> None:
+    """Settings first, then the region kind, then the camera's face check; no guard where one is needed = a face."""
+    portrait = _portraits()[0]
+    plain = np.full((256, 256, 3), 128, np.uint8)
+    default = ImagePolicy(PrivacyConfig())
+    assert default.needs_guard
+    assert default.verdict(_decision("hand", plain), guard) == "attach"
+    assert default.verdict(_decision("hand", portrait), guard) == "face_seen"  # a hand crop holding a face
+    assert default.verdict(_decision("face", plain), guard) == "face_region"
+    assert default.verdict(_decision("hand", plain), None) == "face_seen"  # cannot tell: fail closed
+    off = ImagePolicy(PrivacyConfig(publish_crops=False))
+    assert not off.needs_guard and off.guard() is None
+    assert off.verdict(_decision("hand", plain), guard) == "off"
+    faces = ImagePolicy(PrivacyConfig(allow_full_face=True))
+    assert not faces.needs_guard and faces.verdict(_decision("face", portrait), None) == "attach"

@@ -1,4 +1,4 @@
-"""Serve the HTTP app (``mpox_aism.kiosk.web.api`` + ``mpox_aism.kiosk.web.staff``) in a background thread.
+"""Serve the HTTP app (``mpox_aism.kiosk.web.app`` + ``mpox_aism.kiosk.web.staff``) in a background thread.
 
 The web part sees the kiosk only through :class:`KioskView`, a narrow read-only protocol: it can
 neither reach into the daemon nor import it (the daemon imports this module, never the reverse).
@@ -7,12 +7,16 @@ neither reach into the daemon nor import it (the daemon imports this module, nev
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import uvicorn
+from fastapi import FastAPI
+
 from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.accounts import Accounts
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
@@ -50,10 +54,10 @@ def staff_accounts(path: Path) -> Accounts:
     return accounts
 
 
-def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, explainer: Callable[[], Any],
-               explain_lock: AbstractContextManager[Any], metrics: KioskMetrics,
+def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, explainer: ExplainerService,
+               metrics: KioskMetrics,
                reviews_path: Path, accounts_path: Path) -> tuple[Any, str]:
-    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.app import create_app
 
     h = config.http
     token = secret(h.token_env, "api-token")
@@ -64,7 +68,7 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
                      max_upload_bytes=int(h.max_upload_mb * 1024 * 1024),
                      status_provider=lambda: view.status().model_dump(mode="json"), metrics=metrics,
                      threshold=config.decision.threshold, notifiable=config.decision.notifiable,
-                     explain_lock=explain_lock, limits=h.limits)
+                     limits=h.limits)
     try:
         from mpox_aism.kiosk.web.staff import add_staff_routes
     except ImportError:  # the staff page is optional; the API is not
@@ -80,3 +84,52 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
     server = ServerThread(app, host=h.host, port=h.port, certfile=h.tls.certfile if h.tls else None,
                           keyfile=h.tls.keyfile if h.tls else None).start()
     return server, server.url + "/"
+
+
+class ServerThread:
+    """uvicorn serving ``app`` in a background thread: the daemon's main thread runs the cameras.
+
+    ``port=0`` takes any free port (no race between picking one and binding it); ``url`` tells which.
+    uvicorn installs no signal handlers outside the main thread, so the daemon keeps its own.
+    """
+
+    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 access_log: bool = False, certfile: str | None = None, keyfile: str | None = None) -> None:
+        self.host, self.scheme = host, "https" if certfile else "http"
+        # log_config=None: uvicorn's loggers go through the kiosk's own handler (one format, json included)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                                lifespan="off", timeout_graceful_shutdown=5, log_config=None,
+                                ssl_certfile=certfile, ssl_keyfile=keyfile)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="kiosk-http", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"HTTP server on {self.host} did not start (port in use? see the log)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"HTTP server on {self.host} did not start within {timeout:.0f}s")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

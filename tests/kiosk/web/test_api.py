@@ -24,7 +24,8 @@ httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install ht
 pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi uvicorn python-multipart")
 
 from mpox_aism.kiosk.metrics import KioskMetrics  # noqa: E402
-from mpox_aism.kiosk.web.api import ServerThread, create_app  # noqa: E402
+from mpox_aism.kiosk.web.app import create_app  # noqa: E402
+from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, need_skin8  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
@@ -70,10 +71,11 @@ def classifier(model_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def explainer(model_dir: Path) -> Any:
+def explainer(classifier: Any, model_dir: Path) -> Any:
+    from mpox_aism.inference.explainer import ExplainerService
     from mpox_aism.inference.gradcam import GradCamExplainer
 
-    return GradCamExplainer(model_dir)
+    return ExplainerService(classifier, gradcam=GradCamExplainer(model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +313,9 @@ def test_explainer_factory_built_once_and_failure_leaves_the_answer(classifier: 
     # the Grad-CAM path: a classifier whose model gives no class maps (ViT, Swin…) needs the explainer
     plain = copy.copy(classifier)
     plain.can_explain = False
-    app = create_app(classifier=plain, explainer=factory, token=TOKEN)
+    from mpox_aism.inference.explainer import ExplainerService
+
+    app = create_app(classifier=plain, explainer=ExplainerService(plain, gradcam=factory), token=TOKEN)
     name, data = photo("normal")
     with ServerThread(app) as s, httpx.Client(base_url=s.url, timeout=TIMEOUT) as c:
         for _ in range(2):

@@ -31,7 +31,8 @@ def classifier() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def site(classifier: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Accounts]]:
-    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.app import create_app
+    from mpox_aism.kiosk.web.server import ServerThread
     from mpox_aism.kiosk.web.staff import add_staff_routes
 
     d = tmp_path_factory.mktemp("auth")
@@ -180,7 +181,8 @@ def test_https_makes_the_session_cookie_secure(tmp_path: Path, classifier: Any) 
     import shutil
     import subprocess
 
-    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.app import create_app
+    from mpox_aism.kiosk.web.server import ServerThread
     from mpox_aism.kiosk.web.staff import add_staff_routes
 
     if shutil.which("openssl") is None:

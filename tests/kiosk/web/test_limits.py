@@ -88,7 +88,8 @@ def classifier() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def limited(classifier: Any) -> Iterator[httpx.Client]:
-    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.app import create_app
+    from mpox_aism.kiosk.web.server import ServerThread
     from tests.kiosk.web.test_api import TIMEOUT, TOKEN
 
     limits = ApiLimits(max_rps=50, max_rps_per_client=0.2, burst=1, max_failed_auth=2, auth_lockout_s=300)

@@ -51,7 +51,8 @@ def test_off_when_unset_or_missing_with_one_clear_line(tmp_path: Path, classifie
 
 def test_over_http(tmp_path: Path, classifier: Any) -> None:
     httpx = pytest.importorskip("httpx")
-    from mpox_aism.kiosk.web.api import ServerThread, create_app
+    from mpox_aism.kiosk.web.app import create_app
+    from mpox_aism.kiosk.web.server import ServerThread
     from mpox_aism.kiosk.web.staff import add_staff_routes
 
     (tmp_path / "refs").mkdir()

@@ -27,9 +27,10 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
 from mpox_aism.kiosk.events import jpeg_b64  # noqa: E402
-from mpox_aism.kiosk.web.api import ServerThread, create_app  # noqa: E402
+from mpox_aism.kiosk.web.app import create_app  # noqa: E402
 from mpox_aism.kiosk.web.auth import CSRF_HEADER  # noqa: E402
 from mpox_aism.kiosk.web.reference import ReferenceLibrary  # noqa: E402
+from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
 from mpox_aism.kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, link_photos, need_skin8  # noqa: E402
 from tests.kiosk.web.test_auth import FAST, login  # noqa: E402
@@ -74,11 +75,13 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
         pytest.skip(f"no model.onnx in {model_dir}; make it with `mpox-aism export onnx`")
     frame = first_photo("normal").read_bytes()
     from mpox_aism.inference.backends import load_classifier
+    from mpox_aism.inference.explainer import ExplainerService
     from mpox_aism.inference.gradcam import GradCamExplainer
 
     reviews_path = tmp_path_factory.mktemp("staff") / "reviews.sqlite"
     with load_classifier("onnxruntime", model_dir) as classifier:
-        app = create_app(classifier=classifier, explainer=GradCamExplainer(model_dir), token=TOKEN)
+        app = create_app(classifier=classifier, token=TOKEN,
+                         explainer=ExplainerService(classifier, gradcam=GradCamExplainer(model_dir)))
         holder: list[Kiosk] = []
 
         def events() -> list[dict[str, Any]]:
