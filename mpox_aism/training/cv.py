@@ -44,20 +44,15 @@ from mpox_aism.training.evaluate import write_report
 from mpox_aism.training.folds import Fold, group_kfold, leave_source_out
 from mpox_aism.training.metrics import HealthyCheck, compute_metrics, expected_calibration_error
 from mpox_aism.training.modelcard import write_model_card
-from mpox_aism.training.operating_point import MPOX, choose_offset, cross_fitted, shift
 from mpox_aism.training.probe import (
     BALANCES,
     DEFAULT_L2_GRID,
     LinearHead,
-    cached_array,
     cached_features,
-    feature_cache_key,
     fit_head,
-    fit_head_without_sources,
     sample_weights,
 )
 from mpox_aism.training.split import check_disjoint
-from mpox_aism.training.toptune import split_model, stem_outputs, top_logits, tune_top
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +65,18 @@ class ProbeRecipe:
     image_size: int
     balance: str = "class"
     train_flips: bool = True
-    tta: bool = False
-    aug_views: int = 0
     l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
-    tune_blocks: int = 0
-    tune_epochs: int = 6
-    tune_lr: float = 3e-4
     backbone_init: str | None = None  # an encoder.pt (e.g. domain-adaptive SimCLR) over the ImageNet weights
-    mpox_recall: float | None = None  # screening operating point: mpox logit offset for this recall (cross-fitted)
-    fold_mean: int = 0  # the head is the mean of this many heads, each without one group fold of its photos
-    remove_source_directions: bool = False  # within-class source-mean directions projected out before the head
     folds: int = 5
     seed: int = 0
 
 
 @dataclass
 class Inputs:
-    """What every fold fits on: the backbone, its pooled features and (LP-FT) its frozen part's output."""
+    """What every fold fits on: the frozen backbone and its pooled features (N × views × D)."""
 
     model: torch.nn.Module
     feats: np.ndarray
-    stem: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -159,40 +145,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="sources the --holdout-of model never trained on, kept out of that fold's training")
     p.add_argument("--negatives", nargs="+", default=None, metavar="DIR",
                    help="labeled folders added to every training side and never tested, e.g. the "
-                        "pipeline's crops of healthy people (scripts/healthy_crops.py → DIR/people)")
+                        "pipeline's crops of healthy people (research/healthy_crops.py → DIR/people)")
     p.add_argument("--derived", default=None, metavar="DIR",
                    help="labeled folder of training-only views cut from dev photos (manifest column "
                         "`parent`: the photo's path under --data), e.g. close-up patches of healthy skin "
-                        "(scripts/closeup_skin.py → DIR/dev); a view trains exactly when its photo does, "
+                        "(research/closeup_skin.py → DIR/dev); a view trains exactly when its photo does, "
                         "and is never tested")
     p.add_argument("--healthy-test", default=None, metavar="DIR",
-                   help="crops of healthy people never trained on (scripts/healthy_crops.py → DIR/video): "
+                   help="crops of healthy people never trained on (research/healthy_crops.py → DIR/video): "
                         "the shipped model's false mpox calls there go into cv.json and the model card")
     p.add_argument("--balance", choices=BALANCES, default="class",
                    help="loss weights: equal per class, or per source within each class")
     p.add_argument("--train-flips", action=argparse.BooleanOptionalAction, default=True,
                    help="mirror images as extra training views")
-    p.add_argument("--aug-views", type=int, default=0, metavar="K",
-                   help="K more training views per photo, each a draw of the paper's augmentation "
-                        "(mpox_aism/training/augment.py); never used at test time")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
-                   help="average the logits of the photo and its mirror image at test time")
     p.add_argument("--l2", type=float, nargs="+", default=list(DEFAULT_L2_GRID),
                    help="L2 penalties tried by the inner group k-fold on each training side")
-    p.add_argument("--tune-blocks", type=int, default=0,
-                   help="after the probe, fine-tune the last N blocks + head on cached activations (LP-FT)")
-    p.add_argument("--tune-epochs", type=int, default=6)
-    p.add_argument("--tune-lr", type=float, default=3e-4)
-    p.add_argument("--mpox-recall", type=float, default=None, metavar="R",
-                   help="screening operating point: add to the mpox logit the smallest offset that gives "
-                        "out-of-fold mpox recall ≥ R (each fold's offset chosen on the other folds; "
-                        "the shipped head's bias carries it)")
-    p.add_argument("--fold-mean", type=int, default=0, metavar="K",
-                   help="the head is the mean of K heads, each fitted without one group fold of its training "
-                        "photos: the fold ensemble as one linear layer (no whole-data penalty choice)")
-    p.add_argument("--remove-source-directions", action="store_true",
-                   help="project out, on each training side, the directions in which one class's sources differ "
-                        "(within-class source means), then fit the head; folded into the one linear layer")
     p.add_argument("--backbone-init", default=None, metavar="ENCODER",
                    help="frozen backbone from this encoder.pt (`mpox-aism pretrain --init imagenet`) instead of "
                         "ImageNet's; a fold is fair only if the encoder never saw its test photos")
@@ -205,10 +172,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def _views(feats: np.ndarray, recipe: ProbeRecipe, *, train: bool) -> np.ndarray:
-    """Views 0–1 are the photo and its mirror; any after them are augmented draws, for training only."""
+    """View 0 is the photo, view 1 its mirror: a training view when ``train_flips``, never a test view."""
     if train:
-        return feats if recipe.train_flips else np.concatenate([feats[:, :1], feats[:, 2:]], axis=1)
-    return feats[:, :2] if recipe.tta else feats[:, :1]
+        return feats if recipe.train_flips else feats[:, :1]
+    return feats[:, :1]
 
 
 def _weights(samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> tuple[np.ndarray, np.ndarray]:
@@ -216,50 +183,20 @@ def _weights(samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> tup
     return y, sample_weights(y, [samples[i].extra.get("source", "") for i in idx], recipe.balance)
 
 
-def _fit(feats: np.ndarray, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> LinearHead:
-    """The probe head on the photos ``idx``; with ``fold_mean`` K, the mean of K heads (the fold ensemble).
-
-    Each member is fitted, with its own inner penalty choice, without one group fold of ``idx``. Why:
-    a single head on all photos rests on one inner-CV penalty choice, which flipped between 0.01 and
-    0.1 across machines on scores 0.002 apart; the mean of K members rests on K choices, is still one
-    linear layer, and out of fold it is measured exactly as it is shipped (built from the training side).
-    """
-    if recipe.fold_mean:
-        members = group_kfold([samples[i] for i in idx], recipe.fold_mean, seed=recipe.seed)
-        return LinearHead.average([_fit(feats, samples, idx[m.train], replace(recipe, fold_mean=0))
-                                   for m in members])
+def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> LinearHead:
+    """The recipe's probe head on the photos ``idx`` (its L2 penalty chosen by an inner group k-fold)."""
     y, w = _weights(samples, idx, recipe)
-    views, groups = _views(feats[idx], recipe, train=True), [samples[i].group for i in idx]
-    if recipe.remove_source_directions:
-        return fit_head_without_sources(views, y, weights=w, groups=groups,
-                                        sources=[samples[i].extra.get("source", "") for i in idx],
-                                        l2_grid=recipe.l2_grid, seed=recipe.seed)
+    views, groups = _views(inputs.feats[idx], recipe, train=True), [samples[i].group for i in idx]
     return fit_head(views, y, weights=w, groups=groups, l2_grid=recipe.l2_grid, seed=recipe.seed)
-
-
-def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe
-                ) -> tuple[torch.nn.Module, LinearHead]:
-    """The recipe on the photos ``idx``: a probe head, then (``tune_blocks``) the tuned top."""
-    head = _fit(inputs.feats, samples, idx, recipe)
-    if not recipe.tune_blocks:
-        return inputs.model, head
-    y, w = _weights(samples, idx, recipe)
-    stem = inputs.stem[idx] if recipe.train_flips else inputs.stem[idx][:, :1]
-    tuned = tune_top(inputs.model, recipe.arch, recipe.tune_blocks, stem, y, w, head=head,
-                     epochs=recipe.tune_epochs, lr=recipe.tune_lr, seed=recipe.seed)
-    return tuned, head
 
 
 def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRecipe, *,
              heads: list[LinearHead] | None = None) -> tuple[np.ndarray, FoldResult]:
     """Fit on the fold's training side; logits for its test side. ``heads``: the fitted head is appended."""
-    model, head = fit_network(inputs, samples, fold.train, recipe)
+    head = fit_network(inputs, samples, fold.train, recipe)
     if heads is not None:
         heads.append(head)
-    if recipe.tune_blocks:
-        logits = top_logits(model, recipe.arch, recipe.tune_blocks, inputs.stem[fold.test], tta=recipe.tta)
-    else:
-        logits = head.logits(_views(inputs.feats[fold.test], recipe, train=False))
+    logits = head.logits(_views(inputs.feats[fold.test], recipe, train=False))
     y = np.array([samples[i].label for i in fold.test])
     m = compute_metrics(softmax(logits), y)
     return logits, FoldResult(name=fold.name, n_train=len(fold.train), n_test=len(fold.test), l2=head.l2,
@@ -284,16 +221,15 @@ def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe
 
 
 def healthy_by_fold(heads: list[LinearHead], healthy_feats: np.ndarray, recipe: ProbeRecipe, *,
-                    temperature: float, offsets: list[float] | None = None) -> list[HealthyCheck]:
+                    temperature: float) -> list[HealthyCheck]:
     """Each k-fold head's calls on the healthy crops: the spread the shipped head's one count hides.
 
     Why: the count from one whole-data head moved 4 → 6 between two heads that differ only in the
     penalty the inner CV chose, as large as most differences between recipes; the k fold heads give
-    k counts of the same recipe. ``offsets``: each fold's screening offset (``--mpox-recall``).
+    k counts of the same recipe.
     """
-    return [HealthyCheck.from_probs(softmax(shift(head.logits(_views(healthy_feats, recipe, train=False)),
-                                                  offsets[i] if offsets else 0.0), temperature))
-            for i, head in enumerate(heads)]
+    return [HealthyCheck.from_probs(softmax(head.logits(_views(healthy_feats, recipe, train=False)), temperature))
+            for head in heads]
 
 
 def _holdout_fold(samples: list[Sample], model_path: str, exclude: set[str]) -> Fold:
@@ -362,21 +298,9 @@ def _load_backbone(model: torch.nn.Module, path: str, arch: str) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.ship and args.tta:
-        raise SystemExit("cv --ship: --tta figures average a photo and its mirror, which the shipped "
-                         "network does not do; cross-validate without --tta to ship")
-    if args.aug_views and args.tune_blocks:
-        raise SystemExit("cv: --aug-views feeds the probe's cached features; LP-FT (--tune-blocks) tunes on "
-                         "cached activations of the photo and its mirror only — use one or the other")
-    if args.fold_mean and (args.fold_mean < 2 or args.tune_blocks):
-        raise SystemExit("cv --fold-mean K: K ≥ 2, and not with --tune-blocks (LP-FT tunes one head's network)")
     seed_everything(args.seed)
     recipe = ProbeRecipe(arch=args.arch, image_size=args.image_size, balance=args.balance,
-                         train_flips=args.train_flips, tta=args.tta, aug_views=args.aug_views,
-                         l2_grid=tuple(args.l2),
-                         tune_blocks=args.tune_blocks, tune_epochs=args.tune_epochs, tune_lr=args.tune_lr,
-                         backbone_init=args.backbone_init, mpox_recall=args.mpox_recall, fold_mean=args.fold_mean,
-                         remove_source_directions=args.remove_source_directions,
+                         train_flips=args.train_flips, l2_grid=tuple(args.l2), backbone_init=args.backbone_init,
                          folds=args.folds, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -389,28 +313,13 @@ def main(args: argparse.Namespace) -> dict:
     parents = derived_parents(derived, samples, args.data)
     dev = len(samples)
 
-    def features(which: list[Sample], *, train: bool = True) -> np.ndarray:
-        """N × views × D: photo, mirror, then (training photos, ``--aug-views``) augmented draws."""
-        base = cached_features(cache, model, which, image_size=recipe.image_size, flip=True,
+    def features(which: list[Sample]) -> np.ndarray:
+        """N × 2 × D: the photo and its mirror."""
+        return cached_features(cache, model, which, image_size=recipe.image_size, flip=True,
                                workers=args.workers, desc=f"{recipe.arch}@{recipe.image_size}")
-        if not (train and recipe.aug_views):
-            return base
-        drawn = cached_features(cache, model, which, image_size=recipe.image_size, flip=False,
-                                workers=args.workers, desc=f"{recipe.arch}@{recipe.image_size} augmented",
-                                augment=recipe.aug_views, seed=recipe.seed)
-        return np.concatenate([base, drawn], axis=1)
-
-    def stems(which: list[Sample]) -> np.ndarray:
-        key = "stem-" + feature_cache_key(model, which, image_size=recipe.image_size,
-                                          tune_blocks=recipe.tune_blocks)
-        stem = split_model(model, recipe.arch, recipe.tune_blocks).stem
-        return cached_array(cache, key, lambda: stem_outputs(
-            stem, which, image_size=recipe.image_size, workers=args.workers))
 
     parts = [p for p in (samples, negatives, derived) if p]
     inputs = Inputs(model=model, feats=np.concatenate([features(p) for p in parts]))
-    if recipe.tune_blocks:
-        inputs.stem = np.concatenate([stems(p) for p in parts])
     y = np.array([s.label for s in samples])
     # pool: [dev photos | negatives: on every training side | derived views: beside their photo], only
     # the dev photos are ever tested
@@ -423,17 +332,7 @@ def main(args: argparse.Namespace) -> dict:
 
     folds = [extras(f) for f in group_kfold(samples, recipe.folds, seed=recipe.seed)]
     fold_heads: list[LinearHead] = []
-    raw, results = out_of_fold(inputs, pool, folds, recipe, n=dev, heads=fold_heads)
-    oof, offset, unshifted, choices = raw, None, {}, []
-    plain_temperature = fit_temperature(raw, y)  # the unshifted reports are the plain recipe's, T included
-    if recipe.mpox_recall:
-        oof, choices = cross_fitted(raw, y, [f.test for f in folds], target=recipe.mpox_recall)
-        offset = choose_offset(raw, y, target=recipe.mpox_recall)
-        print(f"mpox offset per fold {[c.delta for c in choices]}, shipped {offset.delta} "
-              f"(out-of-fold recall {offset.recall:.3f})", flush=True)
-        unshifted["kfold"] = _headline(write_report(
-            out / "unshifted" / "kfold", samples, raw, temperature=plain_temperature, threshold=0.6,
-            title=f"{recipe.arch} out-of-fold, no mpox offset", extra={"recipe": asdict(recipe)}))
+    oof, results = out_of_fold(inputs, pool, folds, recipe, n=dev, heads=fold_heads)
     temperature = fit_temperature(oof, y)
     reports = {"kfold": _headline(write_report(
         out / "kfold", samples, oof, temperature=temperature, threshold=0.6,
@@ -447,12 +346,6 @@ def main(args: argparse.Namespace) -> dict:
         logits, res = run_fold(inputs, pool, fold, recipe)
         results.append(res)
         sub = [samples[i] for i in fold.test]
-        if offset is not None:  # its δ from the k-fold logits of photos outside this fold's test side
-            rest = np.setdiff1d(np.arange(dev), fold.test)
-            unshifted[fold.name] = _headline(write_report(
-                out / "unshifted" / fold.name, sub, logits, temperature=plain_temperature, threshold=0.6,
-                title=f"{recipe.arch} {fold.name}, no mpox offset", extra={"recipe": asdict(recipe)}))
-            logits = shift(logits, choose_offset(raw[rest], y[rest], target=recipe.mpox_recall).delta)
         reports[fold.name] = _headline(write_report(
             out / fold.name, sub, logits, temperature=temperature, threshold=0.6,
             title=f"{recipe.arch} {fold.name}", extra={"split": fold.name, "recipe": asdict(recipe)}))
@@ -460,11 +353,10 @@ def main(args: argparse.Namespace) -> dict:
               f"mpox_recall={res.mpox_recall:.3f}", flush=True)
 
     healthy = scan_dataset(args.healthy_test, verify=False) if args.healthy_test else []
-    healthy_feats = features(healthy, train=False) if healthy else None
+    healthy_feats = features(healthy) if healthy else None
     by_fold = []
-    if healthy_feats is not None and not recipe.tune_blocks:
-        by_fold = healthy_by_fold(fold_heads, healthy_feats, recipe, temperature=temperature,
-                                  offsets=[c.delta for c in choices] or None)
+    if healthy_feats is not None:
+        by_fold = healthy_by_fold(fold_heads, healthy_feats, recipe, temperature=temperature)
         print("healthy crops called mpox by each fold head: "
               + ", ".join(f"{c.called_mpox} ({c.mpox_alerts} with p ≥ {c.threshold:g})" for c in by_fold), flush=True)
 
@@ -473,7 +365,6 @@ def main(args: argparse.Namespace) -> dict:
            "derived": {"data": args.derived, "n": len(derived)},
            "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
            "folds": [asdict(r) for r in results], "reports": reports,
-           **({"mpox_offset": asdict(offset), "unshifted": unshifted} if offset is not None else {}),
            **({"healthy_by_fold": {"data": args.healthy_test, "folds": [asdict(c) for c in by_fold]}}
               if by_fold else {})}
     (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -487,9 +378,7 @@ def main(args: argparse.Namespace) -> dict:
                      kfold_dir=out / "kfold", data_root=str(args.data),
                      loso={k: v for k, v in reports.items() if k.startswith("without_")}, n_dev=dev,
                      n_derived=len(derived),
-                     healthy_feats=healthy_feats,
-                     mpox_offset=offset.delta if offset is not None else 0.0, folds=folds,
-                     fold_checks=by_fold)
+                     healthy_feats=healthy_feats, folds=folds, fold_checks=by_fold)
         doc["shipped"] = asdict(shipped)
         if shipped.healthy:
             doc["healthy_test"] = {"data": args.healthy_test, **asdict(shipped.healthy)}
@@ -518,7 +407,7 @@ class Shipped:
 
 
 def shipped_temperature(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe,
-                        l2: float, *, n: int, mpox_offset: float = 0.0) -> tuple[float, float]:
+                        l2: float, *, n: int) -> tuple[float, float]:
     """(T, its out-of-fold ECE) for a head fitted at penalty ``l2``: fold heads refitted at that ``l2``.
 
     The recipe's T is fitted on fold heads that each chose their own penalty, and a stronger penalty
@@ -527,7 +416,6 @@ def shipped_temperature(inputs: Inputs, samples: list[Sample], folds: list[Fold]
     """
     fixed = replace(recipe, l2_grid=(l2,))
     oof, _ = out_of_fold(inputs, samples, folds, fixed, n=n, quiet=True)
-    oof = shift(oof, mpox_offset)
     y = np.array([s.label for s in samples[:n]])
     t = fit_temperature(oof, y)
     return t, expected_calibration_error(softmax(oof, t), y)
@@ -535,57 +423,41 @@ def shipped_temperature(inputs: Inputs, samples: list[Sample], folds: list[Fold]
 
 def _recipe_kind(recipe: ProbeRecipe) -> str:
     """One line for the card: what was fitted, on what."""
-    if recipe.tune_blocks:
-        return f"linear probe, then the last {recipe.tune_blocks} blocks fine-tuned (LP-FT)"
-    parts = ["linear probe"]
-    if recipe.fold_mean:
-        parts.append(f" (the mean of {recipe.fold_mean} heads, each without one group fold)")
-    if recipe.remove_source_directions:
-        parts.append(", within-class source directions removed")
-    parts.append(f" on frozen {'adapted' if recipe.backbone_init else 'ImageNet'} backbone")
-    return "".join(parts)
+    return f"linear probe on frozen {'adapted' if recipe.backbone_init else 'ImageNet'} backbone"
 
 
 def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
          temperature: float, command: str, kfold_dir: Path, data_root: str,
          loso: dict[str, dict] | None = None, n_dev: int | None = None, n_derived: int = 0,
-         healthy_feats: np.ndarray | None = None, mpox_offset: float = 0.0,
+         healthy_feats: np.ndarray | None = None,
          folds: list[Fold] | None = None, fold_checks: list[HealthyCheck] | None = None) -> Shipped:
     """Fit the recipe on every photo, save the resulting network as a model directory + card.
 
     ``healthy_feats``: features of healthy people's crops that no fold trained on; the shipped
-    network's calls on them (:class:`HealthyCheck`) go into ``metrics.json`` and the card.
-    ``mpox_offset``: the operating point's δ, added to the head's mpox bias. ``folds``: the k-fold
+    network's calls on them (:class:`HealthyCheck`) go into ``metrics.json`` and the card. ``folds``: the k-fold
     (with the recipe's negatives) on which the head's own temperature is fitted. ``samples`` is
     [dev photos (``n_dev``) | negatives | the last ``n_derived``: views cut from dev photos]. ``fold_checks``: the
     k-fold heads' calls on the same healthy crops (:func:`healthy_by_fold`), for the card.
     """
     n_dev = len(samples) - n_derived if n_dev is None else n_dev
-    model, head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
+    head = fit_network(inputs, samples, np.arange(len(samples)), recipe)
     check = None
     calibration = ShippedCalibration(temperature, head.l2, None, temperature)
-    # a fold-mean head is built as every fold's head was, so the recipe's temperature is its own
-    if folds and not recipe.tune_blocks and not recipe.fold_mean and len(recipe.l2_grid) > 1:
-        t, ece = shipped_temperature(inputs, samples, folds, recipe, head.l2, n=n_dev,
-                                     mpox_offset=mpox_offset)
+    if folds and len(recipe.l2_grid) > 1:
+        t, ece = shipped_temperature(inputs, samples, folds, recipe, head.l2, n=n_dev)
         calibration = ShippedCalibration(t, head.l2, ece, temperature)
         temperature = t
-    if not recipe.tune_blocks:
-        if healthy_feats is not None:
-            logits = shift(head.logits(_views(healthy_feats, recipe, train=False)), mpox_offset)
-            check = HealthyCheck.from_probs(softmax(logits, temperature))
-        model = copy.deepcopy(model)  # the cached backbone stays untouched
-        head.fold_into(classifier_head(model))
-    with torch.no_grad():
-        classifier_head(model).bias[MPOX] += mpox_offset
+    if healthy_feats is not None:
+        check = HealthyCheck.from_probs(softmax(head.logits(_views(healthy_feats, recipe, train=False)), temperature))
+    model = copy.deepcopy(inputs.model)  # the cached backbone stays untouched
+    head.fold_into(classifier_head(model))
     info = ModelInfo(
         arch=recipe.arch, image_size=recipe.image_size, temperature=temperature, val_groups=[],
         split={"n_train": len(samples), "n_negatives": len(samples) - n_dev - n_derived,
                "n_derived": n_derived,
                "n_val": 0, "train_counts": class_counts(samples), "val_counts": [],
                "validation": f"none held out: figures are out-of-fold ({recipe.folds}-fold by group)"},
-        recipe={"command": command, "l2": head.l2, "member_l2": list(head.member_l2), "mpox_offset": mpox_offset,
-                "kind": _recipe_kind(recipe),
+        recipe={"command": command, "l2": head.l2, "kind": _recipe_kind(recipe),
                 "args": asdict(recipe),
                 "pretrained": f"imagenet, then {recipe.backbone_init}" if recipe.backbone_init else "imagenet"})
     out = Path(out_dir)

@@ -136,7 +136,7 @@ def compute_metrics(probs: np.ndarray, y_true: np.ndarray, *,
     }
 
 
-def _figures(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float, float]:
+def bootstrap_figures(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float, float]:
     """(macro-F1, accuracy, class ``k``'s recall — NaN without support) of one draw."""
     cm = confusion_matrix(y, pred)
     recall = float(cm[k, k] / cm[k].sum()) if cm[k].sum() else float("nan")
@@ -161,7 +161,7 @@ def group_bootstrap(probs: np.ndarray, y_true: np.ndarray, groups: Sequence[str]
     acc, f1, rec = [], [], []
     for _ in range(n):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        f, a, r = _figures(y_true[idx], pred[idx], k)
+        f, a, r = bootstrap_figures(y_true[idx], pred[idx], k)
         acc.append(a)
         f1.append(f)
         if not np.isnan(r):
@@ -173,68 +173,6 @@ def group_bootstrap(probs: np.ndarray, y_true: np.ndarray, groups: Sequence[str]
 
     return {"accuracy": interval(acc), "macro_f1": interval(f1), f"{focus}_recall": interval(rec),
             "resamples": {"n": n, "unit": "group", "groups": len(uniq), "seed": seed}}
-
-
-@dataclass(frozen=True)
-class PairedSet:
-    """Two models' predicted classes for the same photos: the unit of a paired comparison."""
-
-    pred_a: np.ndarray
-    pred_b: np.ndarray
-    y_true: np.ndarray
-    groups: Sequence[str]
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """``b − a`` of one figure (averaged over the sets), with its 95 % interval from paired resampling."""
-
-    metric: str
-    a: float
-    b: float
-    diff: float
-    low: float
-    high: float
-
-
-def paired_group_bootstrap(sets: Sequence[PairedSet], *, n: int = 1000, seed: int = 0,
-                           focus: str = "mpox") -> list[PairedDifference]:
-    """Is B better than A on the same photos? Differences of macro-F1, accuracy and ``focus`` recall.
-
-    Each resample draws whole groups once and scores both models on that draw, so what the two share
-    (which photos are hard) cancels: the interval of the difference is far narrower than the two
-    models' own intervals side by side, which overlap for nearly every recipe change here. With
-    several sets (the leave-one-source-out folds) each is resampled on its own and the figure is
-    their mean, as in "mean LOSO macro-F1".
-    """
-    k = LABELS.index(focus)
-    rng = np.random.default_rng(seed)
-    prepared = []
-    for s in sets:
-        names = np.asarray(list(s.groups))
-        uniq = np.unique(names)
-        prepared.append((np.asarray(s.y_true, dtype=int), np.asarray(s.pred_a), np.asarray(s.pred_b),
-                         [np.flatnonzero(names == g) for g in uniq]))
-
-    def mean_figures(draw: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
-        fa, fb = [], []
-        for (y, pa, pb, _), idx in zip(prepared, draw, strict=True):
-            idx = slice(None) if idx is None else idx
-            fa.append(_figures(y[idx], pa[idx], k))
-            fb.append(_figures(y[idx], pb[idx], k))
-        return np.nanmean(fa, axis=0), np.nanmean(fb, axis=0)
-
-    point_a, point_b = mean_figures([None] * len(prepared))
-    diffs = []
-    for _ in range(n):
-        draw = [np.concatenate([m[i] for i in rng.integers(0, len(m), len(m))]) for *_, m in prepared]
-        fa, fb = mean_figures(draw)
-        diffs.append(fb - fa)
-    lo, hi = np.nanpercentile(np.asarray(diffs), [2.5, 97.5], axis=0)
-    names = ("macro_f1", "accuracy", f"{focus}_recall")
-    return [PairedDifference(m, round(float(point_a[i]), 4), round(float(point_b[i]), 4),
-                             round(float(point_b[i] - point_a[i]), 4), round(float(lo[i]), 4), round(float(hi[i]), 4))
-            for i, m in enumerate(names)]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from pathlib import Path
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.model.fused import fused_parts
 from mpox_aism.model.modeldir import ModelInfo
-from mpox_aism.training.closeups import CLOSEUP
 from mpox_aism.training.data import Sample
 from mpox_aism.training.metrics import HealthyCheck
 
@@ -36,6 +35,8 @@ SOURCE_TERMS = {
 # MIN_GROUPS groups or from a single source (then the figure says little about a new site).
 UNTRUSTED_F1 = 0.70
 MIN_GROUPS = 10
+# the ``source`` of close-up patches among the negatives (research/closeups.py writes them), counted apart
+CLOSEUP = "closeup"
 
 
 def untrusted_classes(metrics: dict, samples: Sequence[Sample]) -> dict[str, str]:
@@ -121,16 +122,6 @@ def _fused_note(arch: str) -> str:
             "concatenated, one linear head: `mpox_aism/model/fused.py`)")
 
 
-def _operating_point(info: ModelInfo) -> str:
-    delta = info.recipe.get("mpox_offset") or 0.0
-    if not delta:
-        return ""
-    target = info.recipe.get("args", {}).get("mpox_recall")
-    return (f"\n- Screening operating point: the mpox logit carries +{delta:g} (the head's bias), the smallest "
-            f"offset giving out-of-fold mpox recall ≥ {target}; it trades mpox precision for recall. The "
-            f"figures below are of this shifted model, each fold's offset chosen on the other folds only.")
-
-
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
                      *, data_root: str, loso: Mapping[str, dict] | None = None,
                      negatives: Sequence[Sample] = (), derived: Sequence[Sample] = (),
@@ -171,10 +162,7 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         figures_title = f"Out-of-fold figures (every dev photo tested once, n = {metrics['n']})"
         caveat = ("The temperature was fitted on these same out-of-fold predictions, and the recipe was chosen "
                   "among a few on them (docs/RESULTS.md), so they are mildly optimistic.")
-        members = info.recipe.get("member_l2") or []
-        penalty = (f"L2 penalties {', '.join(f'{v:g}' for v in members)} (one per member, each by inner group k-fold)"
-                   if members else f"L2 penalty {info.recipe.get('l2')} (inner group k-fold)")
-        recipe_note = f"Kind: {info.recipe.get('kind', '')}; {penalty}."
+        recipe_note = f"Kind: {info.recipe.get('kind', '')}; L2 penalty {info.recipe.get('l2')} (inner group k-fold)."
     else:
         temp_from = "the validation side"
         split_text = (f"Split by `group` (patient / source topic / near-duplicate), stratified by class: "
@@ -197,7 +185,7 @@ a person should see; it has not been clinically validated and must not be used t
   (the shared `mpox_aism.training.preprocess.preprocess`). Pretrained: {info.recipe.get("pretrained", "?")}.
 - Output: probabilities over {", ".join(LABELS)} = softmax(logits / T), T = {info.temperature:.4f}
   (temperature scaling fitted on {temp_from}).
-- Decision rule: a top probability under {info.threshold} is not answered and goes to a person.{_operating_point(info)}
+- Decision rule: a top probability under {info.threshold} is not answered and goes to a person.
 
 ## Classes not to be trusted
 Rule: F1 under {UNTRUSTED_F1}, fewer than {MIN_GROUPS} patient/topic groups, or a single source.

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ from tqdm import tqdm
 from mpox_aism.contracts.images import load_rgb
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.model.zoo import classifier_head
-from mpox_aism.training.augment import paper_augmentation
 from mpox_aism.training.data import Sample
 from mpox_aism.training.preprocess import preprocess
 
@@ -45,16 +43,10 @@ PixelTransform = Callable[[np.ndarray, Sample], np.ndarray]  # RGB uint8 → RGB
 
 
 class _Views(Dataset):
-    """Each photo → (views × 3×S×S): the serving input and, with ``flip``, its mirror image.
+    """Each photo → (views × 3×S×S): the serving input and, with ``flip``, its mirror image."""
 
-    ``augment`` > 0 instead yields that many draws of the paper's training augmentation
-    (``mpox_aism.training.augment``), seeded by photo and draw so a cached feature array can be recomputed.
-    """
-
-    def __init__(self, samples: Sequence[Sample], size: int, flip: bool, transform: PixelTransform | None = None,
-                 augment: int = 0, seed: int = 0):
+    def __init__(self, samples: Sequence[Sample], size: int, flip: bool, transform: PixelTransform | None = None):
         self.samples, self.size, self.flip, self.transform = list(samples), size, flip, transform
-        self.augment, self.seed = augment, seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -63,23 +55,18 @@ class _Views(Dataset):
         s = self.samples[i]
         rgb = load_rgb(s.path)
         rgb = self.transform(rgb, s) if self.transform else rgb
-        if self.augment:
-            aug = paper_augmentation(self.size, seed=self.seed * 1_000_003 + i)  # per photo: cacheable
-            return torch.stack([preprocess(aug(image=rgb)["image"], self.size) for _ in range(self.augment)])
         x = preprocess(rgb, self.size)
         return torch.stack([x, x.flip(-1)]) if self.flip else x.unsqueeze(0)
 
 
 def view_batches(samples: Sequence[Sample], *, image_size: int, flip: bool, batch_size: int = 32,
                  workers: int = 1, desc: str | None = None,
-                 transform: PixelTransform | None = None, augment: int = 0,
-                 seed: int = 0) -> Iterator[torch.Tensor]:
+                 transform: PixelTransform | None = None) -> Iterator[torch.Tensor]:
     """B × views × 3×S×S batches through the shared preprocessing (photo, and its mirror with ``flip``).
 
     ``transform``: a measured pixel change (masking, colour constancy) applied before preprocessing.
-    ``augment``: that many augmented draws per photo instead (training views only).
     """
-    loader = DataLoader(_Views(samples, image_size, flip, transform, augment, seed),
+    loader = DataLoader(_Views(samples, image_size, flip, transform),
                         batch_size=batch_size, num_workers=workers)
     return iter(tqdm(loader, desc=desc, leave=False, mininterval=5.0) if desc else loader)
 
@@ -87,7 +74,7 @@ def view_batches(samples: Sequence[Sample], *, image_size: int, flip: bool, batc
 @torch.no_grad()
 def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size: int, flip: bool = True,
                      batch_size: int = 32, workers: int = 1, desc: str | None = "features",
-                     transform: PixelTransform | None = None, augment: int = 0, seed: int = 0) -> np.ndarray:
+                     transform: PixelTransform | None = None) -> np.ndarray:
     """N × views × D: the input of the model's final linear layer for every view of every photo."""
     head = classifier_head(model)
     captured: list[torch.Tensor] = []
@@ -96,14 +83,14 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size:
     out = []
     try:
         for x in view_batches(samples, image_size=image_size, flip=flip, batch_size=batch_size,
-                              workers=workers, desc=desc, transform=transform, augment=augment, seed=seed):
+                              workers=workers, desc=desc, transform=transform):
             n, v = x.shape[:2]
             captured.clear()
             model(x.flatten(0, 1))
             out.append(captured[0].reshape(n, v, -1).float().numpy())
     finally:
         hook.remove()
-    views = augment or (2 if flip else 1)
+    views = 2 if flip else 1
     return np.concatenate(out) if out else np.zeros((0, views, head.in_features), np.float32)
 
 
@@ -114,7 +101,7 @@ def feature_cache_key(model: nn.Module, samples: Sequence[Sample], **settings: o
     (hashing the 54 MB dev set takes well under a second; its features take minutes).
 
     Also the network's class and feature width: two networks on the same weights can pool different
-    maps (scripts/probe_taps.py), and their features must not share a cache entry.
+    maps (research/probe_taps.py), and their features must not share a cache entry.
     """
     head = classifier_head(model)
     skip = {id(head.weight), id(head.bias)}
@@ -147,15 +134,11 @@ def cached_array(cache_dir: Path | None, key: str, compute: Callable[[], np.ndar
 
 
 def cached_features(cache_dir: Path | None, model: nn.Module, samples: Sequence[Sample], *,
-                    image_size: int, flip: bool, workers: int = 1, desc: str = "features",
-                    augment: int = 0, seed: int = 0) -> np.ndarray:
-    """:func:`extract_features` through :func:`cached_array` (``augment``: the augmented views alone)."""
-    if augment:
-        key = "augmented-" + feature_cache_key(model, samples, image_size=image_size, augment=augment, seed=seed)
-    else:
-        key = "features-" + feature_cache_key(model, samples, image_size=image_size, flip=flip)
+                    image_size: int, flip: bool, workers: int = 1, desc: str = "features") -> np.ndarray:
+    """:func:`extract_features` through :func:`cached_array`."""
+    key = "features-" + feature_cache_key(model, samples, image_size=image_size, flip=flip)
     return cached_array(cache_dir, key, lambda: extract_features(
-        model, samples, image_size=image_size, flip=flip, workers=workers, desc=desc, augment=augment, seed=seed))
+        model, samples, image_size=image_size, flip=flip, workers=workers, desc=desc))
 
 
 def sample_weights(labels: np.ndarray, sources: Sequence[str], balance: str) -> np.ndarray:
@@ -193,8 +176,6 @@ class LinearHead:
     scale: np.ndarray  # D
     l2: float
     inner_scores: dict[float, float] = field(default_factory=dict)
-    member_l2: tuple[float, ...] = ()  # a fold-mean head (:meth:`average`): each member's penalty
-    removed_directions: int = 0  # source directions projected out (:func:`fit_head_without_sources`)
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         """``feats`` N×D, or N×V×D (views averaged in logit space: test-time augmentation)."""
@@ -205,20 +186,6 @@ class LinearHead:
         """W·(x−μ)/σ + b  ==  (W/σ)·x + (b − W·μ/σ): weight and bias on raw features."""
         w = self.weight / self.scale
         return w, self.bias - w @ self.mean
-
-    @classmethod
-    def average(cls, heads: Sequence[LinearHead]) -> LinearHead:
-        """One head whose logits are the mean of ``heads``' logits: an ensemble that is still one layer.
-
-        Averaged on raw features, as each member standardised with its own training side's μ, σ.
-        ``l2`` is the members' (upper) median penalty, a grid value, for the record; ``member_l2`` keeps them all.
-        """
-        raws = [h.raw() for h in heads]
-        w, b = np.mean([r[0] for r in raws], axis=0), np.mean([r[1] for r in raws], axis=0)
-        d = w.shape[1]
-        return cls(weight=w, bias=b, mean=np.zeros(d), scale=np.ones(d),
-                   l2=float(statistics.median_high(h.l2 for h in heads)), member_l2=tuple(h.l2 for h in heads),
-                   removed_directions=max(h.removed_directions for h in heads))
 
     def fold_into(self, linear: nn.Linear) -> None:
         """Write :meth:`raw` into ``linear``: the network's logits are the head's."""
@@ -309,46 +276,3 @@ def fit_head(feats: np.ndarray, y: np.ndarray, *, weights: np.ndarray, groups: S
     xf, yf, wf, _ = _flatten_views(z, y, weights, groups)
     wgt, b = _fit_lbfgs(xf, yf, wf, l2, num_classes)
     return LinearHead(weight=wgt, bias=b, mean=mean, scale=scale, l2=l2, inner_scores=scores)
-
-
-def source_directions(z: np.ndarray, y: np.ndarray, sources: Sequence[str], *, min_photos: int = 5) -> np.ndarray:
-    """Orthonormal rows (r × D) spanning the within-class differences of source means in ``z`` (N×D).
-
-    For each class with ≥ 2 sources of ≥ ``min_photos`` photos, each source's mean minus the mean of
-    those source means (every source counted once, as ``balance="class_source"`` weighs them): the
-    directions along which photos of one class differ by where they came from.
-    """
-    src = np.asarray(list(sources))
-    diffs = []
-    for c in np.unique(y):
-        in_c = y == c
-        names = [n for n in np.unique(src[in_c]) if (in_c & (src == n)).sum() >= min_photos]
-        if len(names) < 2:
-            continue
-        means = np.stack([z[in_c & (src == n)].mean(axis=0) for n in names])
-        diffs.append(means - means.mean(axis=0))
-    if not diffs:
-        return np.zeros((0, z.shape[1]))
-    _, sv, vt = np.linalg.svd(np.concatenate(diffs), full_matrices=False)
-    return vt[sv > 1e-6 * sv[0]]
-
-
-def fit_head_without_sources(feats: np.ndarray, y: np.ndarray, *, sources: Sequence[str], weights: np.ndarray,
-                             groups: Sequence[str], min_photos: int = 5, **kwargs: object) -> LinearHead:
-    """:func:`fit_head` on standardised features with :func:`source_directions` projected out.
-
-    Why: out of fold the model reads the source (dermnet_com eczema 0.97 right, dermnet_nz 0.55); this
-    takes away the linear directions in which one class's sources differ, on the training side only.
-    The projection is affine, so it folds into the head: still one ``nn.Linear``, no serving cost.
-    """
-    y = np.asarray(y, dtype=int)
-    flat = feats.reshape(-1, feats.shape[-1])
-    mean, scale = flat.mean(axis=0), flat.std(axis=0) + 1e-6
-    z = (feats - mean) / scale
-    u = source_directions(z[:, 0] if z.ndim == 3 else z, y, sources, min_photos=min_photos)
-    head = fit_head(z - (z @ u.T) @ u, y, weights=weights, groups=groups, **kwargs)
-    w, b = head.raw()  # on projected z: w·(I − uᵀu)·(x − μ)/σ + b
-    w = (w - (w @ u.T) @ u) / scale
-    d = len(mean)
-    return replace(head, weight=w, bias=b - w @ mean, mean=np.zeros(d), scale=np.ones(d),
-                   removed_directions=len(u))

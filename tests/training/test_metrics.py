@@ -2,11 +2,9 @@ import numpy as np
 import pytest
 
 from mpox_aism.training.metrics import (
-    PairedSet,
     compute_metrics,
     confusion_matrix,
     expected_calibration_error,
-    paired_group_bootstrap,
     per_class,
     threshold_sweep,
 )
@@ -76,26 +74,3 @@ def test_group_bootstrap_resamples_groups_and_brackets_the_point_figure():
     assert ci["resamples"] == {"n": 300, "unit": "group", "groups": 32, "seed": 0}
     perfect = group_bootstrap(np.eye(8)[y], y, groups, n=50)
     assert perfect["macro_f1"] == {"low": 1.0, "high": 1.0}
-
-
-def test_paired_difference_is_zero_for_one_model_and_signed_for_a_better_one():
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(8), 30)
-    groups = [str(i // 3) for i in range(len(y))]
-    a = np.where(rng.random(len(y)) < 0.6, y, (y + 1) % 8)  # right 60 % of the time
-    b = np.where(rng.random(len(y)) < 0.3, y, a)  # a, with some of its errors fixed
-    same = {d.metric: d for d in paired_group_bootstrap([PairedSet(a, a, y, groups)], n=200)}
-    assert all(d.diff == d.low == d.high == 0 for d in same.values())
-    better = {d.metric: d for d in paired_group_bootstrap([PairedSet(a, b, y, groups)], n=200)}
-    f1 = better["macro_f1"]
-    assert f1.diff == pytest.approx(f1.b - f1.a, abs=1e-3) and 0 < f1.low <= f1.diff <= f1.high
-    assert better["accuracy"].a == pytest.approx((a == y).mean(), abs=1e-4)
-
-
-def test_paired_difference_over_sets_is_their_mean():
-    y = np.repeat(np.arange(8), 4)
-    groups = [str(i) for i in range(len(y))]
-    wrong = (y + 1) % 8
-    sets = [PairedSet(wrong, y, y, groups), PairedSet(y, y, y, groups)]  # +1 accuracy on one, 0 on the other
-    acc = {d.metric: d for d in paired_group_bootstrap(sets, n=50)}["accuracy"]
-    assert acc.a == 0.5 and acc.b == 1.0 and acc.diff == 0.5

@@ -25,9 +25,9 @@ import numpy as np
 
 from mpox_aism.contracts.images import load_rgb
 from mpox_aism.contracts.skin import skin_mask
+from mpox_aism.training.modelcard import CLOSEUP
 
 FIELDS = ["path", "label", "source", "group", "parent"]
-CLOSEUP = "closeup"
 
 
 @dataclass(frozen=True)

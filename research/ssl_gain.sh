@@ -18,4 +18,4 @@ for seed in 0 1 2; do
       --image-size "$S" --seed "$seed" --split-seed 0 --workers "$W" "${extra[@]}" --out "$OUTD/${init}_s$seed"
   done
 done
-.venv/bin/python scripts/summarize_gain.py "$OUTD"
+.venv/bin/python -m research.summarize_gain "$OUTD"

@@ -14,11 +14,11 @@ variant's own; the cache key now holds the network's class (one per variant) and
 shared one is safe. A ``--ship`` directory here is for the shipped head's figures only: it records the
 plain fused arch but carries a wider head, so ``load_model`` (kiosk, evaluate) refuses it, loudly.
 
-    python scripts/probe_taps.py mid_deep --data ../shared/data/skin8 \\
+    python -m research.probe_taps mid_deep --data ../shared/data/skin8 \\
         --arch mobilenet_v2+efficientnet_lite2 --image-size 224 --balance class_source \\
         --negatives runs/healthy_crops/people --healthy-test runs/healthy_crops/video \\
         --loso msid monkeypox2022 msld_v1 --out runs/cv/taps_mid --cache runs/cv/cache_mid --ship runs/taps_mid
-    python scripts/probe_taps.py bench    # forward cost per crop, plain fused vs each variant
+    python -m research.probe_taps bench    # forward cost per crop, plain fused vs each variant
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU run for the SimCLR issue: ResNeXt101_64x4d SimCLR-pretrained then fine-tuned vs
 # from scratch (same split, same recipe), then — if time is left — the MobileNetV2 SSL gain over
-# seeds (scratch vs SimCLR vs ImageNet). Reads the data packed small by scripts/pack_data.py
+# seeds (scratch vs SimCLR vs ImageNet). Reads the data packed small by research/pack_data.py
 # (.pack/, carried), installs the training stack the device image lacks from carried wheels
 # (.whl/), stops starting new stages when its time budget is spent, and leaves one tarball of
 # logs, histories, metrics and model cards in $OUT. Pretraining makes its SimCLR views on the GPU

@@ -35,9 +35,9 @@ macro-F1 without msid / monkeypox2022 / msld_v1; fitted on every photo, the shar
 camera crops ``runs/healthy_crops/video`` called mpox), ``OUT/<variant>/<fold>/`` (the ``evaluate``
 report of each evaluation) and ``OUT/table.md`` (every variant measured so far). Features are cached
 in ``--cache`` (the raw-pixel ones under the very keys ``mpox-aism cv`` uses, so either reuses the
-other's). Run ``python scripts/healthy_crops.py --out runs/healthy_crops`` first.
+other's). Run ``python -m research.healthy_crops --out runs/healthy_crops`` first.
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/probe_preprocessing.py \\
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python -m research.probe_preprocessing \\
         --variants baseline mask_train mask_both sog6 size288 size320 --out runs/preproc
 """
 
@@ -58,7 +58,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpox_aism.contracts.decision import softmax
 from mpox_aism.contracts.images import load_rgb
+from mpox_aism.contracts.labels import LABELS
 from mpox_aism.training.calibration import fit_temperature
 from mpox_aism.training.cv import Inputs, ProbeRecipe, build_probe_model, fit_network, out_of_fold, run_fold
 from mpox_aism.training.data import Sample, scan_dataset
@@ -67,13 +69,6 @@ from mpox_aism.training.evaluate import write_report
 from mpox_aism.training.folds import Fold, group_kfold, leave_source_out
 from mpox_aism.training.preprocess import preprocess
 from mpox_aism.training.probe import PixelTransform, cached_array, cached_features, extract_features, feature_cache_key
-
-try:  # the torch-free home of the label order and softmax (refactor in progress)
-    from mpox_aism.contracts.decision import softmax
-    from mpox_aism.contracts.labels import LABELS
-except ImportError:  # pragma: no cover - the layout before it (git 49ce121)
-    from mpox_aism.training.calibration import softmax  # type: ignore[no-redef]  # noqa: I001
-    from mpox_aism.training.labels import LABELS  # type: ignore[no-redef]
 
 LOSO_SOURCES = ("msid", "monkeypox2022", "msld_v1")
 THRESHOLD = 0.6
@@ -356,7 +351,7 @@ def evaluate_variant(variant: Variant, store: FeatureStore, samples: list[Sample
         print(f"{fold.name}: macro_f1={m['macro_f1']:.3f} mpox_recall={loso[src]['mpox_recall']:.3f}", flush=True)
 
     # Fitted on every photo (+ negatives), as `cv --ship` does; scored on the clips' healthy crops.
-    _, head = fit_network(inputs, pool, np.arange(off), recipe)
+    head = fit_network(inputs, pool, np.arange(off), recipe)
     probs = softmax(head.logits(vid[:, :1]), temperature)
     called = probs.argmax(axis=1) == MPOX
     healthy = {"n": len(video), "called_mpox": int(called.sum()), "called_mpox_share": float(called.mean()),
@@ -461,19 +456,19 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--data", default="../shared/data/skin8")
-    p.add_argument("--healthy", default="runs/healthy_crops", help="scripts/healthy_crops.py output")
+    p.add_argument("--healthy", default="runs/healthy_crops", help="research/healthy_crops.py output")
     p.add_argument("--cache", default="runs/cv/cache", help="feature cache (shared with mpox-aism cv)")
     p.add_argument("--out", default="runs/preproc")
     p.add_argument("--no-serving-cost", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    command = "python scripts/probe_preprocessing.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m research.probe_preprocessing " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     healthy = Path(args.healthy)
     for part in ("people", "video"):
         if not (healthy / part / "manifest.csv").is_file():
-            raise SystemExit(f"{healthy / part}/manifest.csv missing: run scripts/healthy_crops.py --out {healthy}")
+            raise SystemExit(f"{healthy / part}/manifest.csv missing: run research/healthy_crops.py --out {healthy}")
     samples = scan_dataset(args.data, require_all_classes=True)
     negatives = scan_dataset(healthy / "people")
     video = scan_dataset(healthy / "video")

@@ -6,7 +6,7 @@ seconds until ``/healthz`` answers, RSS then, RSS after ``--settle`` seconds of 
 whether torch's shared library is mapped into the process (``/proc/PID/maps``: what the process
 really carries, not what a test imported). Then SIGTERM, and the exit code.
 
-    .venv/bin/python scripts/measure_startup.py --backend onnxruntime --json runs/startup.json
+    .venv/bin/python -m research.measure_startup --backend onnxruntime --json runs/startup.json
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ which says little: both models err on the same hard photos. Resampling groups on
 (``mpox_aism.training.metrics.paired_group_bootstrap``) gives the interval of the *difference*. Rows: the
 k-fold report, each leave-one-source-out report both runs have, and their mean.
 
-    python scripts/compare_cv.py --data ../shared/data/skin8 runs/cv/fused runs/cv/taps_mid runs/cv/fm
+    python -m research.compare_cv --data ../shared/data/skin8 runs/cv/fused runs/cv/taps_mid runs/cv/fm
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.training.data import scan_dataset
-from mpox_aism.training.metrics import PairedDifference, PairedSet, paired_group_bootstrap
+from research.paired import PairedDifference, PairedSet, paired_group_bootstrap
 
 
 def _predictions(report: Path) -> dict[str, tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""Mean ± sd of validation macro-F1 and mpox recall per initialisation, from `scripts/ssl_gain.sh` runs."""
+"""Mean ± sd of validation macro-F1 and mpox recall per initialisation, from `research/ssl_gain.sh` runs."""
 
 from __future__ import annotations
 

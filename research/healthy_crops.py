@@ -8,7 +8,7 @@ manifest whose group is one person/clip: ``OUT/people`` (the still photos of ~20
 ``cv --negatives``, healthy camera-like skin the dermatology sources lack) and ``OUT/video`` (the
 two clips: never trained on, scored with ``mpox-aism evaluate --data OUT/video``).
 
-    python scripts/healthy_crops.py --out runs/healthy_crops
+    python -m research.healthy_crops --out runs/healthy_crops
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mpox_aism.contracts.skin import skin_mask
-from mpox_aism.training.closeups import PatchRule, cut_folder, skin_patches
+from research.closeups import PatchRule, cut_folder, skin_patches
 
 SKIN = (224, 172, 140)  # an RGB skin tone inside the crop stage's YCrCb rule
 BLUE = (30, 60, 200)

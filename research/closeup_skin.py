@@ -5,8 +5,8 @@
 every dev ``normal`` photo, each in its photo's group, for ``cv --derived`` (a patch trains exactly
 when its photo does). ``OUT/people``: one patch per people negative, for a second ``cv --negatives``.
 
-    python scripts/healthy_crops.py --out runs/healthy_crops
-    python scripts/closeup_skin.py --dev ../shared/data/skin8 --healthy runs/healthy_crops --out runs/closeups
+    python -m research.healthy_crops --out runs/healthy_crops
+    python -m research.closeup_skin --dev ../shared/data/skin8 --healthy runs/healthy_crops --out runs/closeups
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from mpox_aism.training.closeups import CLOSEUP, PatchRule, cut_folder
+from research.closeups import CLOSEUP, PatchRule, cut_folder
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dev", required=True, help="the dev set (skin8): its normal photos → OUT/dev")
     p.add_argument("--healthy", required=True,
-                   help="scripts/healthy_crops.py's OUT: its people → OUT/people, its video → OUT/video")
+                   help="research/healthy_crops.py's OUT: its people → OUT/people, its video → OUT/video")
     p.add_argument("--out", default="runs/closeups")
     p.add_argument("--frac", type=float, default=PatchRule.frac, help="patch side as a share of the shorter side")
     p.add_argument("--min-skin", type=float, default=PatchRule.min_skin)

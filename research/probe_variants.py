@@ -4,16 +4,16 @@ The quick screen behind the recipe table in docs/RESULTS.md: it reuses the featu
 ``mpox-aism cv`` writes (``runs/cv/cache``; run cv for each backbone first) and the same folds,
 weights and head, so one variant costs minutes. A spec is ``BACKBONES[,key=value…]``: backbones
 ``mnv2``, ``lite0``, ``lite2`` joined by ``+`` (features concatenated), keys ``balance``
-(class|class_source), ``tta`` (0|1), ``l2`` (colon-separated grid), ``drop`` (a source left out of
+(class|class_source), ``l2`` (colon-separated grid), ``drop`` (a source left out of
 every training side; its photos are still tested in the k-fold), ``neg`` (a source of the healthy
 crops, e.g. ``people``, added as ``normal`` to every training side — those crops are then not
 scored; the others are).
 
-Where ``runs/healthy_crops/{people,video}`` exist (``scripts/healthy_crops.py``: the pipeline's crops
+Where ``runs/healthy_crops/{people,video}`` exist (``research/healthy_crops.py``: the pipeline's crops
 of healthy people), the variant is also fitted on every photo and scored there: the share of healthy crops
 called mpox, and called mpox with p ≥ 0.6 (what becomes an alert).
 
-    python scripts/probe_variants.py mnv2 "mnv2,balance=class_source" "mnv2+lite2"
+    python -m research.probe_variants mnv2 "mnv2,balance=class_source" "mnv2+lite2"
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
         kw = dict(o.split("=") for o in opts)
         feats = np.concatenate([features(n, samples) for n in name.split("+")], axis=-1)
         recipe = ProbeRecipe(arch=name, image_size=0, balance=kw.get("balance", "class"),
-                             tta=kw.get("tta", "0") == "1",
                              l2_grid=tuple(float(v) for v in kw.get("l2", "0.01:0.03:0.1:0.3:1").split(":")))
         inputs = Inputs(model=torch.nn.Identity(), feats=feats)
         drop = kw.get("drop")
@@ -86,7 +85,7 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
                             weights=sample_weights(y_all, src_all, recipe.balance),
                             groups=grp_all, l2_grid=recipe.l2_grid)
             hf = hf[~neg]
-            check = HealthyCheck.from_probs(softmax(head.logits(hf if recipe.tta else hf[:, :1]), temperature))
+            check = HealthyCheck.from_probs(softmax(head.logits(hf[:, :1]), temperature))
             alarm = {"healthy_n": check.n, "healthy_called_mpox": round(check.called_mpox / check.n, 3),
                      "healthy_mpox_p06": round(check.mpox_alerts / check.n, 3),
                      "healthy_called_normal": round(check.called_normal / check.n, 3)}

@@ -3,7 +3,7 @@
 Shows why ``cv --ship`` calibrates the shipped head at its own penalty: the recipe's temperature
 comes from fold heads that each chose theirs. Reads the feature cache of an earlier ``mpox-aism cv``.
 
-    python scripts/calibration_by_l2.py --data ../shared/data/skin8 --arch mobilenet_v2+efficientnet_lite2 \\
+    python -m research.calibration_by_l2 --data ../shared/data/skin8 --arch mobilenet_v2+efficientnet_lite2 \\
         --image-size 224 --balance class_source --negatives runs/healthy_crops/people \\
         --cache runs/cv/cache --recipe-temperature 1.375
 """

@@ -1,6 +1,6 @@
 """Markdown tables from several ``mpox-aism cv`` runs: the recipe comparison in docs/RESULTS.md.
 
-    python scripts/summarize_cv.py runs/cv/mnv2_probe runs/cv/lite0_probe ...
+    python -m research.summarize_cv runs/cv/mnv2_probe runs/cv/lite0_probe ...
 """
 
 from __future__ import annotations
