@@ -175,7 +175,7 @@ class WatermarkMasker:
         templates = {}
         for mark in MARKS:
             edges = [_window(_edges(load_rgb(s.path)), mark.window, mark.anchor)
-                     for s in samples if s.extra.get("source") == mark.source]
+                     for s in samples if s.source == mark.source]
             if not edges:
                 continue
             stack = np.stack(edges)
@@ -190,7 +190,7 @@ class WatermarkMasker:
         return cls(templates)
 
     def __call__(self, image: np.ndarray, sample: Sample) -> np.ndarray:
-        source = sample.extra.get("source", "")
+        source = sample.source
         if source in self.templates:
             template, anchor = self.templates[source]
             mask = _place(template, image.shape[:2], anchor)
@@ -200,7 +200,7 @@ class WatermarkMasker:
         return image
 
     def changes(self, sample: Sample) -> bool:
-        return sample.extra.get("source", "") in (*self.templates, "monkeypox2022")
+        return sample.source in (*self.templates, "monkeypox2022")
 
     def digest(self) -> str:
         """Names the masks in the feature-cache key, so changed templates never reuse old features."""

@@ -45,7 +45,7 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
     healthy = [s for part in ("people", "video") if Path(healthy_dir, part, "manifest.csv").is_file()
                for s in scan_dataset(Path(healthy_dir, part), verify=False)]
     y = np.array([s.label for s in samples])
-    sources = [s.extra.get("source", "") for s in samples]
+    sources = [s.source for s in samples]
 
     def features(name: str, which: list) -> np.ndarray:
         arch, size = BACKBONES[name]
@@ -76,10 +76,10 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
         if healthy:
             idx = np.flatnonzero(keep)
             hf = np.concatenate([features(n, healthy) for n in name.split("+")], axis=-1)
-            neg = np.array([h.extra.get("source") == kw.get("neg") for h in healthy])
+            neg = np.array([h.source == kw.get("neg") for h in healthy])
             x_all = np.concatenate([feats[idx], hf[neg]])
             y_all = np.concatenate([y[idx], np.full(neg.sum(), 7)])
-            src_all = [sources[i] for i in idx] + [healthy[i].extra["source"] for i in np.flatnonzero(neg)]
+            src_all = [sources[i] for i in idx] + [healthy[i].source for i in np.flatnonzero(neg)]
             grp_all = [samples[i].group for i in idx] + [healthy[i].group for i in np.flatnonzero(neg)]
             head = fit_head(x_all if recipe.train_flips else x_all[:, :1], y_all,
                             weights=sample_weights(y_all, src_all, recipe.balance),

@@ -103,10 +103,10 @@ def derived_parents(derived: list[Sample], samples: list[Sample], data_root: str
     index = {s.path.resolve(): i for i, s in enumerate(samples)}
     parents = []
     for d in derived:
-        parent = (Path(data_root) / d.extra.get("parent", "")).resolve()
-        if not d.extra.get("parent") or parent not in index:
+        parent = (Path(data_root) / d.parent).resolve()
+        if not d.parent or parent not in index:
             raise SystemExit(f"cv --derived: {d.path} names no dev photo as its parent "
-                             f"({d.extra.get('parent')!r} is not under {data_root}); a view of a photo "
+                             f"({d.parent!r} is not under {data_root}); a view of a photo "
                              "outside the dev set belongs in --negatives")
         photo = samples[index[parent]]
         if photo.label != d.label:
@@ -180,7 +180,7 @@ def _views(feats: np.ndarray, recipe: ProbeRecipe, *, train: bool) -> np.ndarray
 
 def _weights(samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> tuple[np.ndarray, np.ndarray]:
     y = np.array([samples[i].label for i in idx])
-    return y, sample_weights(y, [samples[i].extra.get("source", "") for i in idx], recipe.balance)
+    return y, sample_weights(y, [samples[i].source for i in idx], recipe.balance)
 
 
 def fit_network(inputs: Inputs, samples: list[Sample], idx: np.ndarray, recipe: ProbeRecipe) -> LinearHead:
@@ -240,7 +240,7 @@ def _holdout_fold(samples: list[Sample], model_path: str, exclude: set[str]) -> 
     if not len(test):
         raise SystemExit(f"cv --holdout-of: none of {model_path}'s validation groups is in the data")
     train = np.array([i for i, s in enumerate(samples)
-                      if s.group not in held and s.extra.get("source") not in exclude], dtype=int)
+                      if s.group not in held and s.source not in exclude], dtype=int)
     check_disjoint([samples[i] for i in train], [samples[i] for i in test])
     return Fold(name=f"holdout_of_{info.model_version}", train=train, test=test)
 

@@ -27,16 +27,28 @@ MANIFEST = "manifest.csv"
 
 @dataclass(frozen=True)
 class Sample:
-    """One labeled image. ``group`` joins images that must stay on one side of a split."""
+    """One labeled image. ``group`` joins images that must stay on one side of a split.
+
+    ``source`` (the collection it came from: source balancing and leave-one-source-out folds) and
+    ``parent`` (the dev photo a derived view was cut from: ``cv --derived``) are manifest columns the
+    code relies on, so they are fields; any other column stays in ``extra`` for reports by column.
+    """
 
     path: Path
     label: int
     group: str
+    source: str = field(default="", compare=False)
+    parent: str = field(default="", compare=False)
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def label_name(self) -> str:
         return LABELS[self.label]
+
+    def columns(self) -> dict[str, str]:
+        """The manifest's columns beyond path, label and group (``source`` and ``parent`` where set)."""
+        known = {k: v for k, v in (("source", self.source), ("parent", self.parent)) if v}
+        return known | self.extra
 
 
 def _is_image(path: Path) -> bool:
@@ -51,7 +63,7 @@ def _scan_manifest(root: Path) -> list[Sample]:
         for needed in ("path", "label"):
             if needed not in columns:
                 raise DatasetError(f"{manifest}: missing column {needed!r} (has {columns})")
-        extra_cols = [c for c in columns if c not in ("path", "label", "group")]
+        extra_cols = [c for c in columns if c not in ("path", "label", "group", "source", "parent")]
         samples = []
         for line, row in enumerate(reader, start=2):
             label = row["label"].strip()
@@ -64,7 +76,9 @@ def _scan_manifest(root: Path) -> list[Sample]:
                 raise DatasetError(f"{manifest}:{line}: file {path} does not exist")
             group = (row.get("group") or "").strip() or row["path"].strip()
             extra = {c: (row.get(c) or "").strip() for c in extra_cols}
-            samples.append(Sample(path=path, label=LABEL_TO_INDEX[label], group=group, extra=extra))
+            samples.append(Sample(path=path, label=LABEL_TO_INDEX[label], group=group,
+                                  source=(row.get("source") or "").strip(), parent=(row.get("parent") or "").strip(),
+                                  extra=extra))
     listed = {s.path.resolve() for s in samples}
     unlisted = [p for d in root.iterdir() if d.is_dir() for p in d.iterdir() if _is_image(p)]
     unlisted = [p for p in unlisted if p.resolve() not in listed]

@@ -43,11 +43,11 @@ def predict_logits(model: nn.Module, samples: Sequence[Sample], *, image_size: i
 
 def _by_column(samples: Sequence[Sample], probs: np.ndarray, y: np.ndarray, threshold: float) -> dict:
     """The same figures per value of each extra manifest column (source, body region, stage…)."""
-    columns = sorted({c for s in samples for c in s.extra})
+    columns = sorted({c for s in samples for c in s.columns()})
     groups = np.array([s.group for s in samples])
     out: dict[str, dict] = {}
     for col in columns:
-        values = np.array([s.extra.get(col, "") for s in samples])
+        values = np.array([s.columns().get(col, "") for s in samples])
         out[col] = {}
         for v in sorted(set(values)):
             m = values == v
@@ -154,7 +154,7 @@ def main(args: argparse.Namespace) -> dict:
         column, sep, value = args.where.partition("=")
         if not sep:
             raise SystemExit(f"evaluate --where: expected COLUMN=VALUE, got {args.where!r}")
-        samples = [s for s in samples if s.extra.get(column) == value]
+        samples = [s for s in samples if s.columns().get(column) == value]
         if not samples:
             raise SystemExit(f"evaluate --where: no photo in {data} has {column}={value!r}")
     threshold = info.threshold if args.threshold is None else args.threshold

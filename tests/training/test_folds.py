@@ -17,7 +17,7 @@ def _samples(n_groups: int = 40, seed: int = 0) -> list[Sample]:
         label = g % 4
         for j in range(int(rng.integers(1, 6))):
             out.append(Sample(path=Path(f"/x/{g}_{j}.jpg"), label=label, group=f"g{g}",
-                              extra={"source": f"s{g % 3}"}))
+                              source=f"s{g % 3}"))
     return out
 
 
@@ -46,12 +46,12 @@ def test_kfold_is_seeded_and_refuses_too_few_groups():
 def test_leave_source_out_moves_shared_groups_to_the_test_side():
     samples = _samples()
     # one group that spans two sources: it must go wholly to the held-out side
-    samples.append(Sample(path=Path("/x/extra.jpg"), label=0, group="g1", extra={"source": "s0"}))
+    samples.append(Sample(path=Path("/x/extra.jpg"), label=0, group="g1", source="s0"))
     fold = leave_source_out(samples, "s0")
     test_groups = {samples[i].group for i in fold.test}
-    assert all(samples[i].extra["source"] == "s0" or samples[i].group in test_groups for i in fold.test)
+    assert all(samples[i].source == "s0" or samples[i].group in test_groups for i in fold.test)
     assert not test_groups & {samples[i].group for i in fold.train}
-    assert all(samples[i].extra["source"] != "s0" for i in fold.train)
+    assert all(samples[i].source != "s0" for i in fold.train)
     with pytest.raises(ValueError, match="no photo has source"):
         leave_source_out(samples, "nowhere")
 

@@ -217,8 +217,8 @@ def test_leave_source_out_keeps_that_folds_test_photos_out(tmp_path, capsys):
     labeled = _synthetic_labeled(tmp_path / "labeled")
     samples = scan_dataset(labeled)
     found = collect_images([labeled], leave_source_out="b")
-    assert _real(found.paths) == _real(s.path for s in samples if s.extra["source"] == "a")
-    assert found.excluded_val == sum(s.extra["source"] == "b" for s in samples)
+    assert _real(found.paths) == _real(s.path for s in samples if s.source == "a")
+    assert found.excluded_val == sum(s.source == "b" for s in samples)
     assert "test-side images excluded (cv --loso b)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no photo has source='c'"):
         collect_images([labeled], leave_source_out="c")
