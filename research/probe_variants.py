@@ -90,12 +90,12 @@ def main(specs: list[str], data: str = "../shared/data/skin8", cache: str = "run
                      "healthy_mpox_p06": round(check.mpox_alerts / check.n, 3),
                      "healthy_called_normal": round(check.called_normal / check.n, 3)}
         print(json.dumps({**alarm,
-            "spec": spec, "kfold_macro_f1": round(m["macro_f1"], 3), "kfold_accuracy": round(m["accuracy"], 3),
-            "kfold_ece": round(m["ece"], 3), "mpox_recall": round(m["per_class"]["mpox"]["recall"], 3),
-            "mpox_precision": round(m["per_class"]["mpox"]["precision"], 3),
-            "msid_macro_f1": round(mm["macro_f1"], 3), "msid_mpox_recall": round(mm["per_class"]["mpox"]["recall"], 3),
-            "msid_normal_recall": round(mm["per_class"]["normal"]["recall"], 3),
-            "per_class_f1": {k: round(v["f1"], 3) for k, v in m["per_class"].items()}}), flush=True)
+            "spec": spec, "kfold_macro_f1": round(m.macro_f1, 3), "kfold_accuracy": round(m.accuracy, 3),
+            "kfold_ece": round(m.ece, 3), "mpox_recall": round(m.per_class["mpox"].recall, 3),
+            "mpox_precision": round(m.per_class["mpox"].precision, 3),
+            "msid_macro_f1": round(mm.macro_f1, 3), "msid_mpox_recall": round(mm.per_class["mpox"].recall, 3),
+            "msid_normal_recall": round(mm.per_class["normal"].recall, 3),
+            "per_class_f1": {k: round(v.f1, 3) for k, v in m.per_class.items()}}), flush=True)
 
 
 if __name__ == "__main__":

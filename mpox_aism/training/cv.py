@@ -42,7 +42,7 @@ from mpox_aism.training.data import Sample, class_counts, scan_dataset
 from mpox_aism.training.engine import seed_everything
 from mpox_aism.training.evaluate import write_report
 from mpox_aism.training.folds import Fold, group_kfold, leave_source_out
-from mpox_aism.training.metrics import HealthyCheck, compute_metrics, expected_calibration_error
+from mpox_aism.training.metrics import Headline, HealthyCheck, compute_metrics, expected_calibration_error
 from mpox_aism.training.modelcard import write_model_card
 from mpox_aism.training.probe import (
     BALANCES,
@@ -200,8 +200,7 @@ def run_fold(inputs: Inputs, samples: list[Sample], fold: Fold, recipe: ProbeRec
     y = np.array([samples[i].label for i in fold.test])
     m = compute_metrics(softmax(logits), y)
     return logits, FoldResult(name=fold.name, n_train=len(fold.train), n_test=len(fold.test), l2=head.l2,
-                              macro_f1=m["macro_f1"], accuracy=m["accuracy"],
-                              mpox_recall=m["per_class"]["mpox"]["recall"])
+                              macro_f1=m.macro_f1, accuracy=m.accuracy, mpox_recall=m.per_class["mpox"].recall)
 
 
 def out_of_fold(inputs: Inputs, samples: list[Sample], folds: list[Fold], recipe: ProbeRecipe, *,
@@ -245,24 +244,15 @@ def _holdout_fold(samples: list[Sample], model_path: str, exclude: set[str]) -> 
     return Fold(name=f"holdout_of_{info.model_version}", train=train, test=test)
 
 
-def _headline(m: dict) -> dict:
-    mpox = m["per_class"]["mpox"]
-    return {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"],
-            "ci95": m["ci95"], "mpox_recall": mpox["recall"], "mpox_precision": mpox["precision"],
-            "per_class_f1": {k: c["f1"] for k, c in m["per_class"].items() if c["support"]},
-            "per_source_accuracy": {k: v["accuracy"] for k, v in m["by_column"].get("source", {}).items()},
-            "coverage_at_threshold": m["threshold"]["coverage"]}
-
-
-def _markdown(doc: dict) -> str:
+def _markdown(doc: dict, reports: dict[str, Headline]) -> str:
     lines = [f"# Cross-validation: {doc['recipe']['arch']} @ {doc['recipe']['image_size']} px (linear probe)",
              "", f"`{doc['command']}`", "",
              "| evaluation | n | macro-F1 (95 % CI) | accuracy | mpox recall | mpox precision | ECE |",
              "|---|---|---|---|---|---|---|"]
-    for name, h in doc["reports"].items():
-        ci = h["ci95"]["macro_f1"]
-        lines.append(f"| {name} | {h['n']} | {h['macro_f1']:.3f} ({ci['low']:.3f}–{ci['high']:.3f}) | "
-                     f"{h['accuracy']:.3f} | {h['mpox_recall']:.3f} | {h['mpox_precision']:.3f} | {h['ece']:.3f} |")
+    for name, h in reports.items():
+        ci = h.ci95["macro_f1"]
+        lines.append(f"| {name} | {h.n} | {h.macro_f1:.3f} ({ci['low']:.3f}–{ci['high']:.3f}) | "
+                     f"{h.accuracy:.3f} | {h.mpox_recall:.3f} | {h.mpox_precision:.3f} | {h.ece:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +324,7 @@ def main(args: argparse.Namespace) -> dict:
     fold_heads: list[LinearHead] = []
     oof, results = out_of_fold(inputs, pool, folds, recipe, n=dev, heads=fold_heads)
     temperature = fit_temperature(oof, y)
-    reports = {"kfold": _headline(write_report(
+    reports = {"kfold": Headline.of(write_report(
         out / "kfold", samples, oof, temperature=temperature, threshold=0.6,
         title=f"{recipe.arch} out-of-fold ({recipe.folds}-fold by group)",
         extra={"split": f"out-of-fold, {recipe.folds}-fold by group", "recipe": asdict(recipe)}))}
@@ -346,7 +336,7 @@ def main(args: argparse.Namespace) -> dict:
         logits, res = run_fold(inputs, pool, fold, recipe)
         results.append(res)
         sub = [samples[i] for i in fold.test]
-        reports[fold.name] = _headline(write_report(
+        reports[fold.name] = Headline.of(write_report(
             out / fold.name, sub, logits, temperature=temperature, threshold=0.6,
             title=f"{recipe.arch} {fold.name}", extra={"split": fold.name, "recipe": asdict(recipe)}))
         print(f"{fold.name}: train {res.n_train} test {res.n_test} macro_f1={res.macro_f1:.3f} "
@@ -364,15 +354,15 @@ def main(args: argparse.Namespace) -> dict:
            "n": len(samples), "negatives": {"data": args.negatives, "n": len(negatives)},
            "derived": {"data": args.derived, "n": len(derived)},
            "class_counts": dict(zip(LABELS, class_counts(samples), strict=True)),
-           "folds": [asdict(r) for r in results], "reports": reports,
+           "folds": [asdict(r) for r in results], "reports": {k: asdict(h) for k, h in reports.items()},
            **({"healthy_by_fold": {"data": args.healthy_test, "folds": [asdict(c) for c in by_fold]}}
               if by_fold else {})}
     (out / "cv.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out / "cv.md").write_text(_markdown(doc))
+    (out / "cv.md").write_text(_markdown(doc, reports))
     k = reports["kfold"]
-    print(f"out-of-fold: macro_f1={k['macro_f1']:.3f} ({k['ci95']['macro_f1']['low']:.3f}–"
-          f"{k['ci95']['macro_f1']['high']:.3f}) mpox recall={k['mpox_recall']:.3f} "
-          f"precision={k['mpox_precision']:.3f} ece={k['ece']:.3f} T={temperature:.3f} → {out / 'cv.json'}")
+    print(f"out-of-fold: macro_f1={k.macro_f1:.3f} ({k.ci95['macro_f1']['low']:.3f}–"
+          f"{k.ci95['macro_f1']['high']:.3f}) mpox recall={k.mpox_recall:.3f} "
+          f"precision={k.mpox_precision:.3f} ece={k.ece:.3f} T={temperature:.3f} → {out / 'cv.json'}")
     if args.ship:
         shipped = ship(args.ship, inputs, pool, recipe, temperature=temperature, command=command,
                      kfold_dir=out / "kfold", data_root=str(args.data),
@@ -428,7 +418,7 @@ def _recipe_kind(recipe: ProbeRecipe) -> str:
 
 def ship(out_dir: str | Path, inputs: Inputs, samples: list[Sample], recipe: ProbeRecipe, *,
          temperature: float, command: str, kfold_dir: Path, data_root: str,
-         loso: dict[str, dict] | None = None, n_dev: int | None = None, n_derived: int = 0,
+         loso: dict[str, Headline] | None = None, n_dev: int | None = None, n_derived: int = 0,
          healthy_feats: np.ndarray | None = None,
          folds: list[Fold] | None = None, fold_checks: list[HealthyCheck] | None = None) -> Shipped:
     """Fit the recipe on every photo, save the resulting network as a model directory + card.

@@ -51,7 +51,7 @@ def _by_column(samples: Sequence[Sample], probs: np.ndarray, y: np.ndarray, thre
         out[col] = {}
         for v in sorted(set(values)):
             m = values == v
-            met = compute_metrics(probs[m], y[m], threshold=threshold)
+            met = compute_metrics(probs[m], y[m], threshold=threshold).to_json()
             met["per_class"] = {k: c for k, c in met["per_class"].items() if c["support"] > 0}
             met["ci95"] = group_bootstrap(probs[m], y[m], groups[m], n=300)
             out[col][v] = met
@@ -93,7 +93,7 @@ def write_report(out_dir: str | Path, samples: Sequence[Sample], logits: np.ndar
     out.mkdir(parents=True, exist_ok=True)
     probs = softmax(logits, temperature)
     y = np.array([s.label for s in samples], dtype=int)
-    metrics = compute_metrics(probs, y, threshold=threshold)
+    metrics = compute_metrics(probs, y, threshold=threshold).to_json()
     metrics["threshold_sweep"] = threshold_sweep(probs, y)
     metrics["by_column"] = _by_column(samples, probs, y, threshold)
     metrics["ci95"] = group_bootstrap(probs, y, [s.group for s in samples])

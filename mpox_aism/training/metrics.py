@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -26,7 +26,53 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int = len(LABELS
     return cm
 
 
-def per_class(cm: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, dict[str, float]]:
+@dataclass(frozen=True)
+class ClassFigures:
+    """One class's figures (the paper's four, and how many photos of the class there were)."""
+
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class AnsweredFigures:
+    """One class's figures over the photos the model answered (top probability ≥ the threshold)."""
+
+    precision: float
+    recall: float
+
+
+@dataclass(frozen=True)
+class ThresholdFigures:
+    """The 0.6 rule's view: how many photos are answered, and how well; the rest go to a person."""
+
+    value: float
+    coverage: float
+    accuracy_answered: float
+    per_class: dict[str, AnsweredFigures]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Every figure of one set of predictions; :meth:`to_json` is the head of ``metrics.json`` (README)."""
+
+    labels: list[str]
+    n: int
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, ClassFigures]
+    confusion_matrix: list[list[int]]
+    threshold: ThresholdFigures
+    ece: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def per_class(cm: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, ClassFigures]:
     total = cm.sum()
     out = {}
     for i, name in enumerate(labels):
@@ -35,20 +81,14 @@ def per_class(cm: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, dict[
         fn = cm[i, :].sum() - tp
         tn = total - tp - fp - fn
         p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-        out[name] = {
-            "precision": p,
-            "recall": r,
-            "specificity": _ratio(tn, tn + fp),
-            "f1": _ratio(2 * p * r, p + r),
-            "support": int(cm[i, :].sum()),
-        }
+        out[name] = ClassFigures(precision=p, recall=r, specificity=_ratio(tn, tn + fp), f1=_ratio(2 * p * r, p + r),
+                                 support=int(cm[i, :].sum()))
     return out
 
 
 def macro_f1(cm: np.ndarray, labels: Sequence[str] = LABELS) -> float:
     """Mean F1 over the classes present in the ground truth (absent classes would add a 0)."""
-    pc = per_class(cm, labels)
-    present = [v["f1"] for v in pc.values() if v["support"] > 0]
+    present = [v.f1 for v in per_class(cm, labels).values() if v.support > 0]
     return float(np.mean(present)) if present else 0.0
 
 
@@ -78,18 +118,15 @@ def reliability_bins(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> l
 
 
 def threshold_view(probs: np.ndarray, y_true: np.ndarray, threshold: float,
-                   labels: Sequence[str] = LABELS) -> dict:
+                   labels: Sequence[str] = LABELS) -> ThresholdFigures:
     """Figures over the images the model answers (top probability ≥ threshold); the rest go to a person."""
     answered = probs.max(axis=1) >= threshold
     y_pred = probs.argmax(axis=1)
     cm = confusion_matrix(y_true[answered], y_pred[answered], len(labels))
-    pc = per_class(cm, labels)
-    return {
-        "value": float(threshold),
-        "coverage": float(answered.mean()) if len(answered) else 0.0,
-        "accuracy_answered": _ratio((y_pred[answered] == y_true[answered]).sum(), answered.sum()),
-        "per_class": {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in pc.items()},
-    }
+    return ThresholdFigures(
+        value=float(threshold), coverage=float(answered.mean()) if len(answered) else 0.0,
+        accuracy_answered=_ratio((y_pred[answered] == y_true[answered]).sum(), answered.sum()),
+        per_class={k: AnsweredFigures(v.precision, v.recall) for k, v in per_class(cm, labels).items()})
 
 
 def threshold_sweep(probs: np.ndarray, y_true: np.ndarray,
@@ -111,29 +148,23 @@ def threshold_sweep(probs: np.ndarray, y_true: np.ndarray,
             "coverage": float(answered.mean()),
             "accuracy_answered": _ratio((y_pred[answered] == y_true[answered]).sum(), answered.sum()),
             "macro_f1_answered": macro_f1(cm),
-            "mpox_recall_answered": mpox["recall"],
+            "mpox_recall_answered": mpox.recall,
             "mpox_caught_or_reviewed": float(caught.mean()) if mpox_mask.any() else 0.0,
         })
     return rows
 
 
 def compute_metrics(probs: np.ndarray, y_true: np.ndarray, *,
-                    threshold: float = DEFAULT_THRESHOLD, labels: Sequence[str] = LABELS) -> dict:
-    """The metrics.json document (see README): overall, per class, at the threshold, ECE."""
+                    threshold: float = DEFAULT_THRESHOLD, labels: Sequence[str] = LABELS) -> Metrics:
+    """Overall, per class, at the threshold, ECE (the head of the metrics.json document, see README)."""
     probs = np.asarray(probs, dtype=np.float64)
     y_true = np.asarray(y_true, dtype=int)
     y_pred = probs.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, len(labels))
-    return {
-        "labels": list(labels),
-        "n": len(y_true),
-        "accuracy": _ratio((y_pred == y_true).sum(), len(y_true)),
-        "macro_f1": macro_f1(cm, labels),
-        "per_class": per_class(cm, labels),
-        "confusion_matrix": cm.tolist(),
-        "threshold": threshold_view(probs, y_true, threshold, labels),
-        "ece": expected_calibration_error(probs, y_true),
-    }
+    return Metrics(labels=list(labels), n=len(y_true), accuracy=_ratio((y_pred == y_true).sum(), len(y_true)),
+                   macro_f1=macro_f1(cm, labels), per_class=per_class(cm, labels), confusion_matrix=cm.tolist(),
+                   threshold=threshold_view(probs, y_true, threshold, labels),
+                   ece=expected_calibration_error(probs, y_true))
 
 
 def bootstrap_figures(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float, float]:
@@ -203,3 +234,30 @@ class HealthyCheck:
         return (f"{self.called_mpox}/{self.n} called mpox ({self.called_mpox * pct:.1f} %), "
                 f"{self.mpox_alerts} of them with p ≥ {self.threshold:g}; "
                 f"{self.called_normal} called normal ({self.called_normal * pct:.1f} %)")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One report's figures as ``cv.json``, ``cv.md`` and the model card show them."""
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    ece: float
+    ci95: dict  # group_bootstrap's intervals (accuracy, macro_f1, mpox_recall, resamples)
+    mpox_recall: float
+    mpox_precision: float
+    per_class_f1: dict[str, float]
+    per_source_accuracy: dict[str, float]
+    coverage_at_threshold: float
+
+    @classmethod
+    def of(cls, report: dict) -> Headline:
+        """From the ``metrics.json`` document that ``evaluate.write_report`` wrote (the file format, README)."""
+        mpox = report["per_class"]["mpox"]
+        return cls(n=report["n"], accuracy=report["accuracy"], macro_f1=report["macro_f1"], ece=report["ece"],
+                   ci95=report["ci95"], mpox_recall=mpox["recall"], mpox_precision=mpox["precision"],
+                   per_class_f1={k: c["f1"] for k, c in report["per_class"].items() if c["support"]},
+                   per_source_accuracy={k: v["accuracy"]
+                                        for k, v in report["by_column"].get("source", {}).items()},
+                   coverage_at_threshold=report["threshold"]["coverage"])

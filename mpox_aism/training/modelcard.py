@@ -15,7 +15,7 @@ from mpox_aism.contracts.labels import LABELS
 from mpox_aism.model.fused import fused_parts
 from mpox_aism.model.modeldir import ModelInfo
 from mpox_aism.training.data import Sample
-from mpox_aism.training.metrics import HealthyCheck
+from mpox_aism.training.metrics import Headline, HealthyCheck
 
 # Terms as stated by each source (../shared/data/README.md); unknown sources are listed as such.
 SOURCE_TERMS = {
@@ -81,7 +81,7 @@ def _span(ci: Mapping, key: str) -> str:
     return f" ({v['low']:.3f}–{v['high']:.3f})" if v else ""
 
 
-def _loso(reports: Mapping[str, dict]) -> str:
+def _loso(reports: Mapping[str, Headline]) -> str:
     if not reports:
         return ""
     lines = ["", "### Leave one source out (train without it, test on all of it)",
@@ -89,10 +89,10 @@ def _loso(reports: Mapping[str, dict]) -> str:
              "| held-out source | n | accuracy | macro-F1 (95 % CI) | mpox recall | mpox precision | ECE |",
              "|---|---|---|---|---|---|---|"]
     for name, h in reports.items():
-        ci = h["ci95"]["macro_f1"]
-        lines.append(f"| {name.removeprefix('without_')} | {h['n']} | {h['accuracy']:.3f} | {h['macro_f1']:.3f} "
-                     f"({ci['low']:.3f}–{ci['high']:.3f}) | {h['mpox_recall']:.3f} | {h['mpox_precision']:.3f} "
-                     f"| {h['ece']:.3f} |")
+        ci = h.ci95["macro_f1"]
+        lines.append(f"| {name.removeprefix('without_')} | {h.n} | {h.accuracy:.3f} | {h.macro_f1:.3f} "
+                     f"({ci['low']:.3f}–{ci['high']:.3f}) | {h.mpox_recall:.3f} | {h.mpox_precision:.3f} "
+                     f"| {h.ece:.3f} |")
     lines += ["", "At a source it has never seen its probabilities are less honest (ECE above, against the "
               "out-of-fold figure): there the 0.6 threshold sends fewer of its mistakes to review."]
     return "\n".join(lines)
@@ -123,7 +123,7 @@ def _fused_note(arch: str) -> str:
 
 
 def write_model_card(out_dir: str | Path, info: ModelInfo, metrics: dict, samples: Sequence[Sample],
-                     *, data_root: str, loso: Mapping[str, dict] | None = None,
+                     *, data_root: str, loso: Mapping[str, Headline] | None = None,
                      negatives: Sequence[Sample] = (), derived: Sequence[Sample] = (),
                      reproduce_commands: Sequence[str] = (),
                      healthy: HealthyCheck | None = None,

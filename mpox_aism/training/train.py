@@ -267,13 +267,13 @@ def main(args: argparse.Namespace) -> dict:
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits).float(),
                                                      torch.from_numpy(y_val)).item())
         row = {"epoch": epoch + 1, "train_loss": round(loss, 5), "val_loss": round(val_loss, 5),
-               "val_accuracy": round(m["accuracy"], 5), "val_macro_f1": round(m["macro_f1"], 5),
-               "val_mpox_recall": round(m["per_class"]["mpox"]["recall"], 5),
+               "val_accuracy": round(m.accuracy, 5), "val_macro_f1": round(m.macro_f1, 5),
+               "val_mpox_recall": round(m.per_class["mpox"].recall, 5),
                "lr": f"{scheduler.get_last_lr()[0]:.3g}", "seconds": round(time.time() - t0, 1)}
         history.append(row)
         print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        if m["macro_f1"] > best_f1:
-            best_f1, stale = m["macro_f1"], 0
+        if m.macro_f1 > best_f1:
+            best_f1, stale = m.macro_f1, 0
             best_state = {k: v.detach().cpu().clone() for k, v in shipped.state_dict().items()}
         else:
             stale += 1

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mpox_aism.training.metrics import (
+    ClassFigures,
     compute_metrics,
     confusion_matrix,
     expected_calibration_error,
@@ -22,11 +23,11 @@ def test_per_class_by_hand():
     cm = confusion_matrix(y, yp)
     assert cm[0, 0] == 2 and cm[0, 1] == 1 and cm[1, 0] == 1
     pc = per_class(cm)
-    assert pc["mpox"]["precision"] == pytest.approx(2 / 3)
-    assert pc["mpox"]["recall"] == pytest.approx(2 / 3)
-    assert pc["mpox"]["specificity"] == pytest.approx(2 / 3)  # TN=2 (the 1→1 and 2→2), FP=1
-    assert pc["measles"]["f1"] == 1.0 and pc["measles"]["specificity"] == 1.0
-    assert pc["normal"] == {"precision": 0.0, "recall": 0.0, "specificity": 1.0, "f1": 0.0, "support": 0}
+    assert pc["mpox"].precision == pytest.approx(2 / 3)
+    assert pc["mpox"].recall == pytest.approx(2 / 3)
+    assert pc["mpox"].specificity == pytest.approx(2 / 3)  # TN=2 (the 1→1 and 2→2), FP=1
+    assert pc["measles"].f1 == 1.0 and pc["measles"].specificity == 1.0
+    assert pc["normal"] == ClassFigures(precision=0.0, recall=0.0, specificity=1.0, f1=0.0, support=0)
 
 
 def test_metrics_document_and_threshold():
@@ -34,14 +35,16 @@ def test_metrics_document_and_threshold():
     probs = _onehot(np.array([0, 1, 1, 1]), 0.9)
     probs[1] = _onehot(np.array([1]), 0.5)[0]  # the wrong one is unsure
     m = compute_metrics(probs, y, threshold=0.6)
-    assert set(m) == {"labels", "n", "accuracy", "macro_f1", "per_class", "confusion_matrix", "threshold", "ece"}
-    assert m["n"] == 4 and m["accuracy"] == 0.75
-    assert m["threshold"]["coverage"] == 0.75
-    assert m["threshold"]["accuracy_answered"] == 1.0
-    assert m["threshold"]["per_class"]["mpox"] == {"precision": 1.0, "recall": 1.0}
-    assert np.array(m["confusion_matrix"]).shape == (8, 8)
+    doc = m.to_json()  # the head of metrics.json, as the README documents it
+    assert set(doc) == {"labels", "n", "accuracy", "macro_f1", "per_class", "confusion_matrix", "threshold", "ece"}
+    assert doc["threshold"]["per_class"]["mpox"] == {"precision": 1.0, "recall": 1.0}
+    assert doc["per_class"]["normal"] == {"precision": 0.0, "recall": 0.0, "specificity": 1.0, "f1": 0.0, "support": 0}
+    assert m.n == 4 and m.accuracy == 0.75
+    assert m.threshold.coverage == 0.75
+    assert m.threshold.accuracy_answered == 1.0
+    assert np.array(m.confusion_matrix).shape == (8, 8)
     # macro-F1 over the classes present in the ground truth (mpox 2/3, chickenpox 0.8)
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert m.macro_f1 == pytest.approx((2 / 3 + 0.8) / 2)
 
 
 def test_ece():
