@@ -23,6 +23,7 @@ ONNX_META_KEY = "mpox_aism_meta"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 MAPS_NAME = "class_maps"  # optional second output: N×K×h×w class-activation maps (GAP → linear heads)
+FEATURES_NAME = "features"  # optional output: N×D pooled features, the head's input (familiarity reads them)
 ENV_DEFAULT_MODEL = "MPOX_AISM_MODEL"
 
 

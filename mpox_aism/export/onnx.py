@@ -21,9 +21,9 @@ import torch
 from mpox_aism.contracts.decision import softmax
 from mpox_aism.contracts.heatmap import heat_from_class_map
 from mpox_aism.contracts.images import list_images, load_rgb
-from mpox_aism.contracts.model import INPUT_NAME, MAPS_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_to_json
+from mpox_aism.contracts.model import FEATURES_NAME, INPUT_NAME, MAPS_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_to_json
 from mpox_aism.contracts.preprocess import preprocess_batch
-from mpox_aism.inference.cam import WithClassMaps, supports_class_maps
+from mpox_aism.inference.cam import WithClassMaps, WithFeatures, supports_class_maps
 from mpox_aism.inference.metadata import meta_from_info
 from mpox_aism.model.modeldir import load_model
 
@@ -41,9 +41,9 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int = 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 3, info.image_size, info.image_size)
-    maps = supports_class_maps(info.arch)  # a second output: the heat maps come with the answer
-    net = WithClassMaps(model, info.arch).eval() if maps else model
-    outputs = [OUTPUT_NAME, MAPS_NAME] if maps else [OUTPUT_NAME]
+    maps = supports_class_maps(info.arch)  # the heat maps come with the answer
+    net = WithFeatures(model, info.arch).eval()  # and the pooled features, for the familiarity score
+    outputs = [OUTPUT_NAME, FEATURES_NAME, MAPS_NAME] if maps else [OUTPUT_NAME, FEATURES_NAME]
     with warnings.catch_warnings():  # the legacy exporter is chosen on purpose (module docstring)
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(net, (dummy,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
@@ -57,7 +57,8 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int = 
         "labels": json.dumps(list(meta.labels)),
         "input": f"{INPUT_NAME}: float32 N×3×{info.image_size}×{info.image_size}, RGB, /255, "
                  f"normalised mean={list(meta.mean)} std={list(meta.std)}",
-        "output": f"{OUTPUT_NAME}: N×{len(meta.labels)} raw logits; probabilities = softmax(logits / temperature)"
+        "output": f"{OUTPUT_NAME}: N×{len(meta.labels)} raw logits; probabilities = softmax(logits / temperature); "
+                  f"{FEATURES_NAME}: N×D pooled features, the linear head's input"
                   + (f"; {MAPS_NAME}: N×{len(meta.labels)}×h×w class-activation maps (Σ_c W_kc·A_c on the last "
                      "feature map; heat map = ReLU + min-max, as Grad-CAM)" if maps else ""),
         "temperature": str(meta.temperature),
@@ -84,9 +85,15 @@ def check_parity(model_path: str | Path | None, onnx_path: str | Path, images: l
     with OnnxRuntimeClassifier(onnx_path) as ort:
         got = ort.predict_preprocessed(batch)
         got_maps = ort.logits_and_maps(batch)[1] if ort.can_explain and len(batch) else None
+        got_feats = ort.logits_and_features(batch)[1] if ort.has_features and len(batch) else None
     diff = float(np.abs(ref - got).max()) if len(batch) else 0.0
     report = {"images": len(batch), "max_abs_diff": diff, "tolerance": tolerance,
               "argmax_agree": float((ref.argmax(1) == got.argmax(1)).mean()) if len(batch) else 1.0}
+    if got_feats is not None:  # relative to the features' scale: they are not probabilities
+        with torch.no_grad():
+            ref_feats = WithFeatures(model, info.arch)(torch.from_numpy(batch))[1].numpy()
+        scale = max(float(np.abs(ref_feats).max()), 1e-6)
+        report["features_max_rel_diff"] = float(np.abs(ref_feats - got_feats).max() / scale)
     if got_maps is not None:  # the heat maps of the top class, as a person would see them
         with torch.no_grad():
             ref_maps = WithClassMaps(model, info.arch)(torch.from_numpy(batch))[1].numpy()
@@ -94,7 +101,7 @@ def check_parity(model_path: str | Path | None, onnx_path: str | Path, images: l
         report["heatmap_max_abs_diff"] = max(
             float(np.abs(heat_from_class_map(r[t], size, (size, size)) - heat_from_class_map(g[t], size, (size, size)))
                   .max()) for r, g, t in zip(ref_maps, got_maps, top, strict=True))
-    worst = max(diff, report.get("heatmap_max_abs_diff", 0.0))
+    worst = max(diff, report.get("heatmap_max_abs_diff", 0.0), report.get("features_max_rel_diff", 0.0))
     report["passed"] = worst <= tolerance
     if not report["passed"]:
         raise ParityError(f"ONNX Runtime differs from PyTorch by {worst:.2e} > {tolerance:.0e} on {len(batch)} images")

@@ -46,3 +46,31 @@ class WithClassMaps(nn.Module):
             handle.remove()
         maps = torch.einsum("nchw,kc->nkhw", features[-1], self.head.weight.to(features[-1].dtype))
         return logits, maps
+
+
+class WithFeatures(nn.Module):
+    """Logits and the pooled features the head reads (N×D), one forward pass; plus the class maps
+    when the head is GAP → linear. The ONNX export's outputs, and the torch backend's familiarity path.
+
+    Why the head's input: it is what the shipped linear probe was fitted on, so a familiarity score
+    on it measures distance in the very space the decision is made in, and any backend can hand it
+    to the numpy scorer (``mpox_aism.contracts.familiarity``) without torch.
+    """
+
+    def __init__(self, model: nn.Module, arch: str) -> None:
+        super().__init__()
+        self.model = model
+        self.head = classifier_head(model)
+        self.maps = WithClassMaps(model, arch) if supports_class_maps(arch) else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pooled: list[torch.Tensor] = []
+        handle = self.head.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))
+        try:
+            if self.maps is not None:
+                logits, maps = self.maps(x)
+                return logits, pooled[-1].flatten(1), maps
+            logits = self.model(x)
+            return logits, pooled[-1].flatten(1)
+        finally:
+            handle.remove()

@@ -14,6 +14,11 @@ A backend whose model returns class-activation maps from the forward pass (``can
 file has a ``class_maps`` output, or the torch model a GAP → linear head) also implements
 ``logits_and_maps``; :meth:`Classifier.explain` then answers and explains a crop in one call — no torch,
 no backward pass — with the heat map made as Grad-CAM makes it (``mpox_aism.contracts.heatmap``).
+
+A backend whose model returns its pooled features (``has_features``: the ``features`` output, or the
+torch model's head input) lets :meth:`Classifier.classify` add the familiarity score of every crop
+(``mpox_aism.contracts.familiarity``, fitted per model and loaded from its directory) in the same
+forward pass.
 """
 
 from __future__ import annotations
@@ -22,13 +27,30 @@ import abc
 import contextlib
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from mpox_aism.contracts.decision import softmax
+from mpox_aism.contracts.familiarity import Familiarity
 from mpox_aism.contracts.heatmap import Explanation, heat_from_class_map, overlay_heatmap
 from mpox_aism.contracts.model import ModelMeta
 from mpox_aism.contracts.preprocess import fit_within, preprocess_batch
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Calibrated probabilities of N crops and, where the model has a familiarity score, how unfamiliar
+    each crop is (higher: further from the training photos) and the score's threshold."""
+
+    probabilities: np.ndarray  # N×K
+    unfamiliarity: np.ndarray | None = None  # N
+    threshold: float | None = None
+
+    @property
+    def familiar(self) -> np.ndarray | None:
+        """N booleans (True: like the training photos), or None without a familiarity score."""
+        return None if self.unfamiliarity is None else self.unfamiliarity <= self.threshold
 
 
 class Classifier(abc.ABC):
@@ -37,11 +59,13 @@ class Classifier(abc.ABC):
     backend: str = "abstract"
     thread_safe: bool = False  # may ``logits`` run in two threads at once? (the safe default: no)
     can_explain: bool = False  # does the model give class maps from its forward pass?
+    has_features: bool = False  # does it give the pooled features (the familiarity score's input)?
 
     def __init__(self, meta: ModelMeta, *, max_batch: int = 32):
         meta.check_compatible(self.backend)
         self.meta = meta
         self.max_batch = max_batch
+        self.familiarity: Familiarity | None = None  # set by ``load_classifier`` from the model directory
         self._lock: contextlib.AbstractContextManager = (contextlib.nullcontext() if self.thread_safe
                                                           else threading.Lock())
 
@@ -60,6 +84,11 @@ class Classifier(abc.ABC):
     def logits_and_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits and N×K×h×w class maps, for backends with ``can_explain``."""
         raise NotImplementedError(f"{self.backend}: this model gives no class maps; use Grad-CAM")
+
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and the N×D pooled features the head reads, for backends with ``has_features``."""
+        raise NotImplementedError(f"{self.backend}: this model gives no features (an ONNX file exported before "
+                                  "session 10? re-export it with `mpox-aism export onnx`)")
 
     def explain(self, crop: np.ndarray, target: int | None = None, *, max_side: int | None = None) -> Explanation:
         """Probabilities of every class and the heat map of ``target`` (default: the top class), one forward pass.
@@ -90,6 +119,22 @@ class Classifier(abc.ABC):
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops (any size) → N×8 probabilities, temperature applied."""
         return self.predict_preprocessed(preprocess_batch(list(crops), self.image_size))
+
+    def classify(self, crops: Sequence[np.ndarray]) -> Classification:
+        """:meth:`predict` plus each crop's familiarity score, from the same forward pass, where the model
+        has a score and the backend gives the features; the probabilities alone otherwise."""
+        if self.familiarity is None or not self.has_features:
+            return Classification(self.predict(crops))
+        batch = np.ascontiguousarray(preprocess_batch(list(crops), self.image_size), dtype=np.float32)
+        if len(batch) == 0:
+            return Classification(np.zeros((0, len(self.labels)), np.float32), np.zeros(0), self.familiarity.threshold)
+        with self._lock:
+            parts = [self.logits_and_features(batch[i:i + self.max_batch])
+                     for i in range(0, len(batch), self.max_batch)]
+        logits = np.concatenate([p[0] for p in parts])
+        feats = np.concatenate([p[1] for p in parts])
+        return Classification(softmax(logits, self.meta.temperature).astype(np.float32),
+                              self.familiarity.unfamiliarity(feats, logits), self.familiarity.threshold)
 
     def describe(self) -> dict:
         """Backend, precision and versions, for benchmark JSON and /metrics."""

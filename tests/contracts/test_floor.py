@@ -27,7 +27,7 @@ def _run(code: str, tmp_path: Path) -> dict:
 
 
 FLOOR = ("contracts.decision", "contracts.images", "contracts.labels", "contracts.model", "contracts.preprocess",
-         "contracts.sample")
+         "contracts.sample", "contracts.skin", "contracts.machine", "contracts.familiarity")
 SERVING = ("inference.backends", "inference.backends.onnxruntime", "inference.classifier", "inference.metadata",
            "pipeline.pipeline", "pipeline.regions", "pipeline.sources", "pipeline.crops", "pipeline.tracker",
            "kiosk.daemon", "kiosk.run", "kiosk.config", "kiosk.events", "kiosk.outbox", "kiosk.mqtt",

@@ -56,3 +56,23 @@ def test_cli_export_writes_parity_report(default_model, skin8, tmp_path):
                 "--parity-data", str(skin8 / "mpox"), "--parity-images", "8"]) == 0
     report = json.loads(out.with_name("m.onnx.parity.json").read_text())
     assert report["passed"] and report["images"] == 8
+
+
+def test_pooled_features_are_an_output_and_match_torch(exported, default_model, real_crops):
+    """The head's input comes out of the ONNX file, equal to torch's, so the familiarity score reads the same
+    numbers on every backend; the logits are the head applied to them."""
+    from mpox_aism.contracts.preprocess import preprocess_batch
+    from mpox_aism.model.zoo import classifier_head
+
+    report = check_parity(default_model, exported, real_crops, tolerance=1e-3)
+    assert report["features_max_rel_diff"] <= 1e-3
+    batch = preprocess_batch(real_crops[:4], 224)
+    with load_classifier("onnxruntime", exported) as ort, load_classifier("torch", default_model) as pt:
+        assert ort.has_features and pt.has_features
+        logits, feats = ort.logits_and_features(batch)
+        t_logits, t_feats = pt.logits_and_features(batch)
+    np.testing.assert_allclose(feats, t_feats, rtol=1e-3, atol=1e-3 * float(np.abs(t_feats).max()))
+    head = classifier_head(load_model(default_model)[0])
+    w, b = head.weight.detach().numpy(), head.bias.detach().numpy()
+    np.testing.assert_allclose(feats @ w.T + b, logits, atol=1e-3)
+    np.testing.assert_allclose(t_logits, logits, atol=1e-3)

@@ -6,27 +6,53 @@ for, so a machine without TensorRT can still run everything else.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+from mpox_aism.contracts.familiarity import FAMILIARITY_FILE, Familiarity
 from mpox_aism.contracts.model import model_file
 from mpox_aism.inference.classifier import Classifier
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def load_classifier(backend: str, model: str | Path | None = None, **options: Any) -> Classifier:
-    """A classifier for ``backend`` from a model directory (or a direct file path)."""
+    """A classifier for ``backend`` from a model directory (or a direct file path), with the model's
+    familiarity score when its directory has one fitted for this network."""
     if backend == "torch":
         from mpox_aism.inference.backends.torch import TorchClassifier
 
-        return TorchClassifier(model_file(model, "model.pt"), **options)
-    if backend == "onnxruntime":
+        path = model_file(model, "model.pt")
+        classifier: Classifier = TorchClassifier(path, **options)
+    elif backend == "onnxruntime":
         from mpox_aism.inference.backends.onnxruntime import OnnxRuntimeClassifier
 
-        return OnnxRuntimeClassifier(model_file(model, "model.onnx"), **options)
-    if backend == "tensorrt":
+        path = model_file(model, "model.onnx")
+        classifier = OnnxRuntimeClassifier(path, **options)
+    elif backend == "tensorrt":
         from mpox_aism.inference.backends.tensorrt import TensorRTClassifier
 
-        return TensorRTClassifier(model_file(model, "model.engine"), **options)
-    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        path = model_file(model, "model.engine")
+        classifier = TensorRTClassifier(path, **options)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    classifier.familiarity = _familiarity(path.parent / FAMILIARITY_FILE, classifier)
+    return classifier
+
+
+def _familiarity(path: Path, classifier: Classifier) -> Familiarity | None:
+    """The score beside the model, if it was fitted on this network's features; else None, said once."""
+    if not path.is_file():
+        return None
+    score = Familiarity.load(path)
+    if score.model_version != classifier.meta.model_version:
+        log.warning("%s was fitted for model %s, not %s: no familiarity score (refit it with "
+                    "`mpox-aism familiarity`)", path, score.model_version, classifier.meta.model_version)
+        return None
+    if not classifier.has_features:
+        log.warning("%s: the %s model gives no pooled features, so no familiarity score; re-export it",
+                    path, classifier.backend)
+    return score

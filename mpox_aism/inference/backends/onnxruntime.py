@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpox_aism.contracts.model import INPUT_NAME, MAPS_NAME, OUTPUT_NAME
+from mpox_aism.contracts.model import FEATURES_NAME, INPUT_NAME, MAPS_NAME, OUTPUT_NAME
 from mpox_aism.inference.classifier import Classifier
 from mpox_aism.inference.metadata import read_onnx_meta
 
@@ -28,7 +28,9 @@ class OnnxRuntimeClassifier(Classifier):
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         self._ort_version = ort.__version__
-        self.can_explain = MAPS_NAME in {o.name for o in self.session.get_outputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.can_explain = MAPS_NAME in outputs
+        self.has_features = FEATURES_NAME in outputs
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]  # the maps branch is not computed
@@ -38,6 +40,12 @@ class OnnxRuntimeClassifier(Classifier):
             return super().logits_and_maps(batch)
         logits, maps = self.session.run([OUTPUT_NAME, MAPS_NAME], {INPUT_NAME: batch})
         return logits, maps
+
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.has_features:
+            return super().logits_and_features(batch)
+        logits, feats = self.session.run([OUTPUT_NAME, FEATURES_NAME], {INPUT_NAME: batch})
+        return logits, feats
 
     def describe(self) -> dict:
         return {**super().describe(), "precision": "fp32", "onnxruntime": self._ort_version,

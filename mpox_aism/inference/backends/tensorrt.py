@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mpox_aism.contracts.model import INPUT_NAME, MAPS_NAME, OUTPUT_NAME, meta_from_json
+from mpox_aism.contracts.model import FEATURES_NAME, INPUT_NAME, MAPS_NAME, OUTPUT_NAME, meta_from_json
 from mpox_aism.inference.classifier import Classifier
 from mpox_aism.inference.sidecar import check_sidecar, gpu_identity, import_tensorrt, load_sidecar, sidecar_path
 
@@ -66,6 +66,7 @@ class TensorRTClassifier(Classifier):
                                             device=self.device) for n in outputs}
             self.stream = torch.cuda.Stream(device=self.device)
         self.can_explain = MAPS_NAME in self._outputs  # built from an ONNX file with class maps
+        self.has_features = FEATURES_NAME in self._outputs  # ... and with pooled features (session 10 on)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch, (OUTPUT_NAME,))[0]
@@ -75,6 +76,12 @@ class TensorRTClassifier(Classifier):
             return super().logits_and_maps(batch)
         logits, maps = self._run(batch, (OUTPUT_NAME, MAPS_NAME))
         return logits, maps
+
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.has_features:
+            return super().logits_and_features(batch)
+        logits, feats = self._run(batch, (OUTPUT_NAME, FEATURES_NAME))
+        return logits, feats
 
     def _run(self, batch: np.ndarray, wanted: tuple[str, ...]) -> list[np.ndarray]:
         import torch

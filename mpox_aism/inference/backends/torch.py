@@ -48,7 +48,9 @@ class TorchClassifier(Classifier):
         from mpox_aism.inference.cam import supports_class_maps
 
         self.can_explain = supports_class_maps(info.arch)
+        self.has_features = True  # the head's input, by a hook (inference.cam.WithFeatures)
         self._with_maps: torch.nn.Module | None = None
+        self._with_features: torch.nn.Module | None = None
 
     def to_device(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(batch)
@@ -89,6 +91,15 @@ class TorchClassifier(Classifier):
             self._with_maps = WithClassMaps(self.model, self.meta.arch)
         logits, maps = self._with_maps(self.to_device(batch))
         return logits.float().cpu().numpy(), maps.float().cpu().numpy()
+
+    @torch.no_grad()
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._with_features is None:
+            from mpox_aism.inference.cam import WithFeatures
+
+            self._with_features = WithFeatures(self.model, self.meta.arch)
+        out = self._with_features(self.to_device(batch))
+        return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
 
     def _capture(self, batch_size: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         s = self.image_size
