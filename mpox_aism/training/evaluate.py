@@ -19,8 +19,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mpox_aism.contracts.decision import softmax
+from mpox_aism.contracts.familiarity import FAMILIARITY_FILE, Familiarity
 from mpox_aism.contracts.labels import LABELS
-from mpox_aism.model.modeldir import load_model
+from mpox_aism.model.modeldir import load_model, resolve_model_path
+from mpox_aism.model.zoo import classifier_head
 from mpox_aism.training import plots
 from mpox_aism.training.augment import EvalTransform
 from mpox_aism.training.data import ImageDataset, Sample, scan_dataset
@@ -34,11 +36,31 @@ log = logging.getLogger(__name__)
 def predict_logits(model: nn.Module, samples: Sequence[Sample], *, image_size: int,
                    batch_size: int = 64, device: str = "cpu", workers: int = 0) -> np.ndarray:
     """Logits for ``samples`` through the serving preprocessing (no augmentation)."""
+    return _predict(model, samples, image_size=image_size, batch_size=batch_size, device=device, workers=workers)[0]
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, samples: Sequence[Sample], *, image_size: int, batch_size: int, device: str,
+             workers: int, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and (``features``) the pooled features the head reads, from one forward pass per batch."""
     loader = DataLoader(ImageDataset(samples, EvalTransform(image_size)), batch_size=batch_size,
                         shuffle=False, num_workers=workers)
     model.eval().to(device)
-    out = [model(x.to(device)).float().cpu() for x, _ in loader]
-    return torch.cat(out).numpy() if out else np.zeros((0, len(LABELS)), dtype=np.float32)
+    logits, feats = [], []
+    pooled: list[torch.Tensor] = []
+    # the head's input, as every backend's ``features`` output (inference.cam.WithFeatures) gives it
+    hook = classifier_head(model).register_forward_pre_hook(lambda _m, a: pooled.append(a[0])) if features else None
+    try:
+        for x, _ in loader:
+            logits.append(model(x.to(device)).float().cpu())
+            if pooled:
+                feats.append(pooled.pop().flatten(1).float().cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
+    if not logits:
+        return np.zeros((0, len(LABELS)), dtype=np.float32), None
+    return torch.cat(logits).numpy(), torch.cat(feats).numpy() if feats else None
 
 
 def _by_column(samples: Sequence[Sample], probs: np.ndarray, y: np.ndarray, threshold: float) -> dict:
@@ -115,6 +137,15 @@ def write_report(out_dir: str | Path, samples: Sequence[Sample], logits: np.ndar
     return metrics
 
 
+def _familiarity(model: str | None, model_version: str) -> Familiarity | None:
+    """The model directory's familiarity score, if it was fitted for this network."""
+    path = resolve_model_path(model).parent / FAMILIARITY_FILE
+    if not path.is_file():
+        return None
+    score = Familiarity.load(path)
+    return score if score.model_version == model_version else None
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a model on a labeled image folder.",
                                 add_help=add_help)
@@ -158,12 +189,16 @@ def main(args: argparse.Namespace) -> dict:
         if not samples:
             raise SystemExit(f"evaluate --where: no photo in {data} has {column}={value!r}")
     threshold = info.threshold if args.threshold is None else args.threshold
-    logits = predict_logits(model, samples, image_size=info.image_size, batch_size=args.batch_size,
-                            device=args.device, workers=args.workers)
+    familiarity = _familiarity(args.model, info.model_version)
+    logits, feats = _predict(model, samples, image_size=info.image_size, batch_size=args.batch_size,
+                             device=args.device, workers=args.workers, features=familiarity is not None)
+    extra: dict = {"model_version": info.model_version, "data": str(data), "split": args.split, "where": args.where}
+    if familiarity is not None and feats is not None:  # the share a kiosk would hold as unfamiliar
+        unfamiliar = familiarity.unfamiliarity(feats, logits) > familiarity.threshold
+        extra["unfamiliar_rate"] = float(unfamiliar.mean())
+        extra["unfamiliar_threshold"] = familiarity.threshold
     metrics = write_report(args.out, samples, logits, temperature=info.temperature, threshold=threshold,
-                           title=f"{info.arch} {info.model_version} on {data} ({args.split})",
-                           extra={"model_version": info.model_version, "data": str(data),
-                                  "split": args.split, "where": args.where})
+                           title=f"{info.arch} {info.model_version} on {data} ({args.split})", extra=extra)
     mpox = metrics["per_class"]["mpox"]
     mpox_recall = f"{mpox['recall']:.3f}" if mpox["support"] else "n/a (no mpox images)"
     print(f"n={metrics['n']} accuracy={metrics['accuracy']:.3f} macro_f1={metrics['macro_f1']:.3f} "

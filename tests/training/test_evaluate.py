@@ -33,6 +33,8 @@ def test_builtin_sample_runs_without_shared_data(tmp_path):
     assert cli(["evaluate", "--sample", "--out", str(tmp_path)]) == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["n"] == 2 and m["per_class"]["normal"]["support"] == 2
+    if (default_model_dir() / "familiarity.npz").is_file():  # the share a kiosk would hold as unfamiliar
+        assert 0.0 <= m["unfamiliar_rate"] <= 1.0 and m["unfamiliar_threshold"] > 0
 
 
 def test_default_model_figures_are_out_of_fold(skin8, tmp_path):
