@@ -16,6 +16,12 @@ skin mpox (34–70 % by zoom, docs/RESULTS.md), because none of its training pho
 filling the frame. So an alert must be carried by face and hand crops; a track seen only close-up
 that the model calls mpox goes to a person (``review``) instead of raising ``suspected``. A site that
 has measured the model on its own close-range footage may turn the votes back on.
+
+An *unfamiliar* crop (the model's familiarity score, ``mpox_aism.contracts.familiarity``, says it is
+unlike the training photos) votes for nothing: it is left out of the window median and of the
+consensus, so it can make a track neither ``clear`` nor ``suspected``; a track whose window is more
+than ``unfamiliar_share`` unfamiliar goes to ``review`` (a person looks), with ``reason`` saying so.
+A model without a score gives no flag, and every crop counts as before.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class DecisionConfig(BaseModel):
     close_range_alerts: bool = Field(False, description="Let close-range crops (skin filling the frame) vote for an "
                                      "alert. Off: the shipped model calls about half of close-ups of healthy skin "
                                      "mpox, so a track seen only close-up goes to review, not 'suspected'.")
+    unfamiliar_share: float = Field(0.5, ge=0, lt=1, description="A track whose window holds more than this share "
+                                    "of unfamiliar crops (the model's familiarity score) goes to review.")
 
     @field_validator("notifiable")
     @classmethod
@@ -74,12 +82,15 @@ class Decision:
     last_frame: int = 0
     final: bool = False  # True when emitted at the track's end
     best_kind: str = "face"  # region kind of best_crop: a face crop is a full face (privacy rules)
+    unfamiliar: int = 0  # crops of the window the familiarity score called unfamiliar
+    reason: str | None = None  # why a review: "unfamiliar" when that decided it (more reasons: issue 27)
 
 
 @dataclass
 class _TrackState:
     probs: deque
     kinds: deque
+    familiar: deque  # per crop: True / False, or None when the model has no familiarity score
     first_ts: float
     first_frame: int
     last_ts: float = 0.0
@@ -99,16 +110,17 @@ class Decider:
         self._tracks: dict[int, _TrackState] = {}
 
     def add(self, track_id: int, crop: Crop, probs: np.ndarray, timestamp: float,
-            frame_index: int = 0) -> Decision | None:
+            frame_index: int = 0, familiar: bool | None = None) -> Decision | None:
         """Record one classified crop; returns a decision when the track first has enough crops,
-        or when its state changes after that."""
+        or when its state changes after that. ``familiar``: the familiarity score's verdict (None: no score)."""
         c = self.config
         st = self._tracks.get(track_id)
         if st is None:
-            st = self._tracks[track_id] = _TrackState(deque(maxlen=c.window), deque(maxlen=c.window), timestamp,
-                                                         frame_index)
+            st = self._tracks[track_id] = _TrackState(deque(maxlen=c.window), deque(maxlen=c.window),
+                                                         deque(maxlen=c.window), timestamp, frame_index)
         st.probs.append(np.asarray(probs, dtype=np.float64))
         st.kinds.append(crop.region.kind)
+        st.familiar.append(None if familiar is None else bool(familiar))
         st.last_ts, st.last_frame = timestamp, frame_index
         if st.best is None or crop.quality > st.best.quality:
             st.best = crop
@@ -137,20 +149,26 @@ class Decider:
     def _decide(self, track_id: int, st: _TrackState, *, final: bool) -> Decision:
         c = self.config
         window = np.stack(st.probs)
-        med = np.median(window, axis=0)
+        familiar = np.array([f is not False for f in st.familiar])  # no score: every crop counts
+        counted = window[familiar] if familiar.any() else window  # an unfamiliar crop votes for nothing
+        med = np.median(counted, axis=0)
         med = med / med.sum()
         top = int(med.argmax())
         label, p = self.labels[top], float(med[top])
-        voters = window.argmax(axis=1) == top
+        voters = (window.argmax(axis=1) == top) & familiar
         if not c.close_range_alerts:  # a close-up's vote is not evidence for an alert (module docstring)
             voters &= np.array([k != "close" for k in st.kinds])
         votes = float(voters.mean())
         state = decide(label, p, threshold=c.threshold, notifiable=c.notifiable,
                        enough_evidence=len(st.probs) >= c.min_crops, consensus=votes >= c.consensus)
+        unfamiliar = int((~familiar).sum())
+        reason = None
+        if unfamiliar > c.unfamiliar_share * len(familiar):
+            state, reason = "review", "unfamiliar"
         assert st.best is not None
         return Decision(track_id, state, label, p, {k: float(v) for k, v in zip(self.labels, med, strict=True)},
                         len(st.probs), sorted(set(st.kinds)), st.first_ts, st.last_ts, st.best.image,
-                        st.first_frame, st.last_frame, final, st.best.region.kind)
+                        st.first_frame, st.last_frame, final, st.best.region.kind, unfamiliar, reason)
 
     def end_all(self) -> list[Decision]:
         return [d for tid in list(self._tracks) if (d := self.end(tid)) is not None]

@@ -146,11 +146,13 @@ class Pipeline:
                    or up.scene_cut or still is not None]
             if due:
                 stage = "classify"
-                probs = self._timed("classify", self.classifier.predict, [c.image for _, c in due])
+                result = self._timed("classify", self.classifier.classify, [c.image for _, c in due])
+                familiar = result.familiar if result.familiar is not None else [None] * len(due)
                 stage = "decide"
-                for (tid, c), p in zip(due, probs, strict=True):
+                for (tid, c), p, f in zip(due, result.probabilities, familiar, strict=True):
                     self._last_classified[tid] = frame.index
-                    d = self._timed("decide", self.decider.add, tid, c, p, frame.timestamp, frame.index)
+                    d = self._timed("decide", self.decider.add, tid, c, p, frame.timestamp, frame.index,
+                                    None if f is None else bool(f))
                     if d:
                         decisions.append(d)
         except Exception as e:  # one bad frame must not stop the checkpoint

@@ -114,3 +114,36 @@ def test_an_alert_on_a_mixed_track_must_be_carried_by_face_and_hand_crops() -> N
     for kind in ("face", "close", "close", "close"):
         out = mostly_close.add(1, _crop(kind=kind), _p("mpox", 0.9), 0.0)
     assert out.state == "review"
+
+
+def test_an_unfamiliar_crop_votes_for_nothing() -> None:
+    """A familiar track decides as before; unfamiliar crops leave the median and the consensus."""
+    d = Decider(DecisionConfig(min_crops=3, hold=1))
+    for t in range(2):
+        d.add(1, _crop(), _p("normal", 0.9), float(t), familiar=True)
+    # one unfamiliar crop the model calls mpox cannot tip a healthy track, however confident
+    out = d.add(1, _crop(), _p("mpox", 0.99), 2.0, familiar=False)
+    assert out.state == "clear" and out.label == "normal" and out.unfamiliar == 1 and out.reason is None
+    # without a familiarity score (None) every crop counts, as before
+    d2 = Decider(DecisionConfig(min_crops=3))
+    for t in range(3):
+        out = d2.add(2, _crop(), _p("mpox", 0.9), float(t), familiar=None)
+    assert out.state == "suspected" and out.unfamiliar == 0
+
+
+def test_a_mostly_unfamiliar_track_goes_to_review_with_its_reason() -> None:
+    d = Decider(DecisionConfig(min_crops=3))
+    d.add(3, _crop(), _p("normal", 0.95), 0.0, familiar=True)
+    d.add(3, _crop(), _p("normal", 0.95), 1.0, familiar=False)
+    out = d.add(3, _crop(), _p("normal", 0.95), 2.0, familiar=False)
+    assert out.state == "review" and out.reason == "unfamiliar" and out.unfamiliar == 2
+    # an unfamiliar rash the model is sure is mpox does not raise an alert either
+    d2 = Decider(DecisionConfig(min_crops=3))
+    for t in range(3):
+        out = d2.add(4, _crop(), _p("mpox", 0.99), float(t), familiar=False)
+    assert out.state == "review" and out.reason == "unfamiliar"
+
+
+def test_unfamiliar_share_is_checked() -> None:
+    with pytest.raises(ValueError):
+        DecisionConfig(unfamiliar_share=1.0)
