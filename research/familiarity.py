@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from mpox_aism.contracts.decision import softmax
+from mpox_aism.contracts.familiarity import energy
 from mpox_aism.contracts.images import list_images, load_rgb
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.contracts.skin import skin_mask
@@ -85,9 +86,7 @@ class Energy(_Head):
     name = "energy"
 
     def score(self, x):
-        z = self.head.logits(x)
-        m = z.max(axis=1, keepdims=True)
-        return -(m[:, 0] + np.log(np.exp(z - m).sum(axis=1)))
+        return energy(self.head.logits(x))
 
 
 class Mahalanobis(Scorer):

@@ -24,6 +24,7 @@ camera crops, pass. Numpy only: it runs beside every backend without torch, for 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +32,8 @@ import numpy as np
 
 FAMILIARITY_FILE = "familiarity.npz"
 FORMAT = "mpox-aism/familiarity@1"
+
+log = logging.getLogger(__name__)
 
 
 def energy(logits: np.ndarray) -> np.ndarray:
@@ -97,6 +100,20 @@ class Familiarity:
                        k=int(meta["k"]), knn_ref=tuple(meta["knn_ref"]), energy_ref=tuple(meta["energy_ref"]),
                        threshold=float(meta["threshold"]), pass_share=float(meta["pass_share"]),
                        model_version=str(meta["model_version"]))
+
+    @classmethod
+    def beside(cls, model_dir: str | Path, model_version: str) -> Familiarity | None:
+        """The score in a model directory, if it was fitted for this network; else None (said once if
+        the file is there but was fitted for another network)."""
+        path = Path(model_dir) / FAMILIARITY_FILE
+        if not path.is_file():
+            return None
+        score = cls.load(path)
+        if score.model_version != model_version:
+            log.warning("%s was fitted for model %s, not %s: no familiarity score (refit it with "
+                        "`mpox-aism familiarity`)", path, score.model_version, model_version)
+            return None
+        return score
 
 
 def fit_bank(features: np.ndarray, *, components: int = 256, k: int = 10) -> Familiarity:

@@ -23,7 +23,7 @@ from mpox_aism.contracts.heatmap import heat_from_class_map
 from mpox_aism.contracts.images import list_images, load_rgb
 from mpox_aism.contracts.model import FEATURES_NAME, INPUT_NAME, MAPS_NAME, ONNX_META_KEY, OUTPUT_NAME, meta_to_json
 from mpox_aism.contracts.preprocess import preprocess_batch
-from mpox_aism.inference.cam import WithClassMaps, WithFeatures, supports_class_maps
+from mpox_aism.inference.cam import WithFeatures, supports_class_maps
 from mpox_aism.inference.metadata import meta_from_info
 from mpox_aism.model.modeldir import load_model
 
@@ -80,8 +80,9 @@ def check_parity(model_path: str | Path | None, onnx_path: str | Path, images: l
 
     model, info = load_model(model_path)
     batch = preprocess_batch(images, info.image_size)
-    with torch.no_grad():
-        ref = softmax(model(torch.from_numpy(batch)).numpy(), info.temperature)
+    with torch.no_grad():  # one reference pass: logits, features and (GAP → linear heads) class maps
+        ref_out = [t.numpy() for t in WithFeatures(model, info.arch).eval()(torch.from_numpy(batch))]
+    ref = softmax(ref_out[0], info.temperature)
     with OnnxRuntimeClassifier(onnx_path) as ort:
         got = ort.predict_preprocessed(batch)
         got_maps = ort.logits_and_maps(batch)[1] if ort.can_explain and len(batch) else None
@@ -90,13 +91,11 @@ def check_parity(model_path: str | Path | None, onnx_path: str | Path, images: l
     report = {"images": len(batch), "max_abs_diff": diff, "tolerance": tolerance,
               "argmax_agree": float((ref.argmax(1) == got.argmax(1)).mean()) if len(batch) else 1.0}
     if got_feats is not None:  # relative to the features' scale: they are not probabilities
-        with torch.no_grad():
-            ref_feats = WithFeatures(model, info.arch)(torch.from_numpy(batch))[1].numpy()
+        ref_feats = ref_out[1]
         scale = max(float(np.abs(ref_feats).max()), 1e-6)
         report["features_max_rel_diff"] = float(np.abs(ref_feats - got_feats).max() / scale)
     if got_maps is not None:  # the heat maps of the top class, as a person would see them
-        with torch.no_grad():
-            ref_maps = WithClassMaps(model, info.arch)(torch.from_numpy(batch))[1].numpy()
+        ref_maps = ref_out[2]
         size, top = info.image_size, ref.argmax(1)
         report["heatmap_max_abs_diff"] = max(
             float(np.abs(heat_from_class_map(r[t], size, (size, size)) - heat_from_class_map(g[t], size, (size, size)))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mpox_aism.inference.gradcam import target_layer
-from mpox_aism.model.zoo import classifier_head
+from mpox_aism.model.zoo import classifier_head, head_inputs
 
 # families whose target layer's output goes straight into global average pooling and one linear
 # layer (dropout is identity at inference); DenseNet applies a ReLU after its last norm, ViT and
@@ -60,17 +60,11 @@ class WithFeatures(nn.Module):
     def __init__(self, model: nn.Module, arch: str) -> None:
         super().__init__()
         self.model = model
-        self.head = classifier_head(model)
         self.maps = WithClassMaps(model, arch) if supports_class_maps(arch) else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        pooled: list[torch.Tensor] = []
-        handle = self.head.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))
-        try:
+        with head_inputs(self.model) as pooled:
             if self.maps is not None:
                 logits, maps = self.maps(x)
-                return logits, pooled[-1].flatten(1), maps
-            logits = self.model(x)
-            return logits, pooled[-1].flatten(1)
-        finally:
-            handle.remove()
+                return logits, pooled[-1], maps
+            return self.model(x), pooled[-1]

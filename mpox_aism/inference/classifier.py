@@ -26,8 +26,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,10 +112,13 @@ class Classifier(abc.ABC):
             raise ValueError(f"expected N×3×{self.image_size}×{self.image_size}, got {batch.shape}")
         if len(batch) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        with self._lock:
-            out = [self.logits(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+        out = self._chunked(self.logits, np.ascontiguousarray(batch, dtype=np.float32))
         return softmax(np.concatenate(out), self.meta.temperature).astype(np.float32)
+
+    def _chunked(self, run: Callable[[np.ndarray], Any], batch: np.ndarray) -> list[Any]:
+        """``run`` on slices of at most ``max_batch``, under the backend's lock when it needs one."""
+        with self._lock:
+            return [run(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
 
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops (any size) → N×8 probabilities, temperature applied."""
@@ -128,9 +132,7 @@ class Classifier(abc.ABC):
         batch = np.ascontiguousarray(preprocess_batch(list(crops), self.image_size), dtype=np.float32)
         if len(batch) == 0:
             return Classification(np.zeros((0, len(self.labels)), np.float32), np.zeros(0), self.familiarity.threshold)
-        with self._lock:
-            parts = [self.logits_and_features(batch[i:i + self.max_batch])
-                     for i in range(0, len(batch), self.max_batch)]
+        parts = self._chunked(self.logits_and_features, batch)
         logits = np.concatenate([p[0] for p in parts])
         feats = np.concatenate([p[1] for p in parts])
         return Classification(softmax(logits, self.meta.temperature).astype(np.float32),

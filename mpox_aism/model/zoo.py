@@ -9,9 +9,11 @@ encoder via ``--init``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -75,6 +77,21 @@ def classifier_head(model: nn.Module) -> nn.Linear:
             if linears:
                 return linears[-1]
     raise ValueError(f"no classifier head found on {type(model).__name__}")
+
+
+@contextlib.contextmanager
+def head_inputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """While inside: the pooled features the classifier head reads (N×D), one tensor per forward pass.
+
+    The one hook the probe's features, evaluation's familiarity, the ONNX ``features`` output and the
+    torch backend all read, so they cannot disagree on what "the features" are.
+    """
+    captured: list[torch.Tensor] = []
+    handle = classifier_head(model).register_forward_pre_hook(lambda _m, args: captured.append(args[0].flatten(1)))
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 def mobilenet_v2_imagenet_path() -> Path:

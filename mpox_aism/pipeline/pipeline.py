@@ -147,12 +147,12 @@ class Pipeline:
             if due:
                 stage = "classify"
                 result = self._timed("classify", self.classifier.classify, [c.image for _, c in due])
-                familiar = result.familiar if result.familiar is not None else [None] * len(due)
+                # the familiarity verdict per crop; None where the model has no score
+                familiar = [None] * len(due) if result.familiar is None else result.familiar.tolist()
                 stage = "decide"
                 for (tid, c), p, f in zip(due, result.probabilities, familiar, strict=True):
                     self._last_classified[tid] = frame.index
-                    d = self._timed("decide", self.decider.add, tid, c, p, frame.timestamp, frame.index,
-                                    None if f is None else bool(f))
+                    d = self._timed("decide", self.decider.add, tid, c, p, frame.timestamp, frame.index, f)
                     if d:
                         decisions.append(d)
         except Exception as e:  # one bad frame must not stop the checkpoint

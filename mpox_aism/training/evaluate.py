@@ -7,6 +7,7 @@ Everything goes to ``OUT_DIR``: ``metrics.json`` (schema in the README), ``metri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -19,10 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mpox_aism.contracts.decision import softmax
-from mpox_aism.contracts.familiarity import FAMILIARITY_FILE, Familiarity
+from mpox_aism.contracts.familiarity import Familiarity
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.model.modeldir import load_model, resolve_model_path
-from mpox_aism.model.zoo import classifier_head
+from mpox_aism.model.zoo import head_inputs
 from mpox_aism.training import plots
 from mpox_aism.training.augment import EvalTransform
 from mpox_aism.training.data import ImageDataset, Sample, scan_dataset
@@ -47,17 +48,12 @@ def _predict(model: nn.Module, samples: Sequence[Sample], *, image_size: int, ba
                         shuffle=False, num_workers=workers)
     model.eval().to(device)
     logits, feats = [], []
-    pooled: list[torch.Tensor] = []
-    # the head's input, as every backend's ``features`` output (inference.cam.WithFeatures) gives it
-    hook = classifier_head(model).register_forward_pre_hook(lambda _m, a: pooled.append(a[0])) if features else None
-    try:
+    # the head's input, as every backend's ``features`` output gives it
+    with head_inputs(model) if features else contextlib.nullcontext([]) as pooled:
         for x, _ in loader:
             logits.append(model(x.to(device)).float().cpu())
             if pooled:
-                feats.append(pooled.pop().flatten(1).float().cpu())
-    finally:
-        if hook is not None:
-            hook.remove()
+                feats.append(pooled.pop().float().cpu())
     if not logits:
         return np.zeros((0, len(LABELS)), dtype=np.float32), None
     return torch.cat(logits).numpy(), torch.cat(feats).numpy() if feats else None
@@ -137,15 +133,6 @@ def write_report(out_dir: str | Path, samples: Sequence[Sample], logits: np.ndar
     return metrics
 
 
-def _familiarity(model: str | None, model_version: str) -> Familiarity | None:
-    """The model directory's familiarity score, if it was fitted for this network."""
-    path = resolve_model_path(model).parent / FAMILIARITY_FILE
-    if not path.is_file():
-        return None
-    score = Familiarity.load(path)
-    return score if score.model_version == model_version else None
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a model on a labeled image folder.",
                                 add_help=add_help)
@@ -189,7 +176,7 @@ def main(args: argparse.Namespace) -> dict:
         if not samples:
             raise SystemExit(f"evaluate --where: no photo in {data} has {column}={value!r}")
     threshold = info.threshold if args.threshold is None else args.threshold
-    familiarity = _familiarity(args.model, info.model_version)
+    familiarity = Familiarity.beside(resolve_model_path(args.model).parent, info.model_version)
     logits, feats = _predict(model, samples, image_size=info.image_size, batch_size=args.batch_size,
                              device=args.device, workers=args.workers, features=familiarity is not None)
     extra: dict = {"model_version": info.model_version, "data": str(data), "split": args.split, "where": args.where}

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from mpox_aism.contracts.images import load_rgb
 from mpox_aism.contracts.labels import LABELS
-from mpox_aism.model.zoo import classifier_head
+from mpox_aism.model.zoo import classifier_head, head_inputs
 from mpox_aism.training.data import Sample
 from mpox_aism.training.preprocess import preprocess
 
@@ -76,22 +76,17 @@ def extract_features(model: nn.Module, samples: Sequence[Sample], *, image_size:
                      batch_size: int = 32, workers: int = 1, desc: str | None = "features",
                      transform: PixelTransform | None = None) -> np.ndarray:
     """N × views × D: the input of the model's final linear layer for every view of every photo."""
-    head = classifier_head(model)
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
     model.eval()
     out = []
-    try:
+    with head_inputs(model) as captured:
         for x in view_batches(samples, image_size=image_size, flip=flip, batch_size=batch_size,
                               workers=workers, desc=desc, transform=transform):
             n, v = x.shape[:2]
             captured.clear()
             model(x.flatten(0, 1))
             out.append(captured[0].reshape(n, v, -1).float().numpy())
-    finally:
-        hook.remove()
     views = 2 if flip else 1
-    return np.concatenate(out) if out else np.zeros((0, views, head.in_features), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, views, classifier_head(model).in_features), np.float32)
 
 
 def feature_cache_key(model: nn.Module, samples: Sequence[Sample], **settings: object) -> str:

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mpox_aism.contracts.familiarity import FAMILIARITY_FILE, Familiarity
+from mpox_aism.contracts.familiarity import Familiarity
 from mpox_aism.contracts.model import model_file
 from mpox_aism.inference.classifier import Classifier
 
@@ -39,20 +39,14 @@ def load_classifier(backend: str, model: str | Path | None = None, **options: An
         classifier = TensorRTClassifier(path, **options)
     else:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    classifier.familiarity = _familiarity(path.parent / FAMILIARITY_FILE, classifier)
+    classifier.familiarity = _familiarity(path.parent, classifier)
     return classifier
 
 
-def _familiarity(path: Path, classifier: Classifier) -> Familiarity | None:
-    """The score beside the model, if it was fitted on this network's features; else None, said once."""
-    if not path.is_file():
-        return None
-    score = Familiarity.load(path)
-    if score.model_version != classifier.meta.model_version:
-        log.warning("%s was fitted for model %s, not %s: no familiarity score (refit it with "
-                    "`mpox-aism familiarity`)", path, score.model_version, classifier.meta.model_version)
-        return None
-    if not classifier.has_features:
+def _familiarity(model_dir: Path, classifier: Classifier) -> Familiarity | None:
+    """The score beside the model, if it was fitted on this network's features (``Familiarity.beside``)."""
+    score = Familiarity.beside(model_dir, classifier.meta.model_version)
+    if score is not None and not classifier.has_features:
         log.warning("%s: the %s model gives no pooled features, so no familiarity score; re-export it",
-                    path, classifier.backend)
+                    model_dir, classifier.backend)
     return score
