@@ -101,3 +101,14 @@ def real_crops() -> list:
             picked.append(load_rgb(s.path))
             seen[s.label] += 1
     return picked
+
+
+def skin_coloured_tiles(side: int = 300):
+    """An obviously non-skin image that passes every photo and crop check (skin-coloured, sharp, lit): the
+    familiarity score, not the gates, must give it away."""
+    import numpy as np
+
+    checker = (np.indices((side, side)).sum(0) // 30 % 2).astype(bool)
+    tiles = np.zeros((side, side, 3), np.uint8)
+    tiles[checker], tiles[~checker] = (220, 180, 150), (150, 100, 70)
+    return tiles

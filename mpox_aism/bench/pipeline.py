@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from mpox_aism.contracts.decision import STATES
+from mpox_aism.contracts.decision import REVIEW_REASONS, STATES
 from mpox_aism.contracts.machine import describe_machine
 from mpox_aism.contracts.model import default_backend
 from mpox_aism.pipeline.decider import Decision, DecisionConfig
@@ -38,6 +38,12 @@ def track_outcomes(last: Iterable[Decision]) -> dict[str, dict[str, int]]:
         if set(d.region_kinds) == {"close"}:
             out["close_only"][d.state] += 1
     return {k: {s: c[s] for s in STATES} for k, c in out.items()}
+
+
+def track_reasons(last: Iterable[Decision]) -> dict[str, int]:
+    """Tracks that ended in review, by the reason of their last decision."""
+    c = Counter(d.reason for d in last if d.reason is not None)
+    return {r: c[r] for r in REVIEW_REASONS}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -98,7 +104,9 @@ def main(args: argparse.Namespace) -> dict:
         "frames_with_close": summary["frames_with_close"],
         "tracks": pipe.tracks,
         "decisions": summary["decisions"],
+        "review_reasons": summary["review_reasons"],
         "track_outcomes": track_outcomes(last.values()),
+        "track_review_reasons": track_reasons(last.values()),
         "crops": summary["crops"],
         "rejected_crops": summary["rejected_crops"],
         "errors": summary["errors"],
@@ -114,5 +122,5 @@ def main(args: argparse.Namespace) -> dict:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("frames", "fps", "stage_ms", "latency_ms", "tracks", "decisions",
-                                             "track_outcomes")}))
+                                             "review_reasons", "track_outcomes", "track_review_reasons")}))
     return report

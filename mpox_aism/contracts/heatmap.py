@@ -56,6 +56,7 @@ class Explanation:
     heatmap: np.ndarray  # H×W float32 in [0, 1], at the overlay's size
     overlay: np.ndarray  # H×W×3 RGB uint8
     probabilities: np.ndarray | None = None  # every class, when the explanation came with the answer
+    unfamiliarity: float | None = None  # the familiarity score, when it came with the answer (model permitting)
 
     def overlay_png(self) -> bytes:
         return _encode(self.overlay, ".png")

@@ -91,20 +91,32 @@ class Classifier(abc.ABC):
         raise NotImplementedError(f"{self.backend}: this model gives no features (an ONNX file exported before "
                                   "session 10? re-export it with `mpox-aism export onnx`)")
 
+    def logits_maps_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Logits, class maps and (where the backend gives them in the same pass) features; the default
+        makes the features a second pass, or gives None without them."""
+        logits, maps = self.logits_and_maps(batch)
+        return logits, maps, (self.logits_and_features(batch)[1] if self.has_features else None)
+
     def explain(self, crop: np.ndarray, target: int | None = None, *, max_side: int | None = None) -> Explanation:
-        """Probabilities of every class and the heat map of ``target`` (default: the top class), one forward pass.
+        """Probabilities of every class, the crop's unfamiliarity (where the model has a familiarity score)
+        and the heat map of ``target`` (default: the top class), one forward pass.
 
         The network sees the whole crop; the heat map and overlay are made at most ``max_side`` a side.
         """
         batch = preprocess_batch([crop], self.image_size)
         with self._lock:
-            logits, maps = self.logits_and_maps(batch)
+            if self.familiarity is not None and self.has_features:
+                logits, maps, feats = self.logits_maps_features(batch)
+            else:
+                (logits, maps), feats = self.logits_and_maps(batch), None
         probs = softmax(logits, self.meta.temperature)[0].astype(np.float32)
         target = int(probs.argmax()) if target is None else int(target)
         shown = crop if max_side is None else fit_within(crop, max_side)
         heat = heat_from_class_map(maps[0, target], self.image_size, shown.shape[:2])
+        unfamiliar = None if feats is None or self.familiarity is None else \
+            float(self.familiarity.unfamiliarity(feats, logits)[0])
         return Explanation(label=self.labels[target], target=target, probability=float(probs[target]), heatmap=heat,
-                           overlay=overlay_heatmap(shown, heat), probabilities=probs)
+                           overlay=overlay_heatmap(shown, heat), probabilities=probs, unfamiliarity=unfamiliar)
 
     def predict_preprocessed(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for an N×3×S×S batch already made by ``preprocess``."""

@@ -127,6 +127,26 @@ class ApiLimits(BaseModel):
     auth_lockout_s: float = Field(300.0, gt=0, description="How long a client that guessed too often is refused.")
 
 
+class PhotoChecks(_Model):
+    """What an uploaded photo must show before the model's answer counts (``kiosk.web.diagnosis``).
+
+    The camera's crops pass the crop stage's gates before they are classified; an upload has no crop
+    stage, and the model answers anything — a grey square scores as familiar as a rash. So the photo,
+    as the network sees it (224 px), is measured the same way (``pipeline.crops.ImageMeasures``); one
+    that fails goes to a person as ``review`` / ``unfamiliar``, with what failed. Looser than the crop
+    stage's gates, because a clinician's upload is a close-up, often from a low-resolution source; a
+    greyscale photo's skin share is not checked (it has no colour). The cost, measured on the dev photos,
+    is in docs/RESULTS.md.
+    """
+
+    min_brightness: float = Field(35.0, ge=0, le=255, description="Mean grey level below which a photo is too dark.")
+    min_sharpness: float = Field(5.0, ge=0, description="Variance of the Laplacian at 224 px below which it is too "
+                                 "blurred (uniform).")
+    max_sharpness: float = Field(6000.0, gt=0, description="…above which it is noise or a pattern, not skin.")
+    min_skin: float = Field(0.10, ge=0, le=1, description="Share of skin-coloured pixels below which it shows too "
+                            "little skin.")
+
+
 class HttpConfig(_Model):
     enabled: bool = Field(True, description="Serve /healthz, /metrics and the diagnosis API.")
     host: str = Field("127.0.0.1", description="Listen address (0.0.0.0 for the LAN).")
@@ -140,12 +160,29 @@ class HttpConfig(_Model):
                                     "wrong-password lock-out.")
     limits: ApiLimits = Field(default_factory=ApiLimits, description="Diagnosis API load shedding: rates, queue, "
                               "wrong-token lock-out (the camera keeps its CPU).")
+    photo_checks: PhotoChecks = Field(default_factory=PhotoChecks, description="What an uploaded photo must show "
+                                      "(light, detail, skin) before the model's answer counts.")
 
 
 class PrivacyConfig(_Model):
     publish_crops: bool = Field(True, description="Attach the lesion crop and its Grad-CAM overlay to events.")
     allow_full_face: bool = Field(False, description="Also attach crops of face regions (a full face image).")
     crop_max_px: int = Field(256, ge=32, description="Longest side of attached images.")
+
+
+class EventsConfig(_Model):
+    schema_version: Literal[1, 2] = Field(2, description="Event payload version on MQTT: 2 (docs/schema/"
+                                          "event-v2.json) carries each review's reason and other_condition; 1 "
+                                          "keeps consumers written for event-v1.json working until they move.")
+    other_condition: bool = Field(True, description="Publish a confident call of a disease that is not notifiable "
+                                  "(chickenpox, measles…) as an 'other_condition' event. Off: counted, not sent.")
+
+    @model_validator(mode="after")
+    def _v1_cannot_say_other_condition(self) -> EventsConfig:
+        if self.schema_version == 1 and self.other_condition:
+            raise ValueError("event schema version 1 has no 'other_condition' state: set other_condition: false "
+                             "(those decisions are then counted, not sent) or move the consumers to version 2")
+        return self
 
 
 class KioskConfig(_Model):
@@ -158,6 +195,8 @@ class KioskConfig(_Model):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Persistent event queue.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API.")
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="What images leave the box.")
+    events: EventsConfig = Field(default_factory=EventsConfig, description="Which decisions become events, in "
+                                 "which payload version.")
     exit_when_done: bool = Field(True, description="Exit once every (non-looping) file source has ended.")
     reference_dir: str | None = Field(None, description="A folder per class of photos the operator is licensed to "
                                       "show: the upload page and event cards show up to 3 typical ones of the "

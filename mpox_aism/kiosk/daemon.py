@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mpox_aism.contracts.decision import STATES
+from mpox_aism.contracts.decision import REVIEW_REASONS, STATES
 from mpox_aism.contracts.model import default_backend
 from mpox_aism.inference.classifier import Classifier
 from mpox_aism.inference.explainer import ExplainerService
@@ -115,12 +115,15 @@ class Daemon:
         assert self.outbox is not None
         st = self.publisher.stats() if self.publisher else {"published": 0}
         decisions: dict[str, int] = dict.fromkeys(STATES, 0)
+        reasons: dict[str, int] = dict.fromkeys(REVIEW_REASONS, 0)
         for c in self.cameras.values():
             for k, v in c.counts.decisions.items():
                 decisions[k] = decisions.get(k, 0) + v
+            for k, v in c.counts.review_reasons.items():
+                reasons[k] = reasons.get(k, 0) + v
         return {"frames": sum(c.frames for c in self.cameras.values()),
                 "events": sum(c.events for c in self.cameras.values()),
-                "decisions": decisions,
+                "decisions": decisions, "review_reasons": reasons,
                 "published": st.get("published", 0), "pending": self.outbox.depth(),
                 "unsaved": self.unsaved_count(), "unsaved_dropped": self.unsaved_dropped,
                 "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "restarts": c.restarts,

@@ -1,8 +1,14 @@
-"""Decision → ``Event`` (schema ``docs/schema/event-v1.json``).
+"""Decision → ``Event`` (schema ``docs/schema/event-v2.json``).
 
-``Event`` is the schema as a type: every field of ``event-v1.json``, nothing else (a test holds
-the two together), and :meth:`Event.encode` is the one JSON encoding of an event — the outbox stores
+``Event`` is the schema as a type: every field of ``event-v2.json``, nothing else (a test holds
+the two together), and :meth:`Event.wire` is the one JSON encoding of an event — the outbox stores
 those bytes and MQTT sends them unchanged.
+
+Version 2 adds the state ``other_condition``, the ``reason`` of every review and ``unfamiliar_crops``.
+A consumer written for version 1 reads the ``schema`` field and is told by it; one that cannot be
+updated yet keeps working with ``events.schema_version: 1`` in the kiosk's config: the same events
+in the version-1 form (``event-v1.json``), without the new fields — and without ``other_condition``
+events, which version 1 cannot express (the config refuses the combination, so none is lost silently).
 
 ``event_id`` is a uuid5 of (station, camera, run id, track id, state, first frame): the same
 decision always gets the same id, and the id is stored with the payload in the outbox, so a
@@ -16,19 +22,25 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mpox_aism.contracts.decision import State
+from mpox_aism.contracts.decision import ReviewReason
 from mpox_aism.contracts.preprocess import fit_within
 from mpox_aism.pipeline.decider import Decision
 from mpox_aism.pipeline.regions import RegionKind
 
-SCHEMA = "mpox-aism/event@1"
+SCHEMA = "mpox-aism/event@2"
+SCHEMA_V1 = "mpox-aism/event@1"
+SchemaVersion = Literal[1, 2]
+PublishedState = Literal["other_condition", "review", "suspected"]  # ``clear`` never leaves the box
+PUBLISHED_STATES: tuple[PublishedState, ...] = get_args(PublishedState)
+V2_ONLY_FIELDS = frozenset({"reason", "unfamiliar_crops"})
 NAMESPACE = uuid.UUID("6f1d2b1e-8c55-4c1e-9d7a-2f0a4b6c9e11")
 
 
@@ -39,21 +51,23 @@ class FrameTime(BaseModel):
 
 
 class Event(BaseModel):
-    """One review/suspected decision as it leaves the box (QoS 1 on ``<topic_prefix>/events``)."""
+    """One suspected / review / other_condition decision as it leaves the box (QoS 1 on ``<topic_prefix>/events``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_: Literal["mpox-aism/event@1"] = Field(SCHEMA, alias="schema", description="Payload version.")
+    schema_: Literal["mpox-aism/event@2"] = Field(SCHEMA, alias="schema", description="Payload version.")
     event_id: str = Field(description="Stable per decision: the de-duplication key.")
     station_id: str
     camera: str
     track_id: int = Field(ge=1, description="Per camera and run; one person (or one close-up).")
-    decision: State
+    decision: PublishedState
+    reason: ReviewReason | None = Field(None, description="Why a review; present on reviews only.")
     label: str
     probability: float = Field(ge=0, le=1)
     probabilities: dict[str, float]
     region_kinds: list[RegionKind]
     n_crops: int = Field(ge=1)
+    unfamiliar_crops: int = Field(ge=0, description="Window crops the familiarity score found unfamiliar.")
     model_version: str
     time: str = Field(description="When the event was made.")
     frame_time: FrameTime
@@ -64,13 +78,24 @@ class Event(BaseModel):
                                                            "privacy.allow_full_face.")
     gradcam_jpeg_base64: str | None = Field(None, description="Grad-CAM overlay of the crop; same privacy rule.")
 
-    def payload(self) -> dict[str, Any]:
-        """The JSON object of the schema (absent images are absent, not null)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    @model_validator(mode="after")
+    def _reason_iff_review(self) -> Event:
+        if (self.decision == "review") != (self.reason is not None):
+            raise ValueError("a review event needs a reason, and only a review has one")
+        return self
 
-    def encode(self) -> bytes:
-        """The one wire form: compact UTF-8 JSON."""
-        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+    def payload(self, schema_version: SchemaVersion = 2) -> dict[str, Any]:
+        """The JSON object of the schema (absent images are absent, not null); version 1 on request."""
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if schema_version == 1:
+            if self.decision not in ("review", "suspected"):
+                raise ValueError(f"event-v1 cannot express the state {self.decision!r}")
+            body = {k: v for k, v in body.items() if k not in V2_ONLY_FIELDS} | {"schema": SCHEMA_V1}
+        return body
+
+    def wire(self, schema_version: SchemaVersion = 2) -> bytes:
+        """The one wire form: compact UTF-8 JSON of :meth:`payload`."""
+        return json.dumps(self.payload(schema_version), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _iso(ts: float) -> str:
@@ -88,13 +113,16 @@ def jpeg_b64(rgb: np.ndarray, max_px: int, quality: int = 85) -> str:
 def build_event(d: Decision, *, station_id: str, camera: str, run_id: str, model_version: str,
                 attach_images: bool, crop_max_px: int, gradcam: np.ndarray | None = None) -> Event:
     """``attach_images``: the image policy's verdict (``kiosk.privacy``); images at most ``crop_max_px``."""
+    if d.state == "clear":
+        raise ValueError("a clear decision is not an event")
     event_id = uuid.uuid5(NAMESPACE, f"{station_id}|{camera}|{run_id}|{d.track_id}|{d.state}|{d.first_frame}")
     attach = attach_images
     return Event(
         event_id=str(event_id), station_id=station_id, camera=camera, track_id=d.track_id, decision=d.state,
-        label=d.label, probability=round(d.probability, 4),
+        reason=d.reason, label=d.label, probability=round(d.probability, 4),
         probabilities={k: round(v, 4) for k, v in d.probabilities.items()},
-        region_kinds=list(d.region_kinds), n_crops=d.n_crops, model_version=model_version,
+        region_kinds=list(d.region_kinds), n_crops=d.n_crops, unfamiliar_crops=d.unfamiliar,
+        model_version=model_version,
         time=_iso(dt.datetime.now(dt.UTC).timestamp()),
         frame_time=FrameTime(first=_iso(d.first_timestamp), last=_iso(d.last_timestamp)), final=d.final,
         crop_jpeg_base64=jpeg_b64(d.best_crop, crop_max_px) if attach else None,

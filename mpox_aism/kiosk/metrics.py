@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mpox_aism.contracts.decision import REVIEW_REASONS
 from mpox_aism.contracts.decision import STATES as DECISION_STATES
 
 # classifier latency on CPU is tens of ms to seconds; a GPU batch is a few ms
@@ -51,6 +52,8 @@ class KioskMetrics:
         self.detections = Counter("mpox_aism_detections_total", "Skin regions detected, by kind (face, hand…).",
                                   ["kind"], registry=r)
         self.decisions = Counter("mpox_aism_decisions_total", "Track decisions, by state.", ["state"], registry=r)
+        self.review_reasons = Counter("mpox_aism_review_reasons_total", "Review decisions, by why a person "
+                                      "must look (unfamiliar, low_confidence…).", ["reason"], registry=r)
         self.outbox_depth = Gauge("mpox_aism_outbox_depth", "Events waiting in the outbox.", registry=r)
         self.broker_connected = Gauge("mpox_aism_broker_connected", "1 while connected to the MQTT broker.",
                                       registry=r)
@@ -63,6 +66,8 @@ class KioskMetrics:
         r.register(self._outbox_dropped)
         for state in DECISION_STATES:
             self.decisions.labels(state=state)
+        for reason in REVIEW_REASONS:
+            self.review_reasons.labels(reason=reason)
 
     # ------------------------------------------------------------------ cameras and pipeline
     def frame(self, camera: str, n: int = 1) -> None:
@@ -91,8 +96,13 @@ class KioskMetrics:
         if n:
             self.detections.labels(kind=kind).inc(n)
 
-    def decision(self, state: str) -> None:
-        self.decisions.labels(state=state).inc()
+    def decision(self, state: str, n: int = 1) -> None:
+        if n:
+            self.decisions.labels(state=state).inc(n)
+
+    def review_reason(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.review_reasons.labels(reason=reason).inc(n)
 
     def images_withheld(self) -> None:
         self.withheld_images.inc()

@@ -1,6 +1,7 @@
 """Decision → image policy → explanation → ``Event`` → outbox: where a decision leaves the pipeline.
 
-The event path as a chain, one stage each: ``clear`` stops here (counted, not published); the image
+The event path as a chain, one stage each: ``clear`` stops here (counted, not published), and so does
+``other_condition`` where ``events.other_condition`` is off; the image
 policy (``kiosk.privacy``: settings, region kind, the camera's face guard) decides whether images may
 leave the box; the crop is explained by the process's one explainer (``inference.explainer``: class
 maps from the forward pass, else Grad-CAM built on first use); the ``Event`` is encoded once and
@@ -53,8 +54,9 @@ class EventSink:
         self.unsaved_dropped = 0
 
     def emit(self, camera: str, decision: Decision, guard: FaceGuard | None) -> Event | None:
-        """The chain for one decision; returns the event written (None for ``clear``)."""
-        if decision.state == "clear":
+        """The chain for one decision; returns the event written (None when the state is not published)."""
+        if decision.state == "clear" or (decision.state == "other_condition"
+                                         and not self.config.events.other_condition):
             return None
         attach = self._attach(decision, guard)
         event = build_event(decision, station_id=self.config.station_id, camera=camera, run_id=self.run_id,
@@ -64,8 +66,9 @@ class EventSink:
         self._store(event)
         with self._recent_lock:
             self._recent.append(event)
-        log.info("event %s: camera %s track %s %s (%s %.2f)", event.event_id[:8], camera, decision.track_id,
-                 decision.state, decision.label, decision.probability)
+        log.info("event %s: camera %s track %s %s%s (%s %.2f)", event.event_id[:8], camera, decision.track_id,
+                 decision.state, f" ({decision.reason})" if decision.reason else "", decision.label,
+                 decision.probability)
         return event
 
     def _attach(self, decision: Decision, guard: FaceGuard | None) -> bool:
@@ -101,7 +104,7 @@ class EventSink:
     def _save_locked(self) -> None:
         while self._unsaved:
             try:
-                self.outbox.put(self.topic, self._unsaved[0].encode())
+                self.outbox.put(self.topic, self._unsaved[0].wire(self.config.events.schema_version))
             except (sqlite3.Error, OSError) as e:
                 if self.store_error is None:
                     log.error("cannot write the outbox %s (%s): %d event(s) held in memory, retrying every second",

@@ -89,6 +89,7 @@ class _Seen:
     frames: int = 0
     dropped: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
+    review_reasons: dict[str, int] = field(default_factory=dict)
     detections: dict[str, int] = field(default_factory=dict)
 
 
@@ -112,9 +113,11 @@ class MetricsFeed:
             if dropped > seen.dropped:
                 m.dropped_frame(name, dropped - seen.dropped)
             for state, n in counts.decisions.items():
-                for _ in range(n - seen.decisions.get(state, 0)):
-                    m.decision(state)
+                m.decision(state, max(0, n - seen.decisions.get(state, 0)))
                 seen.decisions[state] = max(n, seen.decisions.get(state, 0))
+            for reason, n in counts.review_reasons.items():
+                m.review_reason(reason, max(0, n - seen.review_reasons.get(reason, 0)))
+                seen.review_reasons[reason] = max(n, seen.review_reasons.get(reason, 0))
             for kind in REGION_KINDS:
                 n = counts.frames_with.get(kind, 0)
                 if n > seen.detections.get(kind, 0):

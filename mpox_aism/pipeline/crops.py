@@ -26,6 +26,42 @@ def sharpness(rgb: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
+class ImageMeasures:
+    """What the gates look at in one image: skin share, sharpness, mean grey level, mean saturation."""
+
+    skin: float
+    sharpness: float
+    brightness: float
+    saturation: float = 255.0  # mean HSV saturation 0..255; under MONOCHROME the photo has no colour to judge
+
+    MONOCHROME = 5.0  # a greyscale photo (old clinical photos are): skin colour cannot be measured in it
+
+    @classmethod
+    def of(cls, rgb: np.ndarray) -> ImageMeasures:
+        return cls(float(skin_mask(rgb).mean()), sharpness(rgb), float(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).mean()),
+                   float(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].mean()))
+
+    @property
+    def monochrome(self) -> bool:
+        return self.saturation < self.MONOCHROME
+
+    def problem(self, *, min_brightness: float, min_sharpness: float, min_skin: float,
+                max_sharpness: float = float("inf")) -> str | None:
+        """Why the image cannot be classified, or None. Darkness first: a dark image also has little
+        Laplacian variance, but "too dark" is the cause. Above ``max_sharpness`` the "detail" is noise or a
+        pattern (no photo of skin has that much: the dev photos' largest, at 224 px, is about 3,400)."""
+        if self.brightness < min_brightness:
+            return "too dark"
+        if self.sharpness < min_sharpness:
+            return "too blurred"
+        if self.sharpness > max_sharpness:
+            return "noise, not a photo of skin"
+        if self.skin < min_skin:
+            return "too little skin"
+        return None
+
+
+@dataclass(frozen=True)
 class CropConfig:
     """Crop-stage settings (the kiosk config mirrors these fields)."""
 
@@ -93,15 +129,12 @@ class CropExtractor:
             if min(img.shape[:2]) < c.min_size:
                 rejected.append((r, "too small"))
                 continue
-            sharp, bright = sharpness(img), float(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).mean())
-            skin = float(skin_mask(img).mean())
-            # darkness first: a dark crop also has little Laplacian variance, but "too dark" is the cause
-            reason = ("too dark" if bright < c.min_brightness else "too blurred" if sharp < c.min_sharpness
-                      else "too little skin" if skin < c.min_skin else None)
+            m = ImageMeasures.of(img)
+            reason = m.problem(min_brightness=c.min_brightness, min_sharpness=c.min_sharpness, min_skin=c.min_skin)
             if reason:
                 rejected.append((r, reason))
                 continue
-            quality = skin * min(1.0, sharp / 200.0) * min(img.shape[:2])
-            crops.append(Crop(np.ascontiguousarray(img), Region(r.kind, x0, y0, x1, y1, r.score), skin, sharp,
-                              bright, quality))
+            quality = m.skin * min(1.0, m.sharpness / 200.0) * min(img.shape[:2])
+            crops.append(Crop(np.ascontiguousarray(img), Region(r.kind, x0, y0, x1, y1, r.score), m.skin,
+                              m.sharpness, m.brightness, quality))
         return crops, rejected

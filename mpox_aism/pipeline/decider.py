@@ -1,10 +1,11 @@
-"""Per-track decision: combine a track's crop probabilities over time into clear / review / suspected.
+"""Per-track decision: combine a track's crop probabilities over time into a state and, for a review, its reason.
 
-The window median (not the mean) keeps one odd crop — a blurred frame, a sleeve — from flipping a
-decision. ``suspected`` needs a notifiable class (default: mpox) over the threshold *and* a
-consensus of the window's crops voting for it; ``review`` is the paper's manual intervention: the
-combined top probability is under the threshold (0.6), or the track ended before it gathered
-``min_crops`` crops. A track is decided once it has ``min_crops`` crops (so an alert does not wait
+The states and reasons are ``mpox_aism.contracts.decision``'s. The window median (not the mean) keeps
+one odd crop — a blurred frame, a sleeve — from flipping a decision. ``suspected`` needs a notifiable
+class (default: mpox) over the threshold *and* a consensus of the window's crops voting for it;
+``review`` is the paper's manual intervention: the combined top probability is under the threshold
+(0.6, ``low_confidence``), the crops disagree (``no_consensus``), or the track ended before it gathered
+``min_crops`` crops (``too_few_crops``). A track is decided once it has ``min_crops`` crops (so an alert does not wait
 for the person to leave), then again only when a new state has held for ``hold`` classifications in a
 row (hysteresis: a steady person whose window hovers at the threshold would otherwise flap between
 ``clear`` and ``review``, and every flap is an event a person must look at), and when it ends if its
@@ -14,7 +15,8 @@ A close-range crop (kind ``close``: skin filling the frame) does not vote for an
 ``close_range_alerts`` says so: the shipped model calls about half of close-up patches of *healthy*
 skin mpox (34–70 % by zoom, docs/RESULTS.md), because none of its training photos shows healthy skin
 filling the frame. So an alert must be carried by face and hand crops; a track seen only close-up
-that the model calls mpox goes to a person (``review``) instead of raising ``suspected``. A site that
+that the model calls mpox goes to a person (``review``, reason ``close_range_only``) instead of raising
+``suspected``. A site that
 has measured the model on its own close-range footage may turn the votes back on.
 
 An *unfamiliar* crop (the model's familiarity score, ``mpox_aism.contracts.familiarity``, says it is
@@ -32,7 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mpox_aism.contracts.decision import DEFAULT_NOTIFIABLE, DEFAULT_THRESHOLD, State, decide
+from mpox_aism.contracts.decision import (
+    DEFAULT_NOTIFIABLE,
+    DEFAULT_THRESHOLD,
+    ReviewReason,
+    State,
+    Verdict,
+    decide,
+)
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.pipeline.crops import Crop
 
@@ -83,7 +92,7 @@ class Decision:
     final: bool = False  # True when emitted at the track's end
     best_kind: str = "face"  # region kind of best_crop: a face crop is a full face (privacy rules)
     unfamiliar: int = 0  # crops of the window the familiarity score called unfamiliar
-    reason: str | None = None  # why a review: "unfamiliar" when that decided it (more reasons: issue 27)
+    reason: ReviewReason | None = None  # why a review (None for every other state)
 
 
 @dataclass
@@ -156,19 +165,19 @@ class Decider:
         top = int(med.argmax())
         label, p = self.labels[top], float(med[top])
         voters = (window.argmax(axis=1) == top) & familiar
-        if not c.close_range_alerts:  # a close-up's vote is not evidence for an alert (module docstring)
-            voters &= np.array([k != "close" for k in st.kinds])
-        votes = float(voters.mean())
-        state = decide(label, p, threshold=c.threshold, notifiable=c.notifiable,
-                       enough_evidence=len(st.probs) >= c.min_crops, consensus=votes >= c.consensus)
+        close = np.array([k == "close" for k in st.kinds])
+        counted_voters = voters if c.close_range_alerts else voters & ~close  # module docstring: close-ups
         unfamiliar = int((~familiar).sum())
-        reason = None
-        if unfamiliar > c.unfamiliar_share * len(familiar):
-            state, reason = "review", "unfamiliar"
+        verdict = decide(label, p, threshold=c.threshold, notifiable=c.notifiable,
+                         familiar=unfamiliar <= c.unfamiliar_share * len(familiar),
+                         enough_evidence=len(st.probs) >= c.min_crops,
+                         consensus=float(counted_voters.mean()) >= c.consensus)
+        if verdict.reason == "no_consensus" and float(voters.mean()) >= c.consensus:
+            verdict = Verdict("review", "close_range_only")  # the close-ups' votes alone would have carried it
         assert st.best is not None
-        return Decision(track_id, state, label, p, {k: float(v) for k, v in zip(self.labels, med, strict=True)},
+        return Decision(track_id, verdict.state, label, p, {k: float(v) for k, v in zip(self.labels, med, strict=True)},
                         len(st.probs), sorted(set(st.kinds)), st.first_ts, st.last_ts, st.best.image,
-                        st.first_frame, st.last_frame, final, st.best.region.kind, unfamiliar, reason)
+                        st.first_frame, st.last_frame, final, st.best.region.kind, unfamiliar, verdict.reason)
 
     def end_all(self) -> list[Decision]:
         return [d for tid in list(self._tracks) if (d := self.end(tid)) is not None]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mpox_aism.contracts.decision import STATES
+from mpox_aism.contracts.decision import REVIEW_REASONS, STATES
 from mpox_aism.inference.classifier import Classifier
 from mpox_aism.pipeline.crops import CropConfig, CropExtractor
 from mpox_aism.pipeline.decider import Decider, Decision, DecisionConfig
@@ -53,6 +53,7 @@ class PipelineCounts:
     frames_with: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
     classify_ms_per_frame: float = 0.0
+    review_reasons: dict[str, int] = field(default_factory=dict)  # review decisions by reason
 
 
 @dataclass
@@ -64,11 +65,18 @@ class PipelineStats:
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # the latest; bounded
     decisions: Counter = field(default_factory=Counter)
+    review_reasons: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+
+    def count(self, d: Decision) -> None:
+        self.decisions[d.state] += 1
+        if d.reason is not None:
+            self.review_reasons[d.reason] += 1
 
     def counts(self) -> PipelineCounts:
         return PipelineCounts(self.frames, dict(self.frames_with), {s: self.decisions.get(s, 0) for s in STATES},
-                              1000 * self.stage_seconds["classify"] / max(1, self.frames))
+                              1000 * self.stage_seconds["classify"] / max(1, self.frames),
+                              {r: self.review_reasons.get(r, 0) for r in REVIEW_REASONS})
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
@@ -82,6 +90,7 @@ class PipelineStats:
             "crops": self.crops,
             "rejected_crops": dict(self.rejected),
             "decisions": {s: self.decisions.get(s, 0) for s in STATES},
+            "review_reasons": {r: self.review_reasons.get(r, 0) for r in REVIEW_REASONS},
             "errors": dict(self.errors),
         }
 
@@ -159,11 +168,11 @@ class Pipeline:
             s.errors[stage] += 1
             log.warning("frame %s dropped at stage %s: %s", getattr(frame, "index", "?"), stage, e)
             for d in decisions:
-                s.decisions[d.state] += 1
+                s.count(d)
             return FrameResult(decisions)
         s.latency_ms.append(1000 * (time.time() - frame.timestamp))
         for d in decisions:
-            s.decisions[d.state] += 1
+            s.count(d)
         return FrameResult(decisions, list(self._regions))
 
     def finish(self) -> Iterator[Decision]:
@@ -171,7 +180,7 @@ class Pipeline:
         ended = [self.decider.end(tid) for tid in self.tracker.end_all()]
         for d in [*ended, *self.decider.end_all()]:
             if d is not None:
-                self.stats.decisions[d.state] += 1
+                self.stats.count(d)
                 yield d
 
     def run(self, frames: Iterable[Any]) -> Iterator[Decision]:

@@ -59,3 +59,12 @@ def test_the_shipped_score_is_the_same_on_torch_and_onnx(default_model, real_cro
     np.testing.assert_allclose(a.unfamiliarity, b.unfamiliarity, atol=1e-3)
     np.testing.assert_array_equal(a.familiar, b.familiar)
     assert a.familiar.mean() >= 0.75  # real dev photos (in-sample here): nearly all familiar
+
+
+def test_the_explaining_pass_scores_familiarity_as_classify_does(default_model, real_crops):
+    """The diagnosis API's one pass (class maps and features together) gives the same score as ``classify``."""
+    for backend in ("onnxruntime", "torch"):
+        with load_classifier(backend, default_model) as clf:
+            expected = clf.classify(real_crops[:2]).unfamiliarity
+            got = [clf.explain(c, max_side=128).unfamiliarity for c in real_crops[:2]]
+        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=backend)

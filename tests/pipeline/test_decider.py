@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from mpox_aism.contracts.decision import REVIEW_REASONS, STATES
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.pipeline.crops import Crop
 from mpox_aism.pipeline.decider import Decider, DecisionConfig
@@ -35,7 +36,8 @@ def test_median_ignores_one_odd_crop_and_low_confidence_goes_to_review():
     assert out.state == "clear" and out.label == "normal"
     d2 = Decider(DecisionConfig(min_crops=2))
     d2.add(2, _crop(), _p("eczema", 0.4), 0.0)
-    assert d2.add(2, _crop(), _p("eczema", 0.45), 0.0).state == "review"
+    out = d2.add(2, _crop(), _p("eczema", 0.45), 0.0)
+    assert out.state == "review" and out.reason == "low_confidence"
 
 
 def test_short_track_ends_in_review_with_its_best_crop():
@@ -44,7 +46,7 @@ def test_short_track_ends_in_review_with_its_best_crop():
     d.add(3, _crop(q=1.0), _p("normal", 0.95), 0.0)
     d.add(3, best, _p("normal", 0.95), 0.0)
     out = d.end(3)
-    assert out.state == "review" and out.final and out.best_crop is best.image
+    assert out.state == "review" and out.reason == "too_few_crops" and out.final and out.best_crop is best.image
 
 
 def test_notifiable_classes_are_checked():
@@ -95,7 +97,7 @@ def test_close_range_crops_do_not_vote_for_an_alert() -> None:
     d = Decider(DecisionConfig(min_crops=3))
     for _ in range(3):
         out = d.add(1, _crop(kind="close"), _p("mpox", 0.9), 0.0)
-    assert out.state == "review" and out.label == "mpox" and out.region_kinds == ["close"]
+    assert out.state == "review" and out.reason == "close_range_only" and out.region_kinds == ["close"]
     for _ in range(3):  # a non-notifiable answer needs no votes: a close-up can still be cleared
         out = d.add(2, _crop(kind="close"), _p("normal", 0.9), 0.0)
     assert out.state == "clear"
@@ -113,7 +115,7 @@ def test_an_alert_on_a_mixed_track_must_be_carried_by_face_and_hand_crops() -> N
     mostly_close = Decider(DecisionConfig(min_crops=4, consensus=0.5))
     for kind in ("face", "close", "close", "close"):
         out = mostly_close.add(1, _crop(kind=kind), _p("mpox", 0.9), 0.0)
-    assert out.state == "review"
+    assert out.state == "review" and out.reason == "close_range_only"
 
 
 def test_an_unfamiliar_crop_votes_for_nothing() -> None:
@@ -147,3 +149,45 @@ def test_a_mostly_unfamiliar_track_goes_to_review_with_its_reason() -> None:
 def test_unfamiliar_share_is_checked() -> None:
     with pytest.raises(ValueError):
         DecisionConfig(unfamiliar_share=1.0)
+
+
+
+def _leaning_to_mpox() -> list[np.ndarray]:
+    """Five crops whose median is mpox at 0.7 while only three of them put mpox first."""
+    crops = [_p("mpox", 0.9), _p("mpox", 0.9), _p("mpox", 0.7), _p("normal", 0.5), _p("normal", 0.5)]
+    for p in crops[3:]:
+        p[LABELS.index("mpox")] = 0.45  # mpox second: the median stays mpox, the vote does not
+    return [p / p.sum() for p in crops]
+
+
+def test_no_consensus_names_the_disagreement() -> None:
+    d = Decider(DecisionConfig(min_crops=5, consensus=0.8))
+    for i, p in enumerate(_leaning_to_mpox()):
+        out = d.add(1, _crop(), p, float(i))
+    assert out.label == "mpox" and out.probability >= 0.6
+    assert out.state == "review" and out.reason == "no_consensus"
+
+
+def test_every_state_and_reason_is_reachable_from_crops() -> None:
+    """Each state and each review reason, from a track of crops; only reviews carry a reason."""
+    def run(probs, kinds=None, familiar=None, cfg=None, end=False):
+        d = Decider(cfg or DecisionConfig(min_crops=3))
+        out = None
+        for i, p in enumerate(probs):
+            kind = kinds[i] if kinds else "face"
+            out = d.add(1, _crop(kind=kind), p, float(i), i, None if familiar is None else familiar[i]) or out
+        return d.end(1) if end else out
+
+    outcomes = {
+        ("suspected", None): run([_p("mpox", 0.9)] * 3),
+        ("clear", None): run([_p("normal", 0.9)] * 3),
+        ("other_condition", None): run([_p("chickenpox", 0.9)] * 3),
+        ("review", "low_confidence"): run([_p("eczema", 0.4)] * 3),
+        ("review", "no_consensus"): run(_leaning_to_mpox(), cfg=DecisionConfig(min_crops=5, consensus=0.8)),
+        ("review", "close_range_only"): run([_p("mpox", 0.9)] * 3, kinds=["close"] * 3),
+        ("review", "unfamiliar"): run([_p("normal", 0.9)] * 3, familiar=[False, False, True]),
+        ("review", "too_few_crops"): run([_p("normal", 0.9)] * 2, end=True),
+    }
+    for expected, out in outcomes.items():
+        assert (out.state, out.reason) == expected
+    assert {s for s, _ in outcomes} == set(STATES) and {r for _, r in outcomes} - {None} == set(REVIEW_REASONS)

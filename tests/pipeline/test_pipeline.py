@@ -9,7 +9,7 @@ import pytest
 from mpox_aism.inference.backends import load_classifier
 from mpox_aism.pipeline.pipeline import Pipeline, PipelineConfig
 from mpox_aism.pipeline.sources import open_source
-from tests.conftest import SHARED_DATA, default_model_or_skip, link_photos
+from tests.conftest import SHARED_DATA, default_model_or_skip, link_photos, skin_coloured_tiles
 
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
 
@@ -67,3 +67,23 @@ def test_image_folder_one_decision_per_photo(detector, classifier, tmp_path, lab
     assert len(last) >= 14  # a photo may yield no usable skin crop; nearly all do
     share = sum(d.state in expected for d in last.values()) / len(last)
     assert share >= 0.7, collections.Counter(d.state for d in last.values())
+
+
+def test_an_obvious_non_skin_image_goes_to_review_as_unfamiliar(detector, classifier, tmp_path):
+    """A close-range camera (a PC terminal) shown skin-coloured tiles: the crop stage passes them (skin colour,
+    sharp, lit), the model calls them a disease, and the familiarity score sends the track to a person."""
+    import cv2
+
+    from mpox_aism.pipeline.crops import CropConfig
+
+    if classifier.familiarity is None:
+        pytest.skip("the default model has no familiarity score")
+    (tmp_path / "stills").mkdir()
+    cv2.imwrite(str(tmp_path / "stills" / "tiles.png"), cv2.cvtColor(skin_coloured_tiles(480), cv2.COLOR_RGB2BGR))
+    pipe = Pipeline(classifier, detector, PipelineConfig(crop=CropConfig(close_range=True)))
+    with open_source(str(tmp_path / "stills"), hold_frames=15) as src:
+        decisions = list(pipe.run(src))
+    assert decisions and pipe.stats.crops > 0
+    assert {(d.state, d.reason) for d in decisions} == {("review", "unfamiliar")}
+    assert decisions[-1].unfamiliar == decisions[-1].n_crops
+    assert pipe.stats.review_reasons["unfamiliar"] == len(decisions)

@@ -41,6 +41,12 @@ class OnnxRuntimeClassifier(Classifier):
         logits, maps = self.session.run([OUTPUT_NAME, MAPS_NAME], {INPUT_NAME: batch})
         return logits, maps
 
+    def logits_maps_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if not (self.can_explain and self.has_features):
+            return super().logits_maps_features(batch)
+        logits, maps, feats = self.session.run([OUTPUT_NAME, MAPS_NAME, FEATURES_NAME], {INPUT_NAME: batch})  # one pass
+        return logits, maps, feats
+
     def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.has_features:
             return super().logits_and_features(batch)

@@ -77,6 +77,12 @@ class TensorRTClassifier(Classifier):
         logits, maps = self._run(batch, (OUTPUT_NAME, MAPS_NAME))
         return logits, maps
 
+    def logits_maps_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if not (self.can_explain and self.has_features):
+            return super().logits_maps_features(batch)
+        logits, maps, feats = self._run(batch, (OUTPUT_NAME, MAPS_NAME, FEATURES_NAME))  # one pass
+        return logits, maps, feats
+
     def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.has_features:
             return super().logits_and_features(batch)

@@ -92,14 +92,24 @@ class TorchClassifier(Classifier):
         logits, maps = self._with_maps(self.to_device(batch))
         return logits.float().cpu().numpy(), maps.float().cpu().numpy()
 
-    @torch.no_grad()
-    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _features_pass(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Logits, features and (GAP → linear heads) class maps: ``inference.cam.WithFeatures``, one pass."""
         if self._with_features is None:
             from mpox_aism.inference.cam import WithFeatures
 
             self._with_features = WithFeatures(self.model, self.meta.arch)
-        out = self._with_features(self.to_device(batch))
-        return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
+        with torch.no_grad():
+            return [t.float().cpu().numpy() for t in self._with_features(self.to_device(batch))]
+
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self._features_pass(batch)
+        return out[0], out[1]
+
+    def logits_maps_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if not self.can_explain:
+            return super().logits_maps_features(batch)
+        logits, feats, maps = self._features_pass(batch)
+        return logits, maps, feats
 
     def _capture(self, batch_size: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         s = self.image_size

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mpox_aism.inference.classifier import Classifier
 from mpox_aism.inference.explainer import ExplainerService
-from mpox_aism.kiosk.config import ApiLimits
+from mpox_aism.kiosk.config import ApiLimits, PhotoChecks
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.web.diagnosis import Diagnosis, DiagnosisService
 from mpox_aism.kiosk.web.limits import Limiter, Refused
@@ -190,7 +190,7 @@ def create_app(*, classifier: Classifier, explainer: ExplainerService | None = N
                metrics: KioskMetrics | None = None, metrics_registry: CollectorRegistry | None = None,
                threshold: float | None = None, notifiable: Sequence[str] = ("mpox",),
                max_concurrent: int = 2,
-               limits: ApiLimits | None = None) -> FastAPI:
+               limits: ApiLimits | None = None, photo_checks: PhotoChecks | None = None) -> FastAPI:
     """The kiosk's FastAPI app: the diagnosis API and the health routes (the staff pages add their own).
 
     ``explainer``: the process's one explainer (None: no heat maps). ``token``: the bearer token; ``None`` or empty
@@ -198,10 +198,12 @@ def create_app(*, classifier: Classifier, explainer: ExplainerService | None = N
     (a private one when omitted); ``metrics_registry`` overrides what ``/metrics`` shows. ``threshold``
     defaults to the model's. ``status_provider()`` feeds ``/healthz``; a non-empty ``"down"`` list in it
     marks the kiosk degraded. ``limits``: load shedding (the daemon always passes its config's; ``None``
-    = unbounded, for tests and embedding). The rest: :class:`DiagnosisService`, :func:`add_diagnose_route`.
+    = unbounded, for tests and embedding). ``photo_checks``: what a photo must show (default: the config's
+    defaults). The rest: :class:`DiagnosisService`, :func:`add_diagnose_route`.
     """
     thr = float(classifier.meta.threshold if threshold is None else threshold)
-    service = DiagnosisService(classifier, explainer, threshold=thr, notifiable=notifiable, max_pixels=max_pixels)
+    service = DiagnosisService(classifier, explainer, threshold=thr, notifiable=notifiable, max_pixels=max_pixels,
+                               checks=photo_checks)
     metrics = metrics or KioskMetrics()
     app = FastAPI(
         title="mpox-aism kiosk",

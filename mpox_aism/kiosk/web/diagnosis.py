@@ -1,7 +1,11 @@
-"""The diagnosis of one uploaded photo: decode → classify → the threshold rule → explain.
+"""The diagnosis of one uploaded photo: decode → check → classify → the decision rule → explain.
 
 Shared by ``POST /v1/diagnose`` (machine token) and the staff upload page (login session), so both
-give the same answer under the same limits. Research use only: a screening aid, never a diagnosis.
+give the same answer under the same limits. The answer uses the pipeline's states and review reasons
+(``mpox_aism.contracts.decision``): a photo that fails the photo checks (``http.photo_checks``: too
+dark, blurred, noise, too little skin) or that the model's familiarity score finds unlike its
+training photos is ``review`` / ``unfamiliar`` — the model's label is still given, never as the
+answer. Research use only: a screening aid, never a diagnosis.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from mpox_aism.contracts.decision import State, decide
+from mpox_aism.contracts.decision import ReviewReason, State, decide
 from mpox_aism.contracts.heatmap import Explanation
+from mpox_aism.contracts.preprocess import resize_square
 from mpox_aism.inference.classifier import Classifier
 from mpox_aism.inference.explainer import ExplainerService
+from mpox_aism.kiosk.config import PhotoChecks
 from mpox_aism.kiosk.web.upload import decode_upload
+from mpox_aism.pipeline.crops import ImageMeasures
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +37,17 @@ class Diagnosis(BaseModel):
 
     label: str = Field(description="Most probable class.")
     probability: float = Field(ge=0, le=1, description="Calibrated probability of `label`.")
-    decision: State = Field(description="review: top probability under `threshold` (a person decides); "
-                                        "suspected: a notifiable class (mpox) at or over it; clear: otherwise.")
+    decision: State = Field(description="suspected: a notifiable class (mpox) at or over `threshold`; "
+                                        "other_condition: another disease at or over it (`label` says which); "
+                                        "clear: healthy skin at or over it; review: a person decides (`reason`).")
+    reason: ReviewReason | None = Field(None, description="Why a review: unfamiliar (the photo failed the photo "
+                                        "checks or is unlike the training photos; `detail` says which) or "
+                                        "low_confidence (top probability under `threshold`). Absent otherwise.")
+    detail: str | None = Field(None, description="What made the photo unfamiliar, in words.")
     threshold: float = Field(description="Confidence under which the photo goes to a person (0.6).")
     probabilities: dict[str, float] = Field(description="Calibrated probability of every class; sums to 1.")
+    unfamiliarity: float | None = Field(None, description="The model's familiarity score (higher: less like its "
+                                        "training photos); absent for a model without one.")
     model_version: str = Field(description="Model that answered.")
     gradcam_png_base64: str | None = Field(
         None, description="Grad-CAM overlay for `label` as a base64 PNG (at most 512 px a side); present when "
@@ -46,17 +60,19 @@ def _png_b64(explanation: Explanation) -> str:
 
 
 class DiagnosisService:
-    """One uploaded photo: decode → classify → the threshold rule → explain. Runs in a worker thread.
+    """One uploaded photo: decode → check → classify → the decision rule → explain. Runs in a worker thread.
 
-    When the classifier's model gives class maps, one forward pass answers and explains; otherwise the
-    process's Grad-CAM explainer runs after the classification, for the classifier's own label.
-    ``explainer`` None: answers carry no heat map.
+    When the classifier's model gives class maps, one forward pass answers, scores familiarity and
+    explains; otherwise the process's Grad-CAM explainer runs after the classification, for the
+    classifier's own label. ``explainer`` None: answers carry no heat map.
     """
 
     def __init__(self, classifier: Classifier, explainer: ExplainerService | None, *,
-                 threshold: float, notifiable: Sequence[str], max_pixels: int) -> None:
+                 threshold: float, notifiable: Sequence[str], max_pixels: int,
+                 checks: PhotoChecks | None = None) -> None:
         self.classifier, self.labels = classifier, tuple(classifier.labels)
         self.threshold, self.notifiable, self.max_pixels = threshold, tuple(notifiable), max_pixels
+        self.checks = checks or PhotoChecks()
         self.model_version = str(classifier.meta.model_version)
         self.explainer = explainer
 
@@ -70,24 +86,39 @@ class DiagnosisService:
             log.exception("Grad-CAM failed; answering without the overlay")
             return None
 
-    def analyse(self, data: bytes) -> Diagnosis:
-        rgb = decode_upload(data, self.max_pixels)
-        one_pass = self.explainer is not None and self.explainer.one_pass
-        png: str | None = None
-        probs: np.ndarray | None = None
-        if one_pass:  # one forward pass answers and explains
+    def check(self, rgb: np.ndarray) -> str | None:
+        """What the photo, as the network sees it, fails of the photo checks (None: nothing)."""
+        c, m = self.checks, ImageMeasures.of(resize_square(rgb, self.classifier.image_size))
+        # a greyscale photo has no skin colour to measure: its skin share is left to the familiarity score
+        return m.problem(min_brightness=c.min_brightness, min_sharpness=c.min_sharpness,
+                         min_skin=0.0 if m.monochrome else c.min_skin, max_sharpness=c.max_sharpness)
+
+    def _classify(self, rgb: np.ndarray) -> tuple[np.ndarray, float | None, str | None]:
+        """Probabilities, unfamiliarity and the overlay PNG: one pass where the model has class maps."""
+        if self.explainer is not None and self.explainer.one_pass:
             try:
-                exp = self.explainer.explain(rgb, max_side=GRADCAM_MAX_SIDE)  # type: ignore[union-attr]
-                probs, png = np.asarray(exp.probabilities, dtype=np.float64), _png_b64(exp)
+                exp = self.explainer.explain(rgb, max_side=GRADCAM_MAX_SIDE)
+                return np.asarray(exp.probabilities, dtype=np.float64), exp.unfamiliarity, _png_b64(exp)
             except Exception:  # the classification below stands without its picture
                 log.exception("explanation failed; answering without the overlay")
-        if probs is None:
-            probs = np.asarray(self.classifier.predict([rgb])[0], dtype=np.float64)
+        c = self.classifier.classify([rgb])
+        probs = np.asarray(c.probabilities[0], dtype=np.float64)
+        unfamiliar = None if c.unfamiliarity is None else float(c.unfamiliarity[0])
+        one_pass = self.explainer is not None and self.explainer.one_pass
+        return probs, unfamiliar, None if one_pass else self._overlay_png(rgb, int(np.argmax(probs)))
+
+    def analyse(self, data: bytes) -> Diagnosis:
+        rgb = decode_upload(data, self.max_pixels)
+        problem = self.check(rgb)
+        probs, unfamiliarity, png = self._classify(rgb)
+        familiarity = self.classifier.familiarity
+        if problem is None and unfamiliarity is not None and familiarity is not None \
+                and unfamiliarity > familiarity.threshold:
+            problem = "unlike the photos the model was trained on"
         top = int(np.argmax(probs))
-        if not one_pass:
-            png = self._overlay_png(rgb, top)
         label, p = self.labels[top], float(probs[top])
-        return Diagnosis(label=label, probability=p, threshold=self.threshold,
-                         decision=decide(label, p, threshold=self.threshold, notifiable=self.notifiable),
+        verdict = decide(label, p, threshold=self.threshold, notifiable=self.notifiable, familiar=problem is None)
+        return Diagnosis(label=label, probability=p, threshold=self.threshold, decision=verdict.state,
+                         reason=verdict.reason, detail=problem,
                          probabilities={k: float(v) for k, v in zip(self.labels, probs, strict=True)},
-                         model_version=self.model_version, gradcam_png_base64=png)
+                         unfamiliarity=unfamiliarity, model_version=self.model_version, gradcam_png_base64=png)

@@ -68,7 +68,7 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
                      max_upload_bytes=int(h.max_upload_mb * 1024 * 1024),
                      status_provider=lambda: view.status().model_dump(mode="json"), metrics=metrics,
                      threshold=config.decision.threshold, notifiable=config.decision.notifiable,
-                     limits=h.limits)
+                     limits=h.limits, photo_checks=h.photo_checks)
     try:
         from mpox_aism.kiosk.web.staff import add_staff_routes
     except ImportError:  # the staff page is optional; the API is not

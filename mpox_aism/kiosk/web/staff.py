@@ -32,7 +32,7 @@ from mpox_aism.kiosk.config import SessionLimits
 from mpox_aism.kiosk.web.auth import install_auth, require
 from mpox_aism.kiosk.web.reference import ReferenceLibrary
 
-SHOWN_DECISIONS = frozenset({"review", "suspected"})
+SHOWN_DECISIONS = frozenset({"other_condition", "review", "suspected"})  # every published state
 NO_STORE = {"Cache-Control": "no-store"}  # live frames and event lists must never come from a cache
 STATIC_DIR = Path(__file__).with_name("static")
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",

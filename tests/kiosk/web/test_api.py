@@ -26,7 +26,7 @@ pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastap
 from mpox_aism.kiosk.metrics import KioskMetrics  # noqa: E402
 from mpox_aism.kiosk.web.app import create_app  # noqa: E402
 from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
-from tests.conftest import SKIN8, default_model_or_skip, need_skin8  # noqa: E402
+from tests.conftest import SKIN8, default_model_or_skip, need_skin8, skin_coloured_tiles  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -121,10 +121,13 @@ def check_diagnosis(body: dict[str, Any], classifier: Any, *, explained: bool = 
     assert body["threshold"] == pytest.approx(classifier.meta.threshold)
     assert body["model_version"] == classifier.meta.model_version
     assert body["research_use_only"] is True
-    if body["probability"] < body["threshold"]:
-        assert body["decision"] == "review"
-    else:
-        assert body["decision"] == ("suspected" if body["label"] == "mpox" else "clear")
+    if body.get("reason") == "unfamiliar":  # failed a photo check or unlike the training photos: says which
+        assert body["decision"] == "review" and body["detail"]
+    elif body["probability"] < body["threshold"]:
+        assert body["decision"] == "review" and body["reason"] == "low_confidence"
+    else:  # clear is healthy skin only; another disease is other_condition, never clear
+        assert "reason" not in body
+        assert body["decision"] == {"mpox": "suspected", "normal": "clear"}.get(body["label"], "other_condition")
     if explained:
         import cv2
 
@@ -148,6 +151,40 @@ def test_diagnose_real_photo(client: httpx.Client, classifier: Any, label: str) 
 
     expected = classifier.predict([load_rgb(SKIN8 / label / name)])[0]
     assert np.allclose([body["probabilities"][k] for k in classifier.labels], expected, atol=1e-5)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def non_skin_images() -> dict[str, tuple[np.ndarray, str]]:
+    """Images that are obviously not a photo of skin, and what should give them away."""
+    rng = np.random.default_rng(0)
+    tiles = skin_coloured_tiles()  # passes every photo check
+    return {"grey": (np.full((300, 300, 3), 128, np.uint8), "too blurred"),
+            "black": (np.zeros((300, 300, 3), np.uint8), "too dark"),
+            "white": (np.full((300, 300, 3), 255, np.uint8), "too blurred"),
+            "noise": (rng.integers(0, 256, (300, 300, 3), dtype=np.uint8), "noise"),
+            "skin-coloured tiles": (tiles, "unlike the photos the model was trained on")}
+
+
+def test_an_obvious_non_skin_image_is_review_unfamiliar(client: httpx.Client, classifier: Any) -> None:
+    """The model answers anything (noise scores 'normal' at 85 %); the photo checks and the familiarity score
+    send such an image to a person, saying why, with the model's label kept as its guess."""
+    if classifier.familiarity is None:
+        pytest.skip("the default model has no familiarity score")
+    for name, (rgb, why) in non_skin_images().items():
+        r = upload(client, f"{name}.png", _png(rgb), ctype="image/png")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        check_diagnosis(body, classifier)
+        assert body["decision"] == "review" and body["reason"] == "unfamiliar", (name, body["decision"])
+        assert why in body["detail"], (name, body["detail"])
+        assert body["label"] in classifier.labels and body["unfamiliarity"] is not None
 
 
 def test_auth_missing_wrong_or_other_scheme(client: httpx.Client) -> None:
@@ -241,6 +278,8 @@ def test_metrics_count_diagnose_requests(client: httpx.Client) -> None:
     text = r.text
     assert 'mpox_aism_diagnose_requests_total{status="401"}' in text
     assert "mpox_aism_outbox_dropped_total" in text and "mpox_aism_decisions_total" in text
+    assert 'mpox_aism_review_reasons_total{reason="unfamiliar"} 0.0' in text  # every reason, from the start
+    assert 'mpox_aism_decisions_total{state="other_condition"} 0.0' in text
 
 
 def test_openapi_documents_the_diagnose_endpoint(client: httpx.Client) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
@@ -41,6 +42,7 @@ APT_LINE = "apt-get install -y chromium chromium-driver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
 CHROMEDRIVER = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/bin")
 TOKEN = "staff-page-test-token"
+AMBER = "rgba(138, 90, 0, 1)"  # common.css .badge.other_condition
 WAIT_S = 10.0  # what the brief promises for a new event to show
 SLOW_WAIT_S = 180.0  # a diagnosis with Grad-CAM on two shared cores
 
@@ -155,13 +157,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 
 def make_event(event_id: str, time: str, *, decision: str = "suspected", label: str = "mpox",
-               probability: float = 0.91, images: bool = True) -> dict[str, Any]:
+               probability: float = 0.91, images: bool = True, reason: str | None = None) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "schema": "mpox-aism/event@1", "event_id": event_id, "station_id": "test", "camera": "gate1",
+        "schema": "mpox-aism/event@2", "event_id": event_id, "station_id": "test", "camera": "gate1",
         "track_id": 7, "decision": decision, "label": label, "probability": probability,
         "probabilities": {label: probability, "normal": round(1 - probability, 4)},
-        "region_kinds": ["hand"], "time": time, "research_use_only": True,
+        "region_kinds": ["hand"], "time": time, "research_use_only": True, "unfamiliar_crops": 0,
     }
+    if decision == "review":
+        event["reason"] = reason or "low_confidence"
     if images:
         import cv2
 
@@ -219,6 +223,17 @@ def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Clie
     wait(browser, WAIT_S, "the second event on top", lambda d: [e.get_attribute("data-event-id") for e in
                                                                    d.find_elements(By.CSS_SELECTOR, "#events li")]
          == ["ev-2", "ev-1"])
+    # a review says why; a confident call of another disease is amber with its class, never green
+    assert "low confidence" in browser.find_element(By.CSS_SELECTOR, 'li[data-event-id="ev-2"] .reason').text
+    kiosk.add_event(make_event("ev-other", "2026-01-01T11:30:00.000+00:00", decision="other_condition",
+                               label="measles", probability=0.88, images=False))
+    sel_other = 'li[data-event-id="ev-other"]'
+    wait(browser, WAIT_S, "the other-condition event", lambda d: d.find_elements(By.CSS_SELECTOR, sel_other))
+    badge = browser.find_element(By.CSS_SELECTOR, f"{sel_other} .badge")
+    assert badge.text == "other condition" and "measles" in browser.find_element(By.CSS_SELECTOR, sel_other).text
+    assert badge.value_of_css_property("background-color") == AMBER
+    with kiosk.lock:  # out of the list again, so the order checks below see the two events they expect
+        kiosk.events = [e for e in kiosk.events if e["event_id"] != "ev-other"]
 
     li = browser.find_element(By.CSS_SELECTOR, sel1)
     li.find_element(By.XPATH, ".//button[normalize-space()='Mark reviewed']").click()
@@ -320,9 +335,8 @@ def test_upload_page_file_and_camera(kiosk: Kiosk, client: httpx.Client, browser
     wait(browser, SLOW_WAIT_S, "the diagnosis", lambda d: d.find_element(By.ID, "result").is_displayed())
     expected = client.post("/v1/diagnose", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
                            headers={"Authorization": f"Bearer {TOKEN}"}).json()
-    assert browser.find_element(By.ID, "label").text == expected["label"]
-    assert browser.find_element(By.ID, "decision").text == expected["decision"]
-    assert browser.find_element(By.ID, "decision").text in {"clear", "review", "suspected"}
+    assert browser.find_element(By.ID, "label").text.endswith(expected["label"])
+    assert browser.find_element(By.ID, "decision").text == STATE_WORDS[expected["decision"]]
     assert browser.find_element(By.ID, "probability").text == f"{100 * expected['probability']:.1f} %"
     wait(browser, WAIT_S, "the Grad-CAM image", lambda d: img_loaded(d, "#gradcam"))
     assert not browser.find_element(By.ID, "error").is_displayed()
@@ -343,6 +357,56 @@ def test_upload_page_file_and_camera(kiosk: Kiosk, client: httpx.Client, browser
          or d.find_element(By.ID, "error").is_displayed())
     assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
     assert browser.find_element(By.ID, "label").text
-    assert browser.find_element(By.ID, "decision").text in {"clear", "review", "suspected"}
+    assert browser.find_element(By.ID, "decision").text in set(STATE_WORDS.values())
     wait(browser, WAIT_S, "the camera Grad-CAM image", lambda d: img_loaded(d, "#gradcam"))
+
+
+GREEN = "rgba(46, 125, 50, 1)"  # common.css .badge.clear
+STATE_WORDS = {"suspected": "suspected", "other_condition": "other condition", "clear": "clear", "review": "review"}
+
+
+def upload_in_page(browser: WebDriver, path: Path) -> dict[str, str]:
+    """Upload one photo on the upload page; what the page shows (badge text, its colour, label, reason)."""
+    browser.execute_script("document.getElementById('result').hidden = true")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    wait(browser, SLOW_WAIT_S, f"the diagnosis of {path.name}",
+         lambda d: d.find_element(By.ID, "result").is_displayed() or d.find_element(By.ID, "error").is_displayed())
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    badge = browser.find_element(By.ID, "decision")
+    return {"decision": badge.text, "colour": badge.value_of_css_property("background-color"),
+            "label": browser.find_element(By.ID, "label").text, "reason": browser.find_element(By.ID, "reason").text}
+
+
+def test_upload_page_never_shows_another_disease_as_clear(kiosk: Kiosk, client: httpx.Client, browser: WebDriver,
+                                                          tmp_path: Path) -> None:
+    """A confident chickenpox / measles / eczema call is 'other condition' in amber with its class, never the
+    green 'clear' of healthy skin; a non-skin image is 'review' and says it is unfamiliar."""
+    need_skin8()
+    browser_login(browser, kiosk.server.url, "officer.test")
+    browser.get(kiosk.server.url + "/upload")
+    other_seen = 0
+    for label in ("chickenpox", "measles", "eczema"):
+        photos = sorted(p for p in (SKIN8 / label).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:2]
+        for path in photos:
+            shown = upload_in_page(browser, path)
+            answer = client.post("/v1/diagnose", files={"image": (path.name, path.read_bytes(), "image/jpeg")},
+                                 headers={"Authorization": f"Bearer {TOKEN}"}).json()
+            assert shown["decision"] == STATE_WORDS[answer["decision"]]
+            if answer["label"] != "normal":  # whatever the model says, another disease is never shown clear
+                assert shown["decision"] != "clear" and shown["colour"] != GREEN, (path.name, shown)
+            if answer["decision"] == "other_condition":
+                other_seen += 1
+                assert shown["decision"] == "other condition" and shown["label"] == answer["label"] != "mpox"
+                assert shown["colour"] == AMBER, shown  # amber (common.css .badge.other_condition)
+            if answer["decision"] == "review":
+                assert shown["reason"], (path.name, shown)  # a review always says why
+    assert other_seen, "none of the photos of other diseases was answered other_condition"
+
+    import cv2
+
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.full((300, 300, 3), 128, np.uint8))
+    shown = upload_in_page(browser, grey)
+    assert shown["decision"] == "review" and "unfamiliar" in shown["reason"] and "too blurred" in shown["reason"]
+    assert shown["label"].startswith("model's guess: ")
 

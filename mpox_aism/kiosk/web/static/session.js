@@ -20,3 +20,15 @@ kioskSession.then(s => {
     location.href = "/login";
   });
 }).catch(() => {});
+
+// Decision states and review reasons in words (mpox_aism/contracts/decision.py): one wording for every page.
+const STATE_WORDS = {suspected: "suspected", other_condition: "other condition", clear: "clear", review: "review"};
+const REASON_WORDS = {
+  unfamiliar: "unfamiliar: unlike the photos the model was trained on",
+  too_few_crops: "too few crops: the person left before the model had seen enough",
+  low_confidence: "low confidence: no class reaches the threshold",
+  no_consensus: "the crops disagree on an alert",
+  close_range_only: "only close-range crops point to an alert",
+};
+function stateWords(decision) { return STATE_WORDS[decision] || decision; }
+function reasonWords(reason) { return reason ? (REASON_WORDS[reason] || reason) : ""; }

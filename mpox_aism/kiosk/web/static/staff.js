@@ -77,9 +77,10 @@ function makeEvent(ev) {
   const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
   const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
   const info = el("div", {className: "info"},
-    el("div", {}, el("span", {className: "badge " + ev.decision, textContent: ev.decision}), " ",
+    el("div", {}, el("span", {className: "badge " + ev.decision, textContent: stateWords(ev.decision)}), " ",
        el("strong", {className: "label", textContent: ev.label}), " ",
        el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
+    el("div", {className: "reason note", textContent: reasonWords(ev.reason)}),
     el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
     state, el("div", {className: "actions"}, ack, rev), msg);
   const refs = el("div", {className: "references"});

@@ -39,10 +39,13 @@ async function diagnose(blob, name) {
       showError((r.status === 403 ? "Your account may not upload: " : "Not analysed: ") + detail);
       return;
     }
-    $("decision").textContent = body.decision;
+    $("decision").textContent = stateWords(body.decision);
     $("decision").className = "badge " + body.decision;
-    $("label").textContent = body.label;
+    // an unfamiliar photo's label is the model's guess, not its answer: say so
+    $("label").textContent = (body.reason === "unfamiliar" ? "model's guess: " : "") + body.label;
     $("probability").textContent = (100 * body.probability).toFixed(1) + " %";
+    $("reason").textContent = body.reason ? reasonWords(body.reason) + (body.detail ? " (" + body.detail + ")" : "") : "";
+    $("reason").hidden = !body.reason;
     $("result").hidden = false;
     showReferences(body.label);
     if (body.gradcam_png_base64) {
