@@ -16,6 +16,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("screen",), "mpox_aism.training.screen", "train several architectures under one recipe and compare them"),
     (("cv",), "mpox_aism.training.cv", "cross-validate a recipe by group and by source; ship the model fit on all"),
     (("familiarity",), "mpox_aism.training.familiarity", "fit a model's familiarity score (unfamiliar → review)"),
+    (("adapt",), "mpox_aism.training.adapt", "fit a site head from reviewed labels beside the dev photos, checked"),
     (("evaluate",), "mpox_aism.training.evaluate", "evaluate a model: per-class figures, threshold, calibration"),
     (("export", "onnx"), "mpox_aism.export.onnx", "export a model to ONNX and check parity with PyTorch"),
     (("export", "tensorrt"), "mpox_aism.export.tensorrt", "build a TensorRT engine from an ONNX file"),

@@ -191,15 +191,20 @@ class LinearHead:
 
 
 def _fit_lbfgs(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float, k: int, *,
-               init: tuple[np.ndarray, np.ndarray] | None = None,
+               init: tuple[np.ndarray, np.ndarray] | None = None, prior: np.ndarray | None = None,
                max_iter: int = 150) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted multinomial logistic regression; ``init`` warm-starts from a nearby penalty's solution."""
+    """Weighted multinomial logistic regression; ``init`` warm-starts from a nearby penalty's solution.
+    ``prior``: the weights the L2 penalty pulls toward (default zero) — a base head, so a refit moves
+    only as far from it as the new data asks (L2-SP)."""
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     wt = torch.as_tensor(w, dtype=torch.float32)
     wt = wt / wt.sum()
     weight = torch.zeros(k, x.shape[1]) if init is None else torch.as_tensor(init[0], dtype=torch.float32)
     bias = torch.zeros(k) if init is None else torch.as_tensor(init[1], dtype=torch.float32)
+    centre = torch.zeros(k, x.shape[1]) if prior is None else torch.as_tensor(prior, dtype=torch.float32)
+    if prior is not None and init is None:
+        weight = centre.clone()  # start where the penalty is centred
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
@@ -208,7 +213,7 @@ def _fit_lbfgs(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float, k: int, *
     def closure() -> torch.Tensor:
         opt.zero_grad()
         nll = (nn.functional.cross_entropy(xt @ weight.T + bias, yt, reduction="none") * wt).sum()
-        loss = nll + 0.5 * l2 * weight.pow(2).sum()
+        loss = nll + 0.5 * l2 * (weight - centre).pow(2).sum()
         loss.backward()
         return loss
 
@@ -226,8 +231,11 @@ def _flatten_views(feats: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.n
 
 def fit_head(feats: np.ndarray, y: np.ndarray, *, weights: np.ndarray, groups: Sequence[str],
              l2_grid: Sequence[float] = DEFAULT_L2_GRID, inner_folds: int = 3, seed: int = 0,
-             num_classes: int = len(LABELS)) -> LinearHead:
+             num_classes: int = len(LABELS), prior_raw: np.ndarray | None = None) -> LinearHead:
     """Fit on ``feats`` (N×D or N×V×D), choosing the L2 penalty by an inner group k-fold on these photos.
+
+    ``prior_raw``: K×D weights on raw features (a base head's, :meth:`LinearHead.raw`) the penalty pulls
+    toward instead of zero; they are carried into this fit's standardisation (W·σ).
 
     The inner score is the weighted macro-F1 proxy "balanced accuracy" of the held-out views'
     averaged logits; the penalty is chosen before any outer test photo is seen. Averaged although the
@@ -239,6 +247,7 @@ def fit_head(feats: np.ndarray, y: np.ndarray, *, weights: np.ndarray, groups: S
     flat = feats.reshape(-1, feats.shape[-1])
     mean, scale = flat.mean(axis=0), flat.std(axis=0) + 1e-6
     z = (feats - mean) / scale
+    prior = None if prior_raw is None else np.asarray(prior_raw) * scale
     scores: dict[float, float] = {}
     if len(l2_grid) > 1:
         uniq = np.unique(groups)
@@ -255,7 +264,7 @@ def fit_head(feats: np.ndarray, y: np.ndarray, *, weights: np.ndarray, groups: S
             xf, yf, wf, _ = _flatten_views(z[tr], y[tr], weights[tr], groups[tr])
             start = None
             for l2 in path:
-                start = _fit_lbfgs(xf, yf, wf, l2, num_classes, init=start)
+                start = _fit_lbfgs(xf, yf, wf, l2, num_classes, init=start, prior=prior)
                 logit = z[te] @ start[0].T + start[1]
                 pred = (logit.mean(axis=1) if logit.ndim == 3 else logit).argmax(axis=1)
                 for c in range(num_classes):
@@ -269,5 +278,5 @@ def fit_head(feats: np.ndarray, y: np.ndarray, *, weights: np.ndarray, groups: S
     else:
         l2 = l2_grid[0]
     xf, yf, wf, _ = _flatten_views(z, y, weights, groups)
-    wgt, b = _fit_lbfgs(xf, yf, wf, l2, num_classes)
+    wgt, b = _fit_lbfgs(xf, yf, wf, l2, num_classes, prior=prior)
     return LinearHead(weight=wgt, bias=b, mean=mean, scale=scale, l2=l2, inner_scores=scores)

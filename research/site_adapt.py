@@ -1,0 +1,157 @@
+"""How many reviewed labels a site needs: leave one source out as the new site, the site head's curve.
+
+For each site source (default ``msid`` and ``monkeypox2022``): the base head is fitted without it (the
+shipped recipe: class × source balance, the healthy-people crops as extra ``normal``, the shipped L2
+penalty), then ``n`` of the site's photos — whole groups, drawn at random, as a reviewer would label
+a site's travellers — join the dev photos by each site recipe (``mpox_aism.training.adapt``), and the
+rest of the site is the test. Each cell: mean over ``--draws`` draws of macro-F1, mpox recall and
+precision, normal recall and ECE on the rest of the site. The temperature: the base head's (fitted
+out of fold on its own training side) for every head — the exploratory pass; the product's ``adapt``
+refits it by cross-validation (``--refit-temperature`` measures that too, 5 extra fits per cell).
+
+    python -m research.site_adapt --out runs/site_adapt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpox_aism.contracts.decision import softmax
+from mpox_aism.contracts.labels import LABELS
+from mpox_aism.model.modeldir import load_model
+from mpox_aism.training.adapt import SiteRecipe, fit_site_head
+from mpox_aism.training.calibration import fit_temperature
+from mpox_aism.training.data import scan_dataset
+from mpox_aism.training.folds import group_kfold, leave_source_out
+from mpox_aism.training.metrics import compute_metrics
+from mpox_aism.training.probe import cached_features
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RECIPES = {"w1": SiteRecipe(1.0, False), "w3": SiteRecipe(3.0, False), "w10": SiteRecipe(10.0, False),
+           "anchored_w1": SiteRecipe(1.0, True), "anchored_w3": SiteRecipe(3.0, True)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    site: str
+    n_labels: int
+    recipe: str
+    draws: int
+    macro_f1: float
+    mpox_recall: float
+    mpox_precision: float
+    normal_recall: float
+    ece: float
+    temperature: float
+
+
+def _figures(logits: np.ndarray, y: np.ndarray, t: float) -> dict[str, float]:
+    m = compute_metrics(softmax(logits, t), y)
+    return {"macro_f1": m.macro_f1, "mpox_recall": m.per_class["mpox"].recall,
+            "mpox_precision": m.per_class["mpox"].precision, "normal_recall": m.per_class["normal"].recall,
+            "ece": m.ece}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(SHARED / "skin8"))
+    p.add_argument("--negatives", default="runs/healthy_crops/people")
+    p.add_argument("--model", default="models/default")
+    p.add_argument("--sites", nargs="+", default=["msid", "monkeypox2022"])
+    p.add_argument("--sizes", nargs="+", type=float, default=[10, 25, 50, 100, 0.25],
+                   help="labels per site; a value < 1 is a share of the site's photos")
+    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    p.add_argument("--refit-temperature", action="store_true")
+    p.add_argument("--cache", default="runs/cv/cache")
+    p.add_argument("--out", default="runs/site_adapt")
+    args = p.parse_args()
+    model, info = load_model(args.model)
+    l2 = float(info.recipe["l2"])
+    samples = scan_dataset(args.data)
+    negatives = scan_dataset(args.negatives, verify=False) if args.negatives else []
+    pool = samples + negatives
+    feats = np.concatenate([cached_features(Path(args.cache), model, part, image_size=info.image_size, flip=True)
+                            for part in (samples, negatives) if part])
+    y = np.array([s.label for s in pool])
+    src = [s.source for s in pool]
+    grp = [s.group for s in pool]
+    neg = np.arange(len(samples), len(pool))
+    cells: list[Cell] = []
+    t0 = time.time()
+    for site in args.sites:
+        fold = leave_source_out(samples, site)
+        train = np.concatenate([fold.train, neg])
+        base_recipe = SiteRecipe()
+
+        def fit(idx: np.ndarray, recipe: SiteRecipe, base=None, site_name: str = site):
+            return fit_site_head(feats[idx], y[idx], [src[i] for i in idx], [grp[i] for i in idx], site=site_name,
+                                 recipe=recipe, l2=l2, base=base)
+
+        base = fit(train, base_recipe)
+        # the base head's temperature, out of fold on its own training side (as the shipped head's)
+        oof = np.zeros((len(fold.train), len(LABELS)))
+        sub = [samples[i] for i in fold.train]
+        for f in group_kfold(sub, 5, seed=0):
+            h = fit(np.concatenate([fold.train[f.train], neg]), base_recipe)
+            oof[f.test] = h.logits(feats[fold.train[f.test]][:, :1])
+        t_base = fit_temperature(oof, y[fold.train])
+        site_idx = fold.test
+        groups = sorted({grp[i] for i in site_idx})
+        print(f"{site}: {len(site_idx)} photos, {len(groups)} groups; base T={t_base:.3f} "
+              f"({time.time() - t0:.0f} s)", flush=True)
+        for size in args.sizes:
+            n = round(size * len(site_idx)) if size < 1 else int(size)
+            if n >= len(site_idx) - 10:
+                continue
+            got: dict[str, list[dict[str, float]]] = {"base": []}
+            temps: dict[str, list[float]] = {"base": []}
+            for d in range(args.draws):
+                rng = np.random.default_rng(1000 * d + n)
+                order = rng.permutation(groups)
+                labelled, count = set(), 0
+                for g in order:
+                    if count >= n:
+                        break
+                    labelled.add(g)
+                    count += sum(1 for i in site_idx if grp[i] == g)
+                lab = np.array([i for i in site_idx if grp[i] in labelled])
+                rest = np.array([i for i in site_idx if grp[i] not in labelled])
+                test_x, test_y = feats[rest][:, :1], y[rest]
+                got["base"].append(_figures(base.logits(test_x), test_y, t_base))
+                temps["base"].append(t_base)
+                for name in args.recipes:
+                    recipe = RECIPES[name]
+                    head = fit(np.concatenate([train, lab]), recipe, base=base if recipe.anchor else None)
+                    t = t_base
+                    if args.refit_temperature:  # the product's way: out of fold over dev + site labels
+                        whole = np.concatenate([train, lab])
+                        wsub = [pool[i] for i in whole]
+                        oof = np.zeros((len(whole), len(LABELS)))
+                        for f in group_kfold(wsub, 5, seed=0):
+                            h = fit(whole[f.train], recipe, base=base if recipe.anchor else None)
+                            oof[f.test] = h.logits(feats[whole[f.test]][:, :1])
+                        t = fit_temperature(oof, y[whole])
+                    got.setdefault(name, []).append(_figures(head.logits(test_x), test_y, t))
+                    temps.setdefault(name, []).append(t)
+            for name, rows in got.items():
+                mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+                cells.append(Cell(site, n, name, len(rows), temperature=float(np.mean(temps[name])), **mean))
+                c = cells[-1]
+                print(f"{site} n={n:4d} {name:12s} macroF1 {c.macro_f1:.3f} mpoxR {c.mpox_recall:.3f} "
+                      f"mpoxP {c.mpox_precision:.3f} normalR {c.normal_recall:.3f} ECE {c.ece:.3f} "
+                      f"T {c.temperature:.2f} ({time.time() - t0:.0f} s)", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "site_adapt.json").write_text(json.dumps({"args": vars(args), "l2": l2, "base_model": info.model_version,
+                                                     "cells": [asdict(c) for c in cells]}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
