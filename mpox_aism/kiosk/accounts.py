@@ -3,7 +3,7 @@
 People are not machines: the diagnosis API keeps its bearer token, staff get accounts. Passwords are
 hashed with argon2id (argon2-cffi's defaults: 64 MiB, 3 passes; a hash made with weaker parameters is
 upgraded at the next good login). Roles nest — ``viewer`` (live view, events) < ``reviewer``
-(acknowledge, mark reviewed, upload) < ``admin`` (also reads the audit trail) — and an account is
+(acknowledge, mark reviewed, label crops, upload) < ``admin`` (also reads the audit trail) — and an account is
 disabled, never deleted, so the audit trail keeps naming real accounts. The ``audit`` table is
 append-only: SQLite triggers refuse UPDATE and DELETE, so a record of who reviewed what cannot be
 rewritten through this store or by a careless query.

@@ -185,6 +185,22 @@ class EventsConfig(_Model):
         return self
 
 
+class LabelsConfig(_Model):
+    """Crops kept on the box so reviewers can label them for a site head (``kiosk.labels``).
+
+    Kept whatever ``privacy`` says about publishing (face crops too): they never leave the box by
+    themselves, only through ``mpox-aism reviews export``, which leaves faces out unless told. Kept for a
+    bounded time: personal images must not pile up on a checkpoint box.
+    """
+
+    enabled: bool = Field(True, description="Keep each published event's best crop on the box (full resolution, "
+                          "faces too; never sent) so reviewers can label it on the staff page. Off: no new crops "
+                          "are kept; those already kept still expire on time.")
+    crop_retention_days: float = Field(30.0, gt=0, description="Days a kept crop may stay on the box; older ones "
+                                       "cannot be labeled or exported and are deleted (at start-up and every "
+                                       "minute). Labels stay in the audit trail after their crop is gone.")
+
+
 class KioskConfig(_Model):
     station_id: str = Field(description="This checkpoint's id; in every event and topic.", pattern=r"^[A-Za-z0-9_.-]+$")
     cameras: list[CameraConfig] = Field(min_length=1, description="Cameras served by this process.")
@@ -197,6 +213,8 @@ class KioskConfig(_Model):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="What images leave the box.")
     events: EventsConfig = Field(default_factory=EventsConfig, description="Which decisions become events, in "
                                  "which payload version.")
+    labels: LabelsConfig = Field(default_factory=LabelsConfig, description="Crops kept on the box for staff "
+                                 "labels (training data for a site head), and for how long.")
     exit_when_done: bool = Field(True, description="Exit once every (non-looping) file source has ended.")
     reference_dir: str | None = Field(None, description="A folder per class of photos the operator is licensed to "
                                       "show: the upload page and event cards show up to 3 typical ones of the "

@@ -8,7 +8,9 @@ everything is up, a WATCHDOG=1 ping every second from the main loop (it proves t
 alive, not each camera: a camera without frames is its source's job to reconnect, not a reason for
 systemd to restart the whole kiosk), the retained status message, SIGTERM/SIGINT → clean stop
 within seconds. Every review/suspected decision becomes an event written to the outbox before any
-send.
+send. The label store (``kiosk.labels``: each event's crop, kept for staff labels) is opened here and
+its expired crops deleted at start-up and once a minute by the main loop; a store that cannot be
+opened costs the labels, never the alerts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -31,6 +34,8 @@ from mpox_aism.kiosk.camera import CameraState, CameraWorker
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
 from mpox_aism.kiosk.host import sd_notify, state_dir
+from mpox_aism.kiosk.labels import STORE as LABEL_STORE
+from mpox_aism.kiosk.labels import LabelStore
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
@@ -38,6 +43,7 @@ from mpox_aism.kiosk.sink import EventSink
 from mpox_aism.kiosk.status import KioskStatus, MetricsFeed, kiosk_status
 
 log = logging.getLogger(__name__)
+PURGE_EVERY_S = 60.0  # expired crops are deleted at most this late (and at start-up)
 
 
 class Daemon:
@@ -52,6 +58,7 @@ class Daemon:
         self.publisher: MqttPublisher | None = None
         self.outbox: Outbox | None = None
         self.sink: EventSink | None = None
+        self.labels: LabelStore | None = None
         self.http_url: str | None = None
         self._http_server: Any = None
 
@@ -78,6 +85,31 @@ class Daemon:
                             keepalive=m.keepalive_s)
         pub.start()
         return pub
+
+    def _label_store(self) -> LabelStore | None:
+        """The crops kept for staff labels, expired ones deleted now; None (logged) when it cannot be opened."""
+        lc = self.config.labels
+        try:
+            store = LabelStore(state_dir() / LABEL_STORE, retention_days=lc.crop_retention_days)
+        except (sqlite3.Error, OSError) as e:  # the alerts matter more than the labels
+            log.error("label store %s not opened (%s): events are sent, no crops kept for labels",
+                      state_dir() / LABEL_STORE, e)
+            return None
+        self._purge(store)
+        if not lc.enabled:
+            log.info("labels.enabled is false: no new crops are kept for labels (kept ones still expire)")
+        return store
+
+    def _purge(self, store: LabelStore) -> None:
+        try:
+            gone = store.purge()
+        except (sqlite3.Error, OSError) as e:
+            log.error("could not delete expired crops from %s: %s (tried again in a minute)", store.path, e)
+            return
+        self.metrics.label_crops_purged(gone)
+        if gone:
+            log.info("deleted %d crop(s) older than %g days (labels.crop_retention_days)", gone,
+                     store.retention_days)
 
     @property
     def topic_prefix(self) -> str:
@@ -126,6 +158,8 @@ class Daemon:
                 "decisions": decisions, "review_reasons": reasons,
                 "published": st.get("published", 0), "pending": self.outbox.depth(),
                 "unsaved": self.unsaved_count(), "unsaved_dropped": self.unsaved_dropped,
+                "crops": {"kept": self.sink.crops_kept if self.sink else 0,
+                          "failed": self.sink.crops_failed if self.sink else 0},
                 "cameras": {n: {"frames": c.frames, "events": c.events, "errors": c.errors, "restarts": c.restarts,
                                 "pipeline": c.summary} for n, c in self.cameras.items()}}
 
@@ -141,6 +175,7 @@ class Daemon:
                                                           explainer=self.sink.explainer,
                                                           metrics=self.metrics,
                                                           reviews_path=state_dir() / "reviews.sqlite3",
+                                                          labels=self.labels,
                                                           accounts_path=state_dir() / "staff.sqlite3")
         except Exception as e:  # the checkpoint's alerts matter more than its web page
             log.error("HTTP API not started: %s", e)
@@ -159,10 +194,11 @@ class Daemon:
         c = self.config
         self.outbox = Outbox(self.outbox_path, max_messages=c.outbox.max_messages, max_age_s=c.outbox.max_age_s)
         self.publisher = self._publisher(self.outbox)
+        self.labels = self._label_store()
         self.sink = EventSink(c, run_id=self.run_id, model_version=self.model_version, outbox=self.outbox,
                               topic=f"{self.topic_prefix}/events",
                               explainer=ExplainerService(classifier, model=c.classifier.model), metrics=self.metrics,
-                              waker=self.publisher)
+                              waker=self.publisher, crops=self.labels if c.labels.enabled else None)
         self._start_http(classifier)
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=classifier, sink=self.sink,
                                                         stop=self.stop_event).run,
@@ -176,6 +212,7 @@ class Daemon:
               f"{self.model_version}{where}", flush=True)
         feed = MetricsFeed(self.metrics)
         next_status = 0.0
+        next_purge = time.monotonic() + PURGE_EVERY_S  # the first purge ran at start-up
         while not self.stop_event.is_set():
             if all(cam.done for cam in self.cameras.values()) and c.exit_when_done:
                 break
@@ -183,6 +220,9 @@ class Daemon:
             if self.sink.unsaved_count():
                 self.sink.retry()
             feed.update(self.cameras, self.outbox, self.publisher)
+            if self.labels is not None and time.monotonic() >= next_purge:
+                self._purge(self.labels)
+                next_purge = time.monotonic() + PURGE_EVERY_S
             if self.publisher is not None and time.monotonic() >= next_status:
                 self.publisher.publish_status("status", self.status().model_dump(mode="json"))
                 next_status = time.monotonic() + c.mqtt.status_interval_s

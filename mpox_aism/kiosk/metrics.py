@@ -62,12 +62,19 @@ class KioskMetrics:
         self.withheld_images = Counter("mpox_aism_event_images_withheld_total",
                                        "Events published without images because a face was visible in the crop.",
                                        registry=r)
+        self.label_crops = Counter("mpox_aism_label_crops_total", "Event crops offered to the on-box label store, "
+                                   "by result (kept, failed: the event was sent without it).", ["result"],
+                                   registry=r)
+        self.label_crops_expired = Counter("mpox_aism_label_crops_expired_total", "Kept crops deleted under the "
+                                           "retention limit (labels.crop_retention_days).", registry=r)
         self._outbox_dropped = _OutboxDroppedCollector()
         r.register(self._outbox_dropped)
         for state in DECISION_STATES:
             self.decisions.labels(state=state)
         for reason in REVIEW_REASONS:
             self.review_reasons.labels(reason=reason)
+        for result in ("kept", "failed"):
+            self.label_crops.labels(result=result)
 
     # ------------------------------------------------------------------ cameras and pipeline
     def frame(self, camera: str, n: int = 1) -> None:
@@ -106,6 +113,14 @@ class KioskMetrics:
 
     def images_withheld(self) -> None:
         self.withheld_images.inc()
+
+    # ------------------------------------------------------------------ crops kept for labels
+    def label_crop(self, kept: bool) -> None:
+        self.label_crops.labels(result="kept" if kept else "failed").inc()
+
+    def label_crops_purged(self, n: int) -> None:
+        if n:
+            self.label_crops_expired.inc(n)
 
     # ------------------------------------------------------------------ outbox and broker
     def set_outbox(self, stats: Mapping[str, float | int | None]) -> None:

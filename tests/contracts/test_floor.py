@@ -32,7 +32,7 @@ SERVING = ("inference.backends", "inference.backends.onnxruntime", "inference.cl
            "pipeline.pipeline", "pipeline.regions", "pipeline.sources", "pipeline.crops", "pipeline.tracker",
            "kiosk.daemon", "kiosk.run", "kiosk.config", "kiosk.events", "kiosk.outbox", "kiosk.mqtt",
            "kiosk.web.server", "kiosk.web.app", "kiosk.web.diagnosis", "kiosk.web.upload", "kiosk.web.staff",
-           "kiosk.privacy", "kiosk.metrics", "inference.explainer")
+           "kiosk.privacy", "kiosk.metrics", "inference.explainer", "kiosk.labels", "kiosk.label_export")
 
 
 def _imports(modules: tuple[str, ...]) -> str:

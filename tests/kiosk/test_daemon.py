@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,10 @@ def _config(tmp_path: Path, source: Path, mqtt_url: str | None, **extra) -> Path
     return p
 
 
-def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 300, state: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STATE_DIRECTORY": str(state)} if state else None
     return subprocess.run([sys.executable, "-m", "mpox_aism.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def test_mpox_photos_reach_the_broker(tmp_path, broker, collectors):
@@ -58,16 +60,22 @@ def test_mpox_photos_reach_the_broker(tmp_path, broker, collectors):
 
 
 def test_no_broker_keeps_events_in_the_outbox(tmp_path):
+    """…and every event's crop in the label store, in the state directory (issue 26)."""
     folder = link_photos(tmp_path, "mpox", 3)
     cfg = _config(tmp_path, folder, None)
-    proc = _run("run", "--config", str(cfg), "--summary", str(tmp_path / "summary.json"))
+    proc = _run("run", "--config", str(cfg), "--summary", str(tmp_path / "summary.json"), state=tmp_path / "state")
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["events"] >= 1 and s["pending"] == s["events"] and s["published"] == 0
+    from mpox_aism.kiosk.labels import LabelStore
     from mpox_aism.kiosk.outbox import Outbox
 
     with Outbox(tmp_path / "outbox.sqlite3") as ob:
         assert ob.depth() == s["events"]
+        ids = [json.loads(m.payload)["event_id"] for m in ob.pending()]
+    assert s["crops"] == {"kept": s["events"], "failed": 0}
+    store = LabelStore(tmp_path / "state" / "labels.sqlite3")
+    assert store.kept(ids) == set(ids) and store.crop(ids[0]).camera == "desk"
 
 
 def test_validate_config(tmp_path):

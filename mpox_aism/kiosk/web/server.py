@@ -20,6 +20,7 @@ from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.accounts import Accounts
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
+from mpox_aism.kiosk.labels import LabelStore
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.status import KioskStatus
 
@@ -56,7 +57,8 @@ def staff_accounts(path: Path) -> Accounts:
 
 def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, explainer: ExplainerService,
                metrics: KioskMetrics,
-               reviews_path: Path, accounts_path: Path) -> tuple[Any, str]:
+               reviews_path: Path, accounts_path: Path, labels: LabelStore | None = None) -> tuple[Any, str]:
+    """The app on its own thread; ``labels``: the crops kept for staff labels (None: labeling answers 410)."""
     from mpox_aism.kiosk.web.app import create_app
 
     h = config.http
@@ -78,6 +80,7 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
 
         add_staff_routes(app, events_provider=lambda: [e.payload() for e in view.recent_events()],
                          frame_provider=view.latest_frame, cameras=view.camera_names, reviews_path=reviews_path,
+                         labels=labels,
                          accounts=staff_accounts(accounts_path),
                          references=open_library(config.reference_dir, classifier),
                          sessions=h.sessions, secure=h.tls is not None)

@@ -10,6 +10,13 @@ Everything the server sends is put in the page with ``textContent`` / ``src`` on
 Reviews are written to SQLite (one row per action, never updated), so who acknowledged what survives a
 restart of the daemon and stays auditable; ``/api/events`` shows the latest action of each event.
 
+Labels (issue 26): a reviewer says what an event's crop really shows — one of the 8 classes or "not skin /
+unusable" — on the event card the page already shows, so the privacy rule for images is unchanged: the
+page shows a crop only when the event itself carried it, and no route here serves a kept crop. The label
+goes to the label store (``mpox_aism.kiosk.labels``, with its history) and to the audit trail; an event
+whose crop is no longer on the box cannot be labeled (410), because a label without its image trains
+nothing.
+
 Research use only: the pages show a screening aid, never a diagnosis.
 """
 
@@ -29,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from mpox_aism.kiosk.accounts import Accounts
 from mpox_aism.kiosk.config import SessionLimits
+from mpox_aism.kiosk.labels import LABEL_CHOICES, UNUSABLE, CropGone, LabelRecord, LabelStore
 from mpox_aism.kiosk.web.auth import install_auth, require
 from mpox_aism.kiosk.web.reference import ReferenceLibrary
 
@@ -56,6 +64,20 @@ class ReviewIn(BaseModel):
 class Review(ReviewIn):
     event_id: str
     time: str = Field(description="When it was recorded, ISO 8601 UTC.")
+
+
+class LabelIn(BaseModel):
+    """A reviewer's label for one event's crop; checked against the choices in the route (a 422 naming them)."""
+
+    label: str = Field(description=f"One of {', '.join(LABEL_CHOICES)}.")
+
+
+class LabelChoice(BaseModel):
+    value: str
+    text: str = Field(description="How the page names it.")
+
+
+LABEL_WORDS = {UNUSABLE: "not skin / unusable"}
 
 
 class ReviewStore:
@@ -114,7 +136,8 @@ class ReviewStore:
 def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[str, Any]]],
                      frame_provider: Callable[[str], bytes | None], cameras: Callable[[], list[str]],
                      reviews_path: Path, accounts: Accounts, references: ReferenceLibrary | None = None,
-                     sessions: SessionLimits | None = None, secure: bool = False) -> ReviewStore:
+                     sessions: SessionLimits | None = None, secure: bool = False,
+                     labels: LabelStore | None = None) -> ReviewStore:
     """Add the staff pages and their JSON API to the kiosk's app, behind staff logins; returns the review store.
 
     ``accounts``: the staff accounts (``mpox_aism.kiosk.accounts``); every route here needs a logged-in session
@@ -123,7 +146,8 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
 
     ``events_provider()``: the recent events (``mpox_aism.kiosk.events`` payloads), any order; only review and
     suspected ones are shown. ``frame_provider(camera)``: the camera's latest frame as JPEG, or ``None``
-    before the first one. ``cameras()``: the camera names, asked on every page load.
+    before the first one. ``cameras()``: the camera names, asked on every page load. ``labels``: the crops
+    kept for staff labels (None: none are kept, and a label is refused with 410).
     """
     store = ReviewStore(reviews_path)
     files = _static_files()
@@ -190,8 +214,14 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
     @app.get("/api/events", summary="Recent review/suspected events, newest first, with their latest review")
     def list_events() -> Response:
         events = shown_events()
-        latest = store.latest(str(e["event_id"]) for e in events)
-        body = [{**e, "review": latest.get(str(e["event_id"]))} for e in events]
+        ids = [str(e["event_id"]) for e in events]
+        latest = store.latest(ids)
+        labeled = labels.latest(ids) if labels else {}
+        kept = labels.kept(ids) if labels else set()
+        # "label" is the model's class: the staff's is "staff_label"; "crop_kept": can it still be labeled
+        body = [{**e, "review": latest.get(i),
+                 "staff_label": labeled[i].model_dump() if i in labeled else None, "crop_kept": i in kept}
+                for e, i in zip(events, ids, strict=True)]
         return JSONResponse(body, headers=NO_STORE)
 
     @app.post("/api/events/{event_id}/review", response_model=Review, summary="Record a staff action on an event",
@@ -203,6 +233,38 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
         recorded = store.record(event_id, review.model_copy(update={"by": user.name}))  # who, from the login
         accounts.record(user.name, review.action, event_id=event_id, detail=review.note)
         return recorded
+
+    @app.get("/api/label-choices", summary="What a reviewer may call an event's crop, in the page's words")
+    def label_choices() -> list[LabelChoice]:
+        return [LabelChoice(value=c, text=LABEL_WORDS.get(c, c)) for c in LABEL_CHOICES]
+
+    @app.post("/api/events/{event_id}/label", response_model=LabelRecord,
+              summary="Label an event's kept crop (reviewers; the latest label counts, the history is kept)",
+              responses={403: {"description": "The account may not label (viewers)."},
+                         404: {"description": "No such event."},
+                         410: {"description": "The event's crop is no longer on the box (retention limit), or "
+                                              "was never kept: the label is not recorded."},
+                         422: {"description": "Not one of the allowed labels (the message names them)."}})
+    def label_event(event_id: str, body: LabelIn, request: Request) -> LabelRecord:
+        user = require(request, "reviewer")
+        if body.label not in LABEL_CHOICES:
+            raise HTTPException(422, f"unknown label {body.label[:64]!r}; choose one of {', '.join(LABEL_CHOICES)}")
+        recent = any(str(e.get("event_id")) == event_id for e in events_provider())
+        if not recent and (labels is None or not labels.known(event_id)):
+            raise HTTPException(404, f"no event {event_id!r}")
+        if labels is None:
+            raise HTTPException(410, f"the crop of event {event_id} is not on the box: this kiosk keeps no crops "
+                                     "for labels; the label was not recorded")
+        try:
+            recorded = labels.label(event_id, body.label, user.name)  # who, from the login
+        except CropGone as e:
+            raise HTTPException(410, str(e)) from None
+        accounts.record(user.name, "label", event_id=event_id, detail=body.label)
+        return recorded
+
+    @app.get("/api/events/{event_id}/labels", summary="Every label given to an event's crop, oldest first")
+    def event_labels(event_id: str) -> list[LabelRecord]:
+        return labels.history(event_id) if labels else []
 
     @app.post("/api/diagnose", summary="Classify one photo from the upload page (reviewers; same limits as the API)",
               response_model_exclude_none=True, include_in_schema=False)
@@ -223,5 +285,5 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
     def event_reviews(event_id: str) -> list[dict[str, str]]:
         return store.history(event_id)
 
-    app.state.reviews = store
+    app.state.reviews, app.state.labels = store, labels
     return store

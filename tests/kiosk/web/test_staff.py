@@ -28,6 +28,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
 from mpox_aism.kiosk.events import jpeg_b64  # noqa: E402
+from mpox_aism.kiosk.labels import LabelStore  # noqa: E402
 from mpox_aism.kiosk.web.app import create_app  # noqa: E402
 from mpox_aism.kiosk.web.auth import CSRF_HEADER  # noqa: E402
 from mpox_aism.kiosk.web.reference import ReferenceLibrary  # noqa: E402
@@ -58,9 +59,10 @@ def first_photo(label: str) -> Path:
 class Kiosk:
     """The app under test plus the providers the test drives: a list of events and per-camera frames."""
 
-    def __init__(self, server: ServerThread, reviews_path: Path) -> None:
+    def __init__(self, server: ServerThread, reviews_path: Path, labels: LabelStore, accounts: Accounts) -> None:
         self.server = server
         self.reviews_path = reviews_path
+        self.labels, self.accounts = labels, accounts
         self.events: list[dict[str, Any]] = []
         self.frames: dict[str, bytes | None] = {}
         self.lock = threading.Lock()
@@ -98,11 +100,12 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
         accounts = Accounts(reviews_path.with_name("staff.sqlite3"), hasher=FAST)
         for name, (password, role) in STAFF.items():
             accounts.add(name, password, role)
+        labels = LabelStore(reviews_path.with_name("labels.sqlite3"))
         add_staff_routes(app, events_provider=events, frame_provider=lambda name: holder[0].frames.get(name),
                          cameras=lambda: list(holder[0].frames), reviews_path=reviews_path,
-                         references=ReferenceLibrary(ref_root, classifier), accounts=accounts)
+                         references=ReferenceLibrary(ref_root, classifier), accounts=accounts, labels=labels)
         with ServerThread(app) as server:
-            k = Kiosk(server, reviews_path)
+            k = Kiosk(server, reviews_path, labels, accounts)
             k.frames.update(gate1=frame, gate2=None)  # gate2 has not sent a frame yet
             holder.append(k)
             yield k
@@ -410,3 +413,69 @@ def test_upload_page_never_shows_another_disease_as_clear(kiosk: Kiosk, client: 
     assert shown["decision"] == "review" and "unfamiliar" in shown["reason"] and "too blurred" in shown["reason"]
     assert shown["label"].startswith("model's guess: ")
 
+
+
+def test_a_reviewer_labels_an_events_crop_and_a_viewer_is_refused(kiosk: Kiosk, browser: WebDriver) -> None:
+    """The label select and "Save label" on the event card: the label shows, survives a reload, is in the label
+    store and the audit trail; a kept face crop is never shown by the page; a viewer is told no."""
+    import datetime as dt
+
+    import cv2
+    from selenium.webdriver.support.ui import Select
+
+    from mpox_aism.kiosk.labels import CropRecord
+
+    rgb = cv2.cvtColor(cv2.imread(str(first_photo("measles"))), cv2.COLOR_BGR2RGB)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    for event_id, kind in (("ev-label", "hand"), ("ev-face", "face")):
+        kiosk.labels.put(CropRecord(event_id=event_id, station_id="test", camera="gate1", run_id="r1", track_id=7,
+                                    kind=kind, model_version="m", created=now), rgb)
+    kiosk.add_event(make_event("ev-label", "2026-01-02T10:00:00.000+00:00", decision="review", probability=0.5))
+    # the face crop is kept on the box, but the event was published without it: the page must not show it
+    kiosk.add_event(make_event("ev-face", "2026-01-02T09:00:00.000+00:00", decision="review", probability=0.5,
+                               images=False))
+    sel, face = 'li[data-event-id="ev-label"]', 'li[data-event-id="ev-face"]'
+
+    browser_login(browser, kiosk.server.url, "officer.test")
+    wait(browser, WAIT_S, "the event to label", lambda d: d.find_elements(By.CSS_SELECTOR, sel)
+         and "not labeled" in d.find_element(By.CSS_SELECTOR, f"{sel} .label-state").text)
+    choice = Select(browser.find_element(By.CSS_SELECTOR, f"{sel} select.label-choice"))
+    wait(browser, WAIT_S, "the label choices", lambda d: len(choice.options) == 10)  # a prompt, 8 classes, unusable
+    assert [o.text for o in choice.options][-1] == "not skin / unusable"
+    choice.select_by_value("measles")
+    browser.find_element(By.CSS_SELECTOR, f"{sel} button.save-label").click()
+    wait(browser, WAIT_S, "the recorded label", lambda d: "labeled measles by officer.test" in d.find_element(
+        By.CSS_SELECTOR, f"{sel} .label-state").text)
+    browser.refresh()  # it comes back from the kiosk, not from the click
+    wait(browser, WAIT_S, "the label after a reload", lambda d: d.find_elements(By.CSS_SELECTOR, sel)
+         and "labeled measles by officer.test" in d.find_element(By.CSS_SELECTOR, f"{sel} .label-state").text
+         and Select(d.find_element(By.CSS_SELECTOR, f"{sel} select.label-choice")).first_selected_option
+         .get_attribute("value") == "measles")
+
+    # changed: the latest counts, the history stays
+    Select(browser.find_element(By.CSS_SELECTOR, f"{sel} select.label-choice")).select_by_visible_text(
+        "not skin / unusable")
+    browser.find_element(By.CSS_SELECTOR, f"{sel} button.save-label").click()
+    wait(browser, WAIT_S, "the changed label", lambda d: "labeled not skin / unusable by officer.test" in
+         d.find_element(By.CSS_SELECTOR, f"{sel} .label-state").text)
+    assert [(r.label, r.by) for r in kiosk.labels.history("ev-label")] == [("measles", "officer.test"),
+                                                                             ("unusable", "officer.test")]
+    audit = [(a.user, a.event_id, a.detail) for a in kiosk.accounts.audit() if a.action == "label"]
+    assert audit[-2:] == [("officer.test", "ev-label", "measles"), ("officer.test", "ev-label", "unusable")]
+
+    wait(browser, WAIT_S, "the face event's card", lambda d: d.find_elements(By.CSS_SELECTOR, face))
+    assert browser.find_elements(By.CSS_SELECTOR, f"{face} .pics img") == []  # kept on the box, never shown
+    assert browser.find_elements(By.CSS_SELECTOR, f"{sel} .pics img.crop")  # the published crop is
+
+    # a viewer sees the label but may not give one, and is told why
+    browser_login(browser, kiosk.server.url, "desk.viewer")
+    wait(browser, WAIT_S, "the labeled event for the viewer", lambda d: d.find_elements(By.CSS_SELECTOR, sel)
+         and "labeled not skin / unusable by officer.test" in d.find_element(By.CSS_SELECTOR,
+                                                                             f"{sel} .label-state").text)
+    choice = Select(browser.find_element(By.CSS_SELECTOR, f"{sel} select.label-choice"))
+    wait(browser, WAIT_S, "the label choices", lambda d: len(choice.options) == 10)
+    choice.select_by_value("mpox")
+    browser.find_element(By.CSS_SELECTOR, f"{sel} button.save-label").click()
+    wait(browser, WAIT_S, "the refusal", lambda d: "may not" in d.find_element(By.CSS_SELECTOR, f"{sel} .error").text)
+    assert "reviewer" in browser.find_element(By.CSS_SELECTOR, f"{sel} .error").text
+    assert kiosk.labels.latest(["ev-label"])["ev-label"].label == "unusable"  # nothing recorded for the viewer

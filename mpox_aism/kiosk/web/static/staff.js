@@ -28,7 +28,13 @@ async function startCameras() {
   }
 }
 
-const shown = new Map();  // event_id -> {li, state, buttons}
+const shown = new Map();  // event_id -> {li, state, msg, buttons, choice, save, labelState, touched}
+
+// what a reviewer may call a crop (the 8 classes and "not skin / unusable"), asked once from the kiosk
+const labelChoices = fetch("/api/label-choices", {cache: "no-store"})
+  .then(r => r.ok ? r.json() : []).catch(() => []);
+const labelWords = {};
+labelChoices.then(cs => { for (const c of cs) labelWords[c.value] = c.text; });
 
 function stateText(review) {
   if (!review) return "not yet reviewed";
@@ -56,6 +62,47 @@ function showState(item, review) {
   item.li.dataset.review = review ? review.action : "";
 }
 
+function labelText(label) {
+  if (!label) return "not labeled";
+  return "labeled " + (labelWords[label.label] || label.label) + " by " + label.by + " at " +
+    new Date(label.time).toLocaleString();
+}
+
+// the select follows the stored label until the reviewer picks another one (a poll never undoes a choice)
+function showLabel(item, label, cropKept) {
+  item.labelState.textContent = labelText(label) +
+    (cropKept ? "" : " · the crop is no longer on the box (retention limit): it cannot be labeled");
+  item.li.dataset.staffLabel = label ? label.label : "";
+  item.choice.disabled = item.save.disabled = !cropKept || item.sending;
+  if (!item.touched && label && item.choice.querySelector('option[value="' + label.label + '"]')) {
+    item.choice.value = label.label;
+  }
+}
+
+async function sendLabel(ev, item) {
+  const value = item.choice.value;
+  if (!value) { item.msg.textContent = "Choose a label first."; return; }
+  item.sending = item.choice.disabled = item.save.disabled = true;
+  let saved = null;
+  try {  // who labeled is the logged-in account
+    const r = await postWithCsrf("/api/events/" + encodeURIComponent(ev.event_id) + "/label", {
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify({label: value})});
+    const body = await r.json();
+    if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+    item.msg.textContent = "";
+    saved = body;
+  } catch (e) {
+    item.msg.textContent = "Label not recorded: " + e.message;
+  } finally {
+    item.sending = item.choice.disabled = item.save.disabled = false;
+  }
+  if (saved) {
+    item.touched = false;
+    item.stored = saved;
+    showLabel(item, saved, true);
+  }
+}
+
 // typical photos of a class (the kiosk's reference_dir), fetched once per class; [] when the feature is off
 const referenceCache = {};
 function references(label) {
@@ -76,13 +123,21 @@ function makeEvent(ev) {
   const msg = el("div", {className: "error"});
   const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
   const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
+  const choice = el("select", {className: "label-choice", title: "what the crop really shows"},
+                    el("option", {value: "", textContent: "label the crop…"}));
+  labelChoices.then(cs => {
+    for (const c of cs) choice.append(el("option", {value: c.value, textContent: c.text}));
+    if (item.stored) choice.value = item.stored.label;
+  });
+  const save = el("button", {type: "button", className: "save-label", textContent: "Save label"});
+  const labelState = el("div", {className: "label-state note"});
   const info = el("div", {className: "info"},
     el("div", {}, el("span", {className: "badge " + ev.decision, textContent: stateWords(ev.decision)}), " ",
        el("strong", {className: "label", textContent: ev.label}), " ",
        el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
     el("div", {className: "reason note", textContent: reasonWords(ev.reason)}),
     el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
-    state, el("div", {className: "actions"}, ack, rev), msg);
+    state, labelState, el("div", {className: "actions"}, ack, rev, choice, save), msg);
   const refs = el("div", {className: "references"});
   info.append(refs);
   references(ev.label).then(urls => {
@@ -91,9 +146,12 @@ function makeEvent(ev) {
   });
   const li = el("li", {className: "event"}, pics, info);
   li.dataset.eventId = ev.event_id;
-  const item = {li, state, msg, buttons: [ack, rev]};
+  const item = {li, state, msg, buttons: [ack, rev], choice, save, labelState, touched: false, sending: false,
+                stored: ev.staff_label};
   ack.addEventListener("click", () => sendReview(ev, "acknowledged", item));
   rev.addEventListener("click", () => sendReview(ev, "reviewed", item));
+  choice.addEventListener("change", () => { item.touched = true; });
+  save.addEventListener("click", () => sendLabel(ev, item));
   return item;
 }
 
@@ -111,6 +169,8 @@ async function pollEvents() {
       let item = shown.get(ev.event_id);
       if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
       showState(item, ev.review);
+      item.stored = ev.staff_label;
+      showLabel(item, ev.staff_label, ev.crop_kept);
       if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
     });
     for (const [id, item] of shown) if (!keep.has(id)) { item.li.remove(); shown.delete(id); }
