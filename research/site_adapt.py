@@ -69,6 +69,9 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--recipes", nargs="+", default=list(RECIPES))
     p.add_argument("--refit-temperature", action="store_true")
+    p.add_argument("--dev-cost", type=float, default=0.0, metavar="SHARE",
+                   help="also measure what the dev sources lose: out of fold (5-fold by group) on the dev photos "
+                        "the base trained on, base vs each recipe with SHARE of the site labelled (draw 0)")
     p.add_argument("--cache", default="runs/cv/cache")
     p.add_argument("--out", default="runs/site_adapt")
     args = p.parse_args()
@@ -84,6 +87,7 @@ def main() -> None:
     grp = [s.group for s in pool]
     neg = np.arange(len(samples), len(pool))
     cells: list[Cell] = []
+    costs: list[dict] = []
     t0 = time.time()
     for site in args.sites:
         fold = leave_source_out(samples, site)
@@ -147,10 +151,36 @@ def main() -> None:
                 print(f"{site} n={n:4d} {name:12s} macroF1 {c.macro_f1:.3f} mpoxR {c.mpox_recall:.3f} "
                       f"mpoxP {c.mpox_precision:.3f} normalR {c.normal_recall:.3f} ECE {c.ece:.3f} "
                       f"T {c.temperature:.2f} ({time.time() - t0:.0f} s)", flush=True)
+        if args.dev_cost:
+            n = round(args.dev_cost * len(site_idx))
+            rng = np.random.default_rng(n)
+            labelled, count = set(), 0
+            for g in rng.permutation(groups):
+                if count >= n:
+                    break
+                labelled.add(g)
+                count += sum(1 for i in site_idx if grp[i] == g)
+            lab = np.array([i for i in site_idx if grp[i] in labelled])
+            sub = [samples[i] for i in fold.train]
+            folds = group_kfold(sub, 5, seed=0)
+            for name in ["base", *args.recipes]:
+                recipe = RECIPES.get(name, base_recipe)
+                oof = np.zeros((len(fold.train), len(LABELS)))
+                for f in folds:
+                    extra = lab if name != "base" else np.zeros(0, int)
+                    h = fit(np.concatenate([fold.train[f.train], neg, extra]).astype(int), recipe,
+                            base=base if recipe.anchor else None)
+                    oof[f.test] = h.logits(feats[fold.train[f.test]][:, :1])
+                m = compute_metrics(softmax(oof, t_base), y[fold.train])
+                costs.append({"site": site, "n_labels": len(lab), "recipe": name, "dev_macro_f1": m.macro_f1,
+                              "dev_per_class_f1": {k: v.f1 for k, v in m.per_class.items() if v.support}})
+                print(f"{site} dev cost n={len(lab)} {name:12s} dev macroF1 {m.macro_f1:.3f} "
+                      f"({time.time() - t0:.0f} s)", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "site_adapt.json").write_text(json.dumps({"args": vars(args), "l2": l2, "base_model": info.model_version,
-                                                     "cells": [asdict(c) for c in cells]}, indent=2) + "\n")
+    doc = {"args": vars(args), "l2": l2, "base_model": info.model_version, "cells": [asdict(c) for c in cells],
+           "dev_cost": costs}
+    (out / "site_adapt.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":
