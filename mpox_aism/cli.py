@@ -27,6 +27,8 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("run",), "mpox_aism.kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
     (("validate-config",), "mpox_aism.kiosk.validate", "check a kiosk config file"),
     (("users",), "mpox_aism.kiosk.users", "staff accounts: add, passwd, disable, list, audit (CSV)"),
+    (("models",), "mpox_aism.kiosk.model_admin",
+     "model slots: install DIR (as the shadow, checked), promote, rollback, status (audited)"),
     (("reviews", "export"), "mpox_aism.kiosk.label_export",
      "the crops staff labeled, as a training folder (<class>/<event_id>.jpg + manifest.csv) for a site head"),
 )

@@ -28,6 +28,7 @@ from mpox_aism.pipeline.crops import CropConfig
 from mpox_aism.pipeline.decider import Decision
 from mpox_aism.pipeline.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineCounts
 from mpox_aism.pipeline.regions import Region, RegionDetector
+from mpox_aism.pipeline.shadow import Shadow
 from mpox_aism.pipeline.sources import LiveSource, SourceStats, open_source
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ def annotate(image: np.ndarray, regions: list[Region]) -> bytes | None:
 
 class CameraWorker:
     def __init__(self, state: CameraState, kiosk: KioskConfig, *, classifier: Classifier, sink: EventSink,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, shadow: Classifier | None = None) -> None:
         self.state, self.kiosk, self.classifier, self.sink, self.stop = state, kiosk, classifier, sink, stop
+        self.shadow = shadow  # a second head that only counts (pipeline.shadow); its decider is this camera's
         self.pipeline: Pipeline | None = None
 
     def run(self) -> None:
@@ -115,7 +117,8 @@ class CameraWorker:
             if guard is not None:
                 opened.enter_context(guard)
             if self.pipeline is None:
-                self.pipeline = Pipeline(self.classifier, det, pipeline_config(c, k))
+                shadow = Shadow(self.shadow, k.decision) if self.shadow is not None else None
+                self.pipeline = Pipeline(self.classifier, det, pipeline_config(c, k), shadow=shadow)
         except Exception as e:
             opened.close()
             self._failed(e)
@@ -139,7 +142,7 @@ class CameraWorker:
                         cam.frames += 1
                         self._handle(pipe.process(frame), frame.image, guard)
                         if cam.frames % STATS_EVERY == 0:
-                            cam.source, cam.counts = source.stats(), pipe.stats.counts()
+                            cam.source, cam.counts = source.stats(), pipe.counts()
                             cam.summary = pipe.stats.summary()
                 finally:
                     for decision in pipe.finish():
@@ -150,7 +153,7 @@ class CameraWorker:
             log.exception("camera %s stopped", c.name)
             outcome = "crashed"
         finally:
-            cam.counts, cam.summary = pipe.stats.counts(), pipe.stats.summary()
+            cam.counts, cam.summary = pipe.counts(), pipe.stats.summary()
         return outcome
 
     def _handle(self, result: FrameResult, image: np.ndarray, guard: FaceGuard | None) -> None:

@@ -37,10 +37,11 @@ from mpox_aism.kiosk.host import sd_notify, state_dir
 from mpox_aism.kiosk.labels import STORE as LABEL_STORE
 from mpox_aism.kiosk.labels import LabelStore
 from mpox_aism.kiosk.metrics import KioskMetrics
+from mpox_aism.kiosk.models import active_models
 from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
 from mpox_aism.kiosk.sink import EventSink
-from mpox_aism.kiosk.status import KioskStatus, MetricsFeed, kiosk_status
+from mpox_aism.kiosk.status import KioskStatus, MetricsFeed, kiosk_status, shadow_status
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 60.0  # expired crops are deleted at most this late (and at start-up)
@@ -55,6 +56,9 @@ class Daemon:
         self.cameras = {c.name: CameraState(c) for c in config.cameras}
         self.metrics = KioskMetrics()
         self.model_version = ""
+        self.model_dir: str | None = config.classifier.model  # the current model's directory (None: the default)
+        self.shadow_version: str | None = None  # the installed shadow's version (set even when it failed to load)
+        self.shadow: Classifier | None = None
         self.publisher: MqttPublisher | None = None
         self.outbox: Outbox | None = None
         self.sink: EventSink | None = None
@@ -64,12 +68,31 @@ class Daemon:
 
     # -------------------------------------------------------------------------------- building
     def _classifier(self) -> Classifier:
+        """The current model: the installed current slot when there is one, else ``classifier.model``;
+        and the installed shadow, with the same backend (``self.shadow``; None when absent or broken)."""
         from mpox_aism.inference.backends import load_classifier
 
         c = self.config.classifier
-        backend = default_backend(c.model) if c.backend == "auto" else c.backend
+        active = active_models(state_dir())
+        if active.current is not None:
+            log.info("model slot current: %s (installed with `mpox-aism models`; overrides classifier.model %s)",
+                     active.current, c.model or "models/default")
+            self.model_dir = str(active.current)
+        backend = default_backend(self.model_dir) if c.backend == "auto" else c.backend
         opts: dict[str, Any] = {"device": c.device, "precision": c.precision} if backend == "torch" else {}
-        return load_classifier(backend, c.model, **opts)
+        classifier = load_classifier(backend, self.model_dir, **opts)
+        if active.shadow is not None:
+            self.shadow_version = active.shadow.name
+            try:
+                self.shadow = load_classifier(backend, active.shadow, **opts)
+                self.shadow_version = self.shadow.meta.model_version
+                log.info("model slot shadow: %s classifies beside the current model %s and never decides",
+                         self.shadow_version, classifier.meta.model_version)
+            except Exception as e:  # a broken shadow costs its comparison, never the alerts
+                self.metrics.shadow_error()
+                log.error("shadow model %s not loaded (%s: %s): running without it", active.shadow,
+                          type(e).__name__, e)
+        return classifier
 
     def _publisher(self, outbox: Outbox) -> MqttPublisher | None:
         m = self.config.mqtt
@@ -124,7 +147,8 @@ class Daemon:
     def status(self) -> KioskStatus:
         assert self.outbox is not None and self.sink is not None, "status() before run()"
         return kiosk_status(station_id=self.config.station_id, run_id=self.run_id, model_version=self.model_version,
-                            cameras=self.cameras, outbox=self.outbox, sink=self.sink, publisher=self.publisher)
+                            cameras=self.cameras, outbox=self.outbox, sink=self.sink, publisher=self.publisher,
+                            shadow=shadow_status(self.shadow_version, self.cameras, loaded=self.shadow is not None))
 
     def recent_events(self) -> list[Event]:
         return self.sink.recent() if self.sink else []
@@ -153,7 +177,9 @@ class Daemon:
                 decisions[k] = decisions.get(k, 0) + v
             for k, v in c.counts.review_reasons.items():
                 reasons[k] = reasons.get(k, 0) + v
-        return {"frames": sum(c.frames for c in self.cameras.values()),
+        shadow = shadow_status(self.shadow_version, self.cameras, loaded=self.shadow is not None)
+        return {"model_version": self.model_version, "shadow": shadow.model_dump() if shadow else None,
+                "frames": sum(c.frames for c in self.cameras.values()),
                 "events": sum(c.events for c in self.cameras.values()),
                 "decisions": decisions, "review_reasons": reasons,
                 "published": st.get("published", 0), "pending": self.outbox.depth(),
@@ -197,19 +223,21 @@ class Daemon:
         self.labels = self._label_store()
         self.sink = EventSink(c, run_id=self.run_id, model_version=self.model_version, outbox=self.outbox,
                               topic=f"{self.topic_prefix}/events",
-                              explainer=ExplainerService(classifier, model=c.classifier.model), metrics=self.metrics,
+                              explainer=ExplainerService(classifier, model=self.model_dir), metrics=self.metrics,
                               waker=self.publisher, crops=self.labels if c.labels.enabled else None)
         self._start_http(classifier)
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=classifier, sink=self.sink,
-                                                        stop=self.stop_event).run,
+                                                        stop=self.stop_event, shadow=self.shadow).run,
                                     name=f"camera-{name}", daemon=True) for name, cam in self.cameras.items()]
         for w in workers:
             w.start()
         sd_notify("READY=1")
         where = (f", staff page {self.http_url} , upload page {self.http_url}upload , API docs "
                  f"{self.http_url}docs" if self.http_url else "")
+        shadow = (f" (shadow {self.shadow_version}{'' if self.shadow else ': not loaded'})"
+                  if self.shadow_version else "")
         print(f"mpox-aism running: station {c.station_id}, {len(workers)} camera(s), model "
-              f"{self.model_version}{where}", flush=True)
+              f"{self.model_version}{shadow}{where}", flush=True)
         feed = MetricsFeed(self.metrics)
         next_status = 0.0
         next_purge = time.monotonic() + PURGE_EVERY_S  # the first purge ran at start-up
@@ -250,6 +278,8 @@ class Daemon:
         if self._http_server is not None:
             self._http_server.stop()
         classifier.close()
+        if self.shadow is not None:
+            self.shadow.close()
         self.outbox.close()
         if self.summary_path:
             self.summary_path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,10 +67,20 @@ class KioskMetrics:
                                    registry=r)
         self.label_crops_expired = Counter("mpox_aism_label_crops_expired_total", "Kept crops deleted under the "
                                            "retention limit (labels.crop_retention_days).", registry=r)
+        self.shadow_decisions = Counter("mpox_aism_shadow_decisions_total", "The shadow model's track decisions, "
+                                        "by state (counted only, never events).", ["state"], registry=r)
+        self.shadow_tracks_compared = Counter("mpox_aism_shadow_tracks_compared_total", "Ended tracks that the "
+                                              "current or the shadow model decided.", registry=r)
+        self.shadow_tracks_differ = Counter("mpox_aism_shadow_tracks_differ_total", "Ended tracks where the shadow "
+                                            "and the current model ended in different states.", registry=r)
+        self.shadow_errors = Counter("mpox_aism_shadow_errors_total", "Shadow model failures (load or classify); "
+                                     "the current model carries on.", registry=r)
         self._outbox_dropped = _OutboxDroppedCollector()
         r.register(self._outbox_dropped)
         for state in DECISION_STATES:
             self.decisions.labels(state=state)
+        for state in DECISION_STATES:
+            self.shadow_decisions.labels(state=state)
         for reason in REVIEW_REASONS:
             self.review_reasons.labels(reason=reason)
         for result in ("kept", "failed"):
@@ -110,6 +120,20 @@ class KioskMetrics:
     def review_reason(self, reason: str, n: int = 1) -> None:
         if n:
             self.review_reasons.labels(reason=reason).inc(n)
+
+    def shadow_decision(self, state: str, n: int = 1) -> None:
+        if n:
+            self.shadow_decisions.labels(state=state).inc(n)
+
+    def shadow_tracks(self, compared: int, differ: int) -> None:
+        if compared:
+            self.shadow_tracks_compared.inc(compared)
+        if differ:
+            self.shadow_tracks_differ.inc(differ)
+
+    def shadow_error(self, n: int = 1) -> None:
+        if n:
+            self.shadow_errors.inc(n)
 
     def images_withheld(self) -> None:
         self.withheld_images.inc()

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
+from mpox_aism.contracts.decision import STATES
 from mpox_aism.kiosk.camera import CameraState
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
 from mpox_aism.kiosk.sink import EventSink
 from mpox_aism.pipeline.regions import REGION_KINDS
+from mpox_aism.pipeline.shadow import ShadowCounts
 
 
 class CameraStatus(BaseModel):
@@ -48,11 +50,24 @@ class OutboxStatus(BaseModel):
     write_error: str | None
 
 
+class ShadowStatus(BaseModel):
+    """The shadow head (``mpox-aism models install``): it classifies what the current model classifies, never
+    decides; its decisions are only counted."""
+
+    model_version: str
+    running: bool = Field(description="False when it failed to load or switched itself off after errors.")
+    decisions: dict[str, int] = Field(description="Its decisions by state, all cameras (never events).")
+    tracks_compared: int = Field(description="Ended tracks that the current or the shadow model decided.")
+    tracks_differ: int = Field(description="Of those, tracks where the two ended in different states.")
+    errors: int
+
+
 class KioskStatus(BaseModel):
     down: list[str]
     station_id: str
     run_id: str
-    model_version: str
+    model_version: str = Field(description="The current model: it decides, and every event names it.")
+    shadow: ShadowStatus | None = Field(None, description="The shadow model, when one is installed.")
     cameras: dict[str, CameraStatus]
     mqtt: MqttStatus
     outbox: OutboxStatus
@@ -64,8 +79,28 @@ def camera_status(c: CameraState) -> CameraStatus:
                         dropped_frames=c.source.dropped_frames, reconnects=c.source.reconnects)
 
 
+def shadow_status(model_version: str | None, cameras: dict[str, CameraState], *, loaded: bool) -> ShadowStatus | None:
+    """The shadow's counters summed over the cameras; None when no shadow is installed."""
+    if not model_version:
+        return None
+    decisions: dict[str, int] = dict.fromkeys(STATES, 0)
+    compared = differ = errors = 0
+    running = loaded
+    for c in cameras.values():
+        sc = c.counts.shadow
+        if sc is None:
+            continue
+        for k, v in sc.decisions.items():
+            decisions[k] = decisions.get(k, 0) + v
+        compared, differ, errors = compared + sc.compared, differ + sc.differ, errors + sc.errors
+        running = running and sc.active
+    return ShadowStatus(model_version=model_version, running=running, decisions=decisions,
+                        tracks_compared=compared, tracks_differ=differ, errors=errors + (0 if loaded else 1))
+
+
 def kiosk_status(*, station_id: str, run_id: str, model_version: str, cameras: dict[str, CameraState],
-                 outbox: Outbox, sink: EventSink, publisher: MqttPublisher | None) -> KioskStatus:
+                 outbox: Outbox, sink: EventSink, publisher: MqttPublisher | None,
+                 shadow: ShadowStatus | None = None) -> KioskStatus:
     pub = publisher.stats() if publisher else None
     ob = outbox.stats()
     down = [f"camera:{n}" for n, c in cameras.items() if c.last_error or c.source.connected is False]
@@ -74,7 +109,7 @@ def kiosk_status(*, station_id: str, run_id: str, model_version: str, cameras: d
     if sink.store_error is not None:
         down.append("outbox")
     return KioskStatus(
-        down=down, station_id=station_id, run_id=run_id, model_version=model_version,
+        down=down, station_id=station_id, run_id=run_id, model_version=model_version, shadow=shadow,
         cameras={n: camera_status(c) for n, c in cameras.items()},
         mqtt=MqttStatus(configured=pub is not None, connected=bool(pub and pub["connected"]),
                         published=int(pub["published"]) if pub else 0, last_error=pub["last_error"] if pub else None),
@@ -91,6 +126,10 @@ class _Seen:
     decisions: dict[str, int] = field(default_factory=dict)
     review_reasons: dict[str, int] = field(default_factory=dict)
     detections: dict[str, int] = field(default_factory=dict)
+    shadow_decisions: dict[str, int] = field(default_factory=dict)
+    shadow_compared: int = 0
+    shadow_differ: int = 0
+    shadow_errors: int = 0
 
 
 class MetricsFeed:
@@ -123,8 +162,21 @@ class MetricsFeed:
                 if n > seen.detections.get(kind, 0):
                     m.detection(kind, n - seen.detections.get(kind, 0))
                     seen.detections[kind] = n
+            if counts.shadow is not None:
+                self._shadow(seen, counts.shadow)
             if counts.classify_ms_per_frame and df > 0:
                 m.observe_inference(counts.classify_ms_per_frame / 1000)
             seen.t, seen.frames, seen.dropped = now, cam.frames, dropped
         m.set_outbox(outbox.stats())
         m.set_broker_connected(bool(publisher and publisher.connected))
+
+    def _shadow(self, seen: _Seen, sc: ShadowCounts) -> None:
+        m = self.metrics
+        for state, n in sc.decisions.items():
+            m.shadow_decision(state, max(0, n - seen.shadow_decisions.get(state, 0)))
+            seen.shadow_decisions[state] = max(n, seen.shadow_decisions.get(state, 0))
+        m.shadow_tracks(max(0, sc.compared - seen.shadow_compared), max(0, sc.differ - seen.shadow_differ))
+        m.shadow_error(max(0, sc.errors - seen.shadow_errors))
+        seen.shadow_compared = max(sc.compared, seen.shadow_compared)
+        seen.shadow_differ = max(sc.differ, seen.shadow_differ)
+        seen.shadow_errors = max(sc.errors, seen.shadow_errors)

@@ -179,5 +179,9 @@ class Decider:
                         len(st.probs), sorted(set(st.kinds)), st.first_ts, st.last_ts, st.best.image,
                         st.first_frame, st.last_frame, final, st.best.region.kind, unfamiliar, verdict.reason)
 
+    def track_ids(self) -> list[int]:
+        """The tracks still open (a shadow head closes the same ones)."""
+        return list(self._tracks)
+
     def end_all(self) -> list[Decision]:
         return [d for tid in list(self._tracks) if (d := self.end(tid)) is not None]

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from mpox_aism.contracts.decision import REVIEW_REASONS, STATES
+from mpox_aism.contracts.decision import REVIEW_REASONS, STATES, State
 from mpox_aism.inference.classifier import Classifier
 from mpox_aism.pipeline.crops import CropConfig, CropExtractor
 from mpox_aism.pipeline.decider import Decider, Decision, DecisionConfig
 from mpox_aism.pipeline.regions import REGION_KINDS, Region
+from mpox_aism.pipeline.shadow import Shadow, ShadowCounts
 from mpox_aism.pipeline.tracker import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class PipelineCounts:
     decisions: dict[str, int] = field(default_factory=dict)
     classify_ms_per_frame: float = 0.0
     review_reasons: dict[str, int] = field(default_factory=dict)  # review decisions by reason
+    shadow: ShadowCounts | None = None  # the shadow head's counters, when one runs
 
 
 @dataclass
@@ -73,10 +75,10 @@ class PipelineStats:
         if d.reason is not None:
             self.review_reasons[d.reason] += 1
 
-    def counts(self) -> PipelineCounts:
+    def counts(self, shadow: ShadowCounts | None = None) -> PipelineCounts:
         return PipelineCounts(self.frames, dict(self.frames_with), {s: self.decisions.get(s, 0) for s in STATES},
                               1000 * self.stage_seconds["classify"] / max(1, self.frames),
-                              {r: self.review_reasons.get(r, 0) for r in REVIEW_REASONS})
+                              {r: self.review_reasons.get(r, 0) for r in REVIEW_REASONS}, shadow)
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
@@ -104,8 +106,14 @@ class FrameResult:
 
 
 class Pipeline:
-    def __init__(self, classifier: Classifier, detector: Any, config: PipelineConfig | None = None):
+    """``shadow``: a second head that classifies every crop this one classifies and only counts
+    (``mpox_aism.pipeline.shadow``); its errors never drop a frame."""
+
+    def __init__(self, classifier: Classifier, detector: Any, config: PipelineConfig | None = None,
+                 shadow: Shadow | None = None):
         self.config = config or PipelineConfig()
+        self.shadow = shadow
+        self._state: dict[int, State] = {}  # the deciding head's last state per open track (for the shadow)
         self.classifier = classifier
         self.detector = detector  # anything with detect(frame_rgb) -> list[Region]
         self.extractor = CropExtractor(self.config.crop)
@@ -148,7 +156,9 @@ class Pipeline:
                              still_id=still, detected=detected)
             stage = "decide"
             for tid in up.ended:
-                decisions += [d for d in [self._timed("decide", self.decider.end, tid)] if d]
+                d = self._timed("decide", self.decider.end, tid)
+                decisions += [d] if d else []
+                self._ended(tid, d)
                 self._last_classified.pop(tid, None)
             due = [(tid, c) for tid, c in up.assigned
                    if frame.index - self._last_classified.get(tid, -10**9) >= self.config.classify_stride
@@ -164,6 +174,10 @@ class Pipeline:
                     d = self._timed("decide", self.decider.add, tid, c, p, frame.timestamp, frame.index, f)
                     if d:
                         decisions.append(d)
+                        self._state[tid] = d.state
+                if self.shadow is not None:
+                    stage = "shadow"
+                    self._timed("shadow", self.shadow.add, due, frame.timestamp, frame.index)
         except Exception as e:  # one bad frame must not stop the checkpoint
             s.errors[stage] += 1
             log.warning("frame %s dropped at stage %s: %s", getattr(frame, "index", "?"), stage, e)
@@ -175,10 +189,26 @@ class Pipeline:
             s.count(d)
         return FrameResult(decisions, list(self._regions))
 
+    def _ended(self, track_id: int, final: Decision | None) -> None:
+        """A track ended (``final``: its closing decision, if any): the shadow compares its own end."""
+        state = final.state if final is not None else self._state.get(track_id)
+        self._state.pop(track_id, None)
+        if self.shadow is not None:
+            self.shadow.end(track_id, state)
+
     def finish(self) -> Iterator[Decision]:
         """The source ended: close every track and yield their final decisions."""
-        ended = [self.decider.end(tid) for tid in self.tracker.end_all()]
-        for d in [*ended, *self.decider.end_all()]:
+        ended = []
+        for tid in self.tracker.end_all():
+            ended.append(d := self.decider.end(tid))
+            self._ended(tid, d)
+        rest = self.decider.end_all()
+        for d in rest:
+            self._state[d.track_id] = d.state
+        if self.shadow is not None:
+            self.shadow.end_all(self._state)
+        self._state.clear()
+        for d in [*ended, *rest]:
             if d is not None:
                 self.stats.count(d)
                 yield d
@@ -187,6 +217,10 @@ class Pipeline:
         for frame in frames:
             yield from self.process(frame).decisions
         yield from self.finish()
+
+    def counts(self) -> PipelineCounts:
+        """The counters to hand to another thread, the shadow's included."""
+        return self.stats.counts(self.shadow.counts() if self.shadow is not None else None)
 
     @property
     def tracks(self) -> int:
