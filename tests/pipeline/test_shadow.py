@@ -61,3 +61,23 @@ def test_errors_are_counted_then_the_shadow_switches_off():
     shadow.end(1, "clear")
     c = shadow.counts()
     assert c.errors == MAX_ERRORS and not c.active and c.compared == 0
+
+
+def test_the_metrics_feed_counts_shadow_deltas(tmp_path):
+    from mpox_aism.kiosk.camera import CameraState
+    from mpox_aism.kiosk.config import CameraConfig
+    from mpox_aism.kiosk.metrics import KioskMetrics
+    from mpox_aism.kiosk.outbox import Outbox
+    from mpox_aism.kiosk.status import MetricsFeed
+    from mpox_aism.pipeline.pipeline import PipelineCounts
+    from mpox_aism.pipeline.shadow import ShadowCounts
+
+    metrics, cam = KioskMetrics(), CameraState(CameraConfig(name="desk", source=str(tmp_path)))
+    feed = MetricsFeed(metrics)
+    with Outbox(tmp_path / "o.sqlite3") as ob:
+        for n in (1, 3):  # counters copied twice: the metrics get the deltas, not the sums
+            cam.counts = PipelineCounts(shadow=ShadowCounts("v", {"review": n}, compared=n, differ=1, errors=0))
+            feed.update({"desk": cam}, ob, None)
+    text = metrics.exposition().decode()
+    assert 'mpox_aism_shadow_decisions_total{state="review"} 3.0' in text
+    assert "mpox_aism_shadow_tracks_compared_total 3.0" in text and "mpox_aism_shadow_tracks_differ_total 1.0" in text
