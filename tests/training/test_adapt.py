@@ -95,6 +95,11 @@ def test_adapt_writes_a_checked_site_model_every_backend_loads(tiny_skin8: Path,
             assert clf.meta.model_version == report.model_version and clf.familiarity is not None
             got = clf.classify([load_rgb(photo)])
             assert got.probabilities.shape == (1, len(LABELS)) and got.unfamiliarity is not None
+    from mpox_aism.training import evaluate
+
+    ev = evaluate.main(evaluate.get_args_parser().parse_args(["--data", str(reviews), "--model", str(out),
+                                                             "--out", str(tmp_path / "eval")]))
+    assert ev["model_version"] == report.model_version and ev["n"] == 8 and "unfamiliar_rate" in ev
     with load_classifier("onnxruntime", out) as clf:
         answer = DiagnosisService(clf, None, threshold=0.6, notifiable=("mpox",), max_pixels=40_000_000).analyse(
             photo.read_bytes())
