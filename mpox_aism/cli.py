@@ -19,6 +19,8 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("adapt",), "mpox_aism.training.adapt", "fit a site head from reviewed labels beside the dev photos, checked"),
     (("evaluate",), "mpox_aism.training.evaluate", "evaluate a model: per-class figures, threshold, calibration"),
     (("export", "onnx"), "mpox_aism.export.onnx", "export a model to ONNX and check parity with PyTorch"),
+    (("export", "int8"), "mpox_aism.export.int8",
+     "quantize a model's ONNX file to int8 (static, QDQ, per-channel, calibrated on photos) with a parity report"),
     (("export", "tensorrt"), "mpox_aism.export.tensorrt", "build a TensorRT engine from an ONNX file"),
     (("bench", "classifier"), "mpox_aism.bench.classifier", "benchmark classifier backends"),
     (("bench", "pipeline"), "mpox_aism.bench.pipeline", "benchmark the camera pipeline on a source"),

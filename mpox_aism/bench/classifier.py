@@ -1,7 +1,8 @@
 """``mpox-aism bench classifier``: latency p50/p99 per batch size and crops/s per backend variant.
 
 A variant is ``BACKEND[:OPTION...]`` — e.g. ``torch:cuda:fp16:channels_last:cuda_graphs``,
-``onnxruntime``, ``tensorrt`` — so one run can compare several on the same machine. Two modes:
+``onnxruntime``, ``onnxruntime-int8`` (``model.int8.onnx``), ``tensorrt`` — so one run can compare
+several on the same machine. Two modes:
 ``end_to_end`` times ``predict_preprocessed`` from a host float32 batch to probabilities
 (H2D copy, inference, D2H copy, softmax: what the pipeline pays); ``device`` (torch on CUDA only)
 times the network on a device-resident batch, the figure GPU papers quote. Preprocessing (decode,

@@ -81,7 +81,9 @@ def model_file(model: str | Path | None, name: str) -> Path:
     if p.is_dir():
         p = p / name
     if not p.is_file():
-        hint = {"model.onnx": "mpox-aism export onnx", "model.engine": "mpox-aism export tensorrt"}.get(name, "")
+        hint = {"model.onnx": "mpox-aism export onnx",
+                "model.int8.onnx": "mpox-aism export int8 --calib-data DEV_PHOTOS",
+                "model.engine": "mpox-aism export tensorrt"}.get(name, "")
         raise FileNotFoundError(f"no {name} at {p}" + (f"; make it with `{hint}`" if hint else ""))
     return p
 

@@ -43,8 +43,10 @@ class DetectorConfig(_Model):
 
 class ClassifierConfig(_Model):
     model: str | None = Field(None, description="Model directory (default: the shipped models/default).")
-    backend: Literal["auto", "onnxruntime", "torch", "tensorrt"] = Field(
-        "auto", description="auto = onnxruntime when the model has model.onnx, else torch.")
+    backend: Literal["auto", "onnxruntime", "onnxruntime-int8", "torch", "tensorrt"] = Field(
+        "auto", description="auto = onnxruntime when the model has model.onnx, else torch. onnxruntime-int8 runs "
+        "model.int8.onnx (made by `mpox-aism export int8`), a CPU option: see docs/RESULTS.md for its cost in "
+        "quality and its speed before choosing it.")
     device: str = Field("cpu", description="torch backend device: cpu or cuda[:N].")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch backend precision.")
 

@@ -16,7 +16,7 @@ from mpox_aism.inference.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "tensorrt")
 
 
 def load_classifier(backend: str, model: str | Path | None = None, **options: Any) -> Classifier:
@@ -32,6 +32,11 @@ def load_classifier(backend: str, model: str | Path | None = None, **options: An
 
         path = model_file(model, "model.onnx")
         classifier = OnnxRuntimeClassifier(path, **options)
+    elif backend == "onnxruntime-int8":  # the same runtime on the quantized file (`mpox-aism export int8`)
+        from mpox_aism.inference.backends.onnxruntime import OnnxRuntimeInt8Classifier
+
+        path = model_file(model, "model.int8.onnx")
+        classifier = OnnxRuntimeInt8Classifier(path, **options)
     elif backend == "tensorrt":
         from mpox_aism.inference.backends.tensorrt import TensorRTClassifier
 

@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: the CPU default (CUDA provider when the wheel has it)."""
+"""ONNX Runtime backend: the CPU default (CUDA provider when the wheel has it), fp32 or int8.
+
+The int8 file (``model.int8.onnx``, ``mpox-aism export int8``) has the same inputs, outputs and
+metadata as ``model.onnx`` — only its weights and activations are quantized — so the same class
+runs it; the subclass exists so the backend name and ``describe()`` say which file is served.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from mpox_aism.inference.metadata import read_onnx_meta
 
 class OnnxRuntimeClassifier(Classifier):
     backend = "onnxruntime"
+    precision = "fp32"
     thread_safe = True  # InferenceSession.run may be called from several threads
 
     def __init__(self, onnx_path: str | Path, *, max_batch: int = 32, providers: list[str] | None = None,
@@ -54,8 +60,15 @@ class OnnxRuntimeClassifier(Classifier):
         return logits, feats
 
     def describe(self) -> dict:
-        return {**super().describe(), "precision": "fp32", "onnxruntime": self._ort_version,
+        return {**super().describe(), "precision": self.precision, "onnxruntime": self._ort_version,
                 "providers": self.session.get_providers()}
 
     def close(self) -> None:
         self.session = None
+
+
+class OnnxRuntimeInt8Classifier(OnnxRuntimeClassifier):
+    """``model.int8.onnx``: static int8 (QDQ, per-channel) for CPU boxes; class maps and features kept."""
+
+    backend = "onnxruntime-int8"
+    precision = "int8"
