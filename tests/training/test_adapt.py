@@ -95,6 +95,17 @@ def test_adapt_writes_a_checked_site_model_every_backend_loads(tiny_skin8: Path,
             assert clf.meta.model_version == report.model_version and clf.familiarity is not None
             got = clf.classify([load_rgb(photo)])
             assert got.probabilities.shape == (1, len(LABELS)) and got.unfamiliarity is not None
+    # the box takes it as a shadow head when it passed its checks, and refuses it, saying why, when not
+    from mpox_aism.kiosk.models import ModelError, ModelStore
+
+    store = ModelStore(tmp_path / "state")
+    if report.passed:
+        store.install(out, by="admin.test", fallback=model)
+        assert store.slots().shadow == report.model_version
+    else:
+        with pytest.raises(ModelError, match="failed its own checks"):
+            store.install(out, by="admin.test", fallback=model)
+
     from mpox_aism.training import evaluate
 
     ev = evaluate.main(evaluate.get_args_parser().parse_args(["--data", str(reviews), "--model", str(out),
