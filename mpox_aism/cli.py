@@ -25,6 +25,8 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("bench", "classifier"), "mpox_aism.bench.classifier", "benchmark classifier backends"),
     (("bench", "pipeline"), "mpox_aism.bench.pipeline", "benchmark the camera pipeline on a source"),
     (("bench", "soak"), "mpox_aism.bench.soak", "run the daemon on a looping clip; report memory/fd/thread growth"),
+    (("bench", "streams"), "mpox_aism.bench.streams",
+     "the daemon's camera workers on N looped copies of a source: per-stream fps, latency, CPU, RSS; --find-max"),
     (("bench", "api"), "mpox_aism.bench.api", "the diagnosis API under N clients, and the camera's fps meanwhile"),
     (("run",), "mpox_aism.kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
     (("validate-config",), "mpox_aism.kiosk.validate", "check a kiosk config file"),
