@@ -156,6 +156,11 @@ class HttpConfig(_Model):
     token_env: str = Field("MPOX_AISM_API_TOKEN", description="Environment variable (or systemd credential "
                            "'api-token') holding the diagnosis API bearer token.")
     max_upload_mb: float = Field(10.0, gt=0, description="Largest accepted upload.")
+    max_connections: int = Field(64, ge=2, description="Open connections and requests in progress the server "
+                                 "holds at once (uvicorn's limit_concurrency); beyond it a request is answered "
+                                 "503 at once. Bounds what misbehaving clients can make the kiosk keep.")
+    keep_alive_s: int = Field(2, ge=1, le=300, description="Seconds an idle keep-alive connection is kept "
+                                "before it is closed: short, so idle clients do not hold max_connections.")
     tls: HttpTlsConfig | None = Field(None, description="Serve HTTPS (staff cookies are then Secure). Unset: "
                                       "plain HTTP, for 127.0.0.1 or behind a TLS reverse proxy.")
     sessions: SessionLimits = Field(default_factory=SessionLimits, description="Staff log-in sessions and "

@@ -5,6 +5,8 @@ The diagnosis endpoint reads its multipart body itself instead of declaring ``Fi
 form parameters *before* any dependency runs, so with ``File()`` an unauthenticated client could make
 the kiosk spool up to the size limit to disk before being told 401. Here the order is: token → declared
 ``Content-Length`` → body counted while it streams in → image header (pixel count) → decode → classify.
+The first steps and the rate/queue admission run in ``kiosk.web.gate.HeaderGate``, from the headers alone:
+a refusal never reaches routing nor reads the body, so a flood of refusals costs the camera next to nothing.
 The OpenAPI schema of the multipart field is therefore written out in ``openapi_extra``.
 
 Research use only: the answer is a screening aid, never a diagnosis.
@@ -31,6 +33,7 @@ from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.config import ApiLimits, PhotoChecks
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.web.diagnosis import Diagnosis, DiagnosisService
+from mpox_aism.kiosk.web.gate import GATED, HeaderGate
 from mpox_aism.kiosk.web.limits import Limiter, Refused
 from mpox_aism.kiosk.web.upload import MULTIPART_BODY, Rejected, UploadReader, drain
 
@@ -65,6 +68,12 @@ class BearerToken:
         if not hmac.compare_digest(credentials.credentials.encode(), self._expected):
             raise HTTPException(401, "invalid bearer token",
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    def check_header(self, authorization: str | None) -> None:
+        """The same check on the raw ``Authorization`` header (for :class:`HeaderGate`, before any parsing)."""
+        scheme, _, param = (authorization or "").strip().partition(" ")
+        ok = scheme.lower() == "bearer" and param.strip()
+        self.check(HTTPAuthorizationCredentials(scheme=scheme, credentials=param.strip()) if ok else None)
 
 
 DIAGNOSE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -104,17 +113,19 @@ def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: Bearer
         admitted = False
         try:
             try:
-                if limiter is not None:
-                    limiter.check_locked(client)
-                try:
-                    authorize(request)
-                except HTTPException as e:
-                    if limiter is not None and e.status_code == 401:
-                        limiter.auth_failed(client)
-                    raise
-                if limiter is not None:
-                    limiter.admit(client)
-                    admitted = True
+                # GATED: the HeaderGate checked the token and admitted it from the headers (and releases it)
+                if not request.scope.get(GATED):
+                    if limiter is not None:
+                        limiter.check_locked(client)
+                    try:
+                        authorize(request)
+                    except HTTPException as e:
+                        if limiter is not None and e.status_code == 401:
+                            limiter.auth_failed(client)
+                        raise
+                    if limiter is not None:
+                        limiter.admit(client)
+                        admitted = True
             except Refused as r:
                 if "100-continue" not in request.headers.get("expect", "").lower():  # else it never sent the body
                     await drain(request.receive, reader.max_upload_bytes)  # let the client read the answer
@@ -139,6 +150,10 @@ def add_diagnose_route(app: FastAPI, service: DiagnosisService, *, token: Bearer
             log.info("diagnose %d in %.0f ms", status, 1000 * (time.perf_counter() - t0))
 
     app.state.diagnose = serve
+    # the machine API's refusals are made from the headers, before routing and before the body is read
+    app.add_middleware(HeaderGate, path="/v1/diagnose", check_token=token.check_header, limiter=limiter,
+                       body_limit=reader.body_limit, max_upload_bytes=reader.max_upload_bytes,
+                       on_refused=metrics.diagnose_request)
 
     @app.post(
         "/v1/diagnose",

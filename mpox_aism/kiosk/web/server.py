@@ -85,7 +85,8 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
                          references=open_library(config.reference_dir, classifier),
                          sessions=h.sessions, secure=h.tls is not None)
     server = ServerThread(app, host=h.host, port=h.port, certfile=h.tls.certfile if h.tls else None,
-                          keyfile=h.tls.keyfile if h.tls else None).start()
+                          keyfile=h.tls.keyfile if h.tls else None, max_connections=h.max_connections,
+                          keep_alive_s=h.keep_alive_s).start()
     return server, server.url + "/"
 
 
@@ -97,12 +98,15 @@ class ServerThread:
     """
 
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                 access_log: bool = False, certfile: str | None = None, keyfile: str | None = None) -> None:
+                 access_log: bool = False, certfile: str | None = None, keyfile: str | None = None,
+                 max_connections: int | None = None, keep_alive_s: int = 5) -> None:
         self.host, self.scheme = host, "https" if certfile else "http"
-        # log_config=None: uvicorn's loggers go through the kiosk's own handler (one format, json included)
+        # log_config=None: uvicorn's loggers go through the kiosk's own handler (one format, json included).
+        # limit_concurrency: connections + requests in progress; beyond it uvicorn answers 503 itself
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                                 lifespan="off", timeout_graceful_shutdown=5, log_config=None,
-                                ssl_certfile=certfile, ssl_keyfile=keyfile)
+                                ssl_certfile=certfile, ssl_keyfile=keyfile, limit_concurrency=max_connections,
+                                timeout_keep_alive=keep_alive_s)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="kiosk-http", daemon=True)
 
