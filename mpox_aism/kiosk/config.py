@@ -161,6 +161,9 @@ class HttpConfig(_Model):
                                  "503 at once. Bounds what misbehaving clients can make the kiosk keep.")
     keep_alive_s: int = Field(2, ge=1, le=300, description="Seconds an idle keep-alive connection is kept "
                                 "before it is closed: short, so idle clients do not hold max_connections.")
+    nice: int = Field(10, ge=0, le=19, description="Niceness of the HTTP server's thread and of the worker threads "
+                      "it starts (decoding, classifying and encoding uploads; Linux): the scheduler then gives the "
+                      "camera workers the CPU first, whatever the API is sent. 0 = the camera's priority.")
     tls: HttpTlsConfig | None = Field(None, description="Serve HTTPS (staff cookies are then Secure). Unset: "
                                       "plain HTTP, for 127.0.0.1 or behind a TLS reverse proxy.")
     sessions: SessionLimits = Field(default_factory=SessionLimits, description="Staff log-in sessions and "

@@ -7,6 +7,7 @@ neither reach into the daemon nor import it (the daemon imports this module, nev
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -86,8 +87,23 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
                          sessions=h.sessions, secure=h.tls is not None)
     server = ServerThread(app, host=h.host, port=h.port, certfile=h.tls.certfile if h.tls else None,
                           keyfile=h.tls.keyfile if h.tls else None, max_connections=h.max_connections,
-                          keep_alive_s=h.keep_alive_s).start()
+                          keep_alive_s=h.keep_alive_s, nice=h.nice).start()
     return server, server.url + "/"
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling thread ``nice`` (Linux: niceness is per thread, and threads it starts inherit it).
+
+    The HTTP server's event loop (parsing, refusals, multipart) and the worker threads it starts (decode,
+    classify, heat map, PNG) then yield the CPU to the camera threads at niceness 0: the API takes what
+    the camera leaves. Raising one's niceness needs no privilege; elsewhere this logs and does nothing.
+    """
+    try:
+        tid = threading.get_native_id()
+        if nice > os.getpriority(os.PRIO_PROCESS, tid):  # absolute: never try to raise a niced daemon's priority
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (AttributeError, OSError) as e:  # not Linux, or a sandbox that forbids it
+        log.warning("could not lower the HTTP threads' priority to nice %d: %s", nice, e)
 
 
 class ServerThread:
@@ -99,7 +115,7 @@ class ServerThread:
 
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
                  access_log: bool = False, certfile: str | None = None, keyfile: str | None = None,
-                 max_connections: int | None = None, keep_alive_s: int = 5) -> None:
+                 max_connections: int | None = None, keep_alive_s: int = 5, nice: int = 0) -> None:
         self.host, self.scheme = host, "https" if certfile else "http"
         # log_config=None: uvicorn's loggers go through the kiosk's own handler (one format, json included).
         # limit_concurrency: connections + requests in progress; beyond it uvicorn answers 503 itself
@@ -108,7 +124,13 @@ class ServerThread:
                                 ssl_certfile=certfile, ssl_keyfile=keyfile, limit_concurrency=max_connections,
                                 timeout_keep_alive=keep_alive_s)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="kiosk-http", daemon=True)
+        self.nice = nice
+        self.thread = threading.Thread(target=self._run, name="kiosk-http", daemon=True)
+
+    def _run(self) -> None:
+        if self.nice:
+            lower_thread_priority(self.nice)
+        self.server.run()
 
     def start(self, timeout: float = 30.0) -> ServerThread:
         self.thread.start()

@@ -7,7 +7,9 @@ asserts: the machine is shared; the timeout is only a generous bound.
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,7 +154,31 @@ def test_connections_are_bounded(classifier: Any) -> None:
 
 def test_connection_bounds_are_validated_config() -> None:
     h = HttpConfig()
-    assert h.max_connections == 64 and h.keep_alive_s == 2
-    for bad in ({"max_connections": 1}, {"keep_alive_s": 0}, {"keep_alive_s": 301}):
+    assert h.max_connections == 64 and h.keep_alive_s == 2 and h.nice == 10
+    for bad in ({"max_connections": 1}, {"keep_alive_s": 0}, {"keep_alive_s": 301},
+                {"nice": -1}, {"nice": 20}):
         with pytest.raises(ValidationError):
             HttpConfig(**bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread niceness is Linux's")
+def test_the_http_threads_run_at_a_lower_priority() -> None:
+    """The server's thread and the worker threads it starts (sync routes, the diagnosis work) are niced."""
+    from fastapi import FastAPI
+
+    from mpox_aism.kiosk.web.server import ServerThread
+
+    app = FastAPI()
+
+    @app.get("/nice")
+    def nice() -> int:  # a sync route: runs in a worker thread the server's loop started
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with ServerThread(app, nice=5) as s:
+        assert os.getpriority(os.PRIO_PROCESS, s.thread.native_id) == max(base, 5)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=60) as sock:
+            sock.sendall(b"GET /nice HTTP/1.1\r\nHost: kiosk\r\n\r\n")
+            status, _, body = read_answer(sock)
+    assert status == 200 and int(body) == max(base, 5)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's thread untouched
