@@ -33,8 +33,10 @@ def test_bench_api_counts_answers_and_refusals(tmp_path: Path, monkeypatch) -> N
         with ServerThread(app) as s:
             args = get_args_parser().parse_args(["--url", s.url, "--clients", "2", "--seconds", "2",
                                                  "--idle-seconds", "0.2", "--photos", str(photos),
+                                                 "--clients-nice", "3",
                                                  "--json", str(tmp_path / "api.json")])
             result = main(args)
     assert result == json.loads((tmp_path / "api.json").read_text())
     assert result["statuses"].get("200", 0) >= 1 and result["statuses"].get("429", 0) >= 1, result["statuses"]
     assert result["answered_p50_ms"] is not None and result["camera_fps_idle"] > 0
+    assert result["clients_nice"] == 3  # the client threads ran niced (their own threads, not this one)
