@@ -43,8 +43,6 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED / "skin8"))
     args = p.parse_args()
     c = PhotoChecks()
-    kw = {"min_brightness": c.min_brightness, "min_sharpness": c.min_sharpness, "min_skin": c.min_skin,
-          "max_sharpness": c.max_sharpness}
     samples = scan_dataset(Path(args.data))
     failed: Counter[str] = Counter()
     by_class: Counter[str] = Counter()
@@ -53,7 +51,7 @@ def main() -> None:
     for s in samples:
         m = ImageMeasures.of(resize_square(load_rgb(s.path), 224))
         sharp.append(m.sharpness)
-        why = m.problem(**(kw | ({"min_skin": 0.0} if m.monochrome else {})))  # as DiagnosisService.check
+        why = c.problem(m)  # as DiagnosisService.check
         n_class[LABELS[s.label]] += 1
         if why:
             failed[why] += 1
@@ -63,8 +61,7 @@ def main() -> None:
         "dev_failed_by_check": dict(failed),
         "dev_failed_by_class": {k: round(by_class[k] / n_class[k], 4) for k in LABELS if n_class[k]},
         "dev_sharpness_max": round(max(sharp), 1),
-        "synthetic": {k: ImageMeasures.of(resize_square(v, 224)).problem(
-            **(kw | ({"min_skin": 0.0} if ImageMeasures.of(v).monochrome else {}))) for k, v in synthetic().items()},
+        "synthetic": {k: c.problem(ImageMeasures.of(resize_square(v, 224))) for k, v in synthetic().items()},
     }, indent=2))
 
 

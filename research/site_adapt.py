@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,12 +26,56 @@ import numpy as np
 from mpox_aism.contracts.decision import softmax
 from mpox_aism.contracts.labels import LABELS
 from mpox_aism.model.modeldir import load_model
-from mpox_aism.training.adapt import SiteRecipe, fit_site_head
 from mpox_aism.training.calibration import fit_temperature
 from mpox_aism.training.data import scan_dataset
 from mpox_aism.training.folds import group_kfold, leave_source_out
 from mpox_aism.training.metrics import compute_metrics
-from mpox_aism.training.probe import cached_features
+from mpox_aism.training.probe import LinearHead, cached_features, fit_head
+
+
+@dataclass(frozen=True)
+class SiteRecipe:
+    """How a site's labels join the dev photos: the variants measured against the product's (``w1``)."""
+
+    site_weight: float = 1.0  # the site's share of a class, in dev sources (1: one more source)
+    anchor: bool = False  # penalty centred on the base head (True) or on zero (False)
+
+
+def site_weights(labels: np.ndarray, sources: Sequence[str], *, site: str, site_weight: float) -> np.ndarray:
+    """Class × source balance with the ``site`` source counting ``site_weight`` dev sources in each class.
+
+    Every class still carries equal total weight; within a class the site's photos share
+    ``site_weight / (n_dev_sources + site_weight)`` of it. Mean 1, like :func:`sample_weights`.
+    """
+    labels = np.asarray(labels)
+    src = np.asarray(list(sources))
+    w = np.zeros(len(labels))
+    for c in np.unique(labels):
+        in_c = labels == c
+        names = sorted(set(src[in_c].tolist()))
+        share = {s: (site_weight if s == site else 1.0) for s in names}
+        total = sum(share.values())
+        for s in names:
+            m = in_c & (src == s)
+            w[m] = share[s] / total / m.sum()
+    return w * len(w) / w.sum()
+
+
+def fit_site_head(feats: np.ndarray, labels: np.ndarray, sources: Sequence[str], groups: Sequence[str], *,
+                  site: str, recipe: SiteRecipe, l2: float, base: LinearHead | None = None,
+                  base_raw: np.ndarray | None = None) -> LinearHead:
+    """The head on dev + site features (N × views × D) at the base head's penalty ``l2``.
+
+    ``base_raw``: the base head's K×D weights on raw features (needed when ``recipe.anchor``).
+    Why the base penalty and no inner search: with tens of site labels an inner CV would choose the
+    penalty on the dev photos anyway, and the base was chosen on them.
+    """
+    if recipe.anchor and base_raw is None and base is None:
+        raise ValueError("an anchored site head needs the base head's weights")
+    prior = (base.raw()[0] if base is not None else base_raw) if recipe.anchor else None
+    w = site_weights(labels, sources, site=site, site_weight=recipe.site_weight)
+    return fit_head(feats, labels, weights=w, groups=groups, l2_grid=(l2,), prior_raw=prior)
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RECIPES = {"w1": SiteRecipe(1.0, False), "w3": SiteRecipe(3.0, False), "w10": SiteRecipe(10.0, False),
@@ -49,6 +94,19 @@ class Cell:
     normal_recall: float
     ece: float
     temperature: float
+
+
+def _labelled(site_idx: np.ndarray, grp: list[str], groups: list[str], n: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, rest): whole groups in random order until at least ``n`` photos, as a reviewer labels travellers."""
+    labelled, count = set(), 0
+    for g in rng.permutation(groups):
+        if count >= n:
+            break
+        labelled.add(g)
+        count += sum(1 for i in site_idx if grp[i] == g)
+    return (np.array([i for i in site_idx if grp[i] in labelled]),
+            np.array([i for i in site_idx if grp[i] not in labelled]))
 
 
 def _figures(logits: np.ndarray, y: np.ndarray, t: float) -> dict[str, float]:
@@ -117,16 +175,7 @@ def main() -> None:
             got: dict[str, list[dict[str, float]]] = {"base": []}
             temps: dict[str, list[float]] = {"base": []}
             for d in range(args.draws):
-                rng = np.random.default_rng(1000 * d + n)
-                order = rng.permutation(groups)
-                labelled, count = set(), 0
-                for g in order:
-                    if count >= n:
-                        break
-                    labelled.add(g)
-                    count += sum(1 for i in site_idx if grp[i] == g)
-                lab = np.array([i for i in site_idx if grp[i] in labelled])
-                rest = np.array([i for i in site_idx if grp[i] not in labelled])
+                lab, rest = _labelled(site_idx, grp, groups, n, np.random.default_rng(1000 * d + n))
                 test_x, test_y = feats[rest][:, :1], y[rest]
                 got["base"].append(_figures(base.logits(test_x), test_y, t_base))
                 temps["base"].append(t_base)
@@ -153,14 +202,7 @@ def main() -> None:
                       f"T {c.temperature:.2f} ({time.time() - t0:.0f} s)", flush=True)
         if args.dev_cost:
             n = round(args.dev_cost * len(site_idx))
-            rng = np.random.default_rng(n)
-            labelled, count = set(), 0
-            for g in rng.permutation(groups):
-                if count >= n:
-                    break
-                labelled.add(g)
-                count += sum(1 for i in site_idx if grp[i] == g)
-            lab = np.array([i for i in site_idx if grp[i] in labelled])
+            lab, _ = _labelled(site_idx, grp, groups, n, np.random.default_rng(n))
             sub = [samples[i] for i in fold.train]
             folds = group_kfold(sub, 5, seed=0)
             for name in ["base", *args.recipes]:

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mpox_aism.pipeline.crops import ImageMeasures
 from mpox_aism.pipeline.decider import DecisionConfig
 from mpox_aism.pipeline.pipeline import CLASSIFY_STRIDE, DETECT_STRIDE
 
@@ -147,6 +148,12 @@ class PhotoChecks(_Model):
     max_sharpness: float = Field(6000.0, gt=0, description="…above which it is noise or a pattern, not skin.")
     min_skin: float = Field(0.10, ge=0, le=1, description="Share of skin-coloured pixels below which it shows too "
                             "little skin.")
+
+    def problem(self, view: ImageMeasures) -> str | None:
+        """What the photo as the network sees it fails, or None. A greyscale photo has no skin colour to
+        measure: its skin share is left to the familiarity score."""
+        return view.problem(min_brightness=self.min_brightness, min_sharpness=self.min_sharpness,
+                            min_skin=0.0 if view.monochrome else self.min_skin, max_sharpness=self.max_sharpness)
 
 
 class HttpConfig(_Model):

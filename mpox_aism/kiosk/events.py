@@ -24,7 +24,7 @@ import base64
 import datetime as dt
 import json
 import uuid
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -39,7 +39,6 @@ SCHEMA = "mpox-aism/event@2"
 SCHEMA_V1 = "mpox-aism/event@1"
 SchemaVersion = Literal[1, 2]
 PublishedState = Literal["other_condition", "review", "suspected"]  # ``clear`` never leaves the box
-PUBLISHED_STATES: tuple[PublishedState, ...] = get_args(PublishedState)
 V2_ONLY_FIELDS = frozenset({"reason", "unfamiliar_crops"})
 NAMESPACE = uuid.UUID("6f1d2b1e-8c55-4c1e-9d7a-2f0a4b6c9e11")
 

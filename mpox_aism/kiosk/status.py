@@ -8,6 +8,7 @@ classifies and queues alerts; ``/healthz`` answers 200 "degraded" for it, so not
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -18,7 +19,6 @@ from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
 from mpox_aism.kiosk.sink import EventSink
-from mpox_aism.pipeline.regions import REGION_KINDS
 from mpox_aism.pipeline.shadow import ShadowCounts
 
 
@@ -132,6 +132,14 @@ class _Seen:
     shadow_errors: int = 0
 
 
+def _deltas(now: Mapping[str, int], seen: dict[str, int]) -> Iterator[tuple[str, int]]:
+    """(key, growth since the last call) of a worker's running counts; ``seen`` is moved on. Never negative:
+    a counter that went back (a restarted pipeline) is not un-counted."""
+    for key, n in now.items():
+        yield key, max(0, n - seen.get(key, 0))
+        seen[key] = max(n, seen.get(key, 0))
+
+
 class MetricsFeed:
     """Turns the workers' counters into Prometheus metrics: deltas since the last call, per camera."""
 
@@ -151,17 +159,12 @@ class MetricsFeed:
             dropped = cam.source.dropped_frames
             if dropped > seen.dropped:
                 m.dropped_frame(name, dropped - seen.dropped)
-            for state, n in counts.decisions.items():
-                m.decision(state, max(0, n - seen.decisions.get(state, 0)))
-                seen.decisions[state] = max(n, seen.decisions.get(state, 0))
-            for reason, n in counts.review_reasons.items():
-                m.review_reason(reason, max(0, n - seen.review_reasons.get(reason, 0)))
-                seen.review_reasons[reason] = max(n, seen.review_reasons.get(reason, 0))
-            for kind in REGION_KINDS:
-                n = counts.frames_with.get(kind, 0)
-                if n > seen.detections.get(kind, 0):
-                    m.detection(kind, n - seen.detections.get(kind, 0))
-                    seen.detections[kind] = n
+            for state, d in _deltas(counts.decisions, seen.decisions):
+                m.decision(state, d)
+            for reason, d in _deltas(counts.review_reasons, seen.review_reasons):
+                m.review_reason(reason, d)
+            for kind, d in _deltas(counts.frames_with, seen.detections):
+                m.detection(kind, d)
             if counts.shadow is not None:
                 self._shadow(seen, counts.shadow)
             if counts.classify_ms_per_frame and df > 0:
@@ -172,9 +175,8 @@ class MetricsFeed:
 
     def _shadow(self, seen: _Seen, sc: ShadowCounts) -> None:
         m = self.metrics
-        for state, n in sc.decisions.items():
-            m.shadow_decision(state, max(0, n - seen.shadow_decisions.get(state, 0)))
-            seen.shadow_decisions[state] = max(n, seen.shadow_decisions.get(state, 0))
+        for state, d in _deltas(sc.decisions, seen.shadow_decisions):
+            m.shadow_decision(state, d)
         m.shadow_tracks(max(0, sc.compared - seen.shadow_compared), max(0, sc.differ - seen.shadow_differ))
         m.shadow_error(max(0, sc.errors - seen.shadow_errors))
         seen.shadow_compared = max(sc.compared, seen.shadow_compared)

@@ -3,12 +3,8 @@
 Why beside, not instead: a head refitted on a site's reviews alone forgets every class the site never
 showed (measured in issue 26: the dev sources' accuracy fell from 0.83 to 0.1–0.3), so the site's
 labelled crops join the dev photos as one more source of their classes under the base recipe's class ×
-source balance. Two measured knobs (docs/RESULTS.md, ``research/site_adapt.py``):
-
-- ``site_weight``: the site's share within each class it shows, as a multiple of one dev source's
-  (1 = just one more source). The site is where the kiosk works, so its few labels may count more.
-- ``anchor``: the L2 penalty pulls toward the base head's weights instead of toward zero (L2-SP), so
-  the refit moves only as far from the shipped head as the site's labels ask.
+source balance. Weighting the site more and anchoring the refit to the base head were measured and
+not shipped (no better within noise: docs/RESULTS.md, ``research/site_adapt.py``).
 
 The backbone stays frozen (the features are the base model's), so a refit is seconds on a CPU.
 """
@@ -18,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,53 +29,15 @@ from mpox_aism.training.metrics import compute_metrics, confusion_matrix, macro_
 from mpox_aism.training.probe import LinearHead, fit_head, sample_weights
 
 
-@dataclass(frozen=True)
-class SiteRecipe:
-    """How a site's labels join the dev photos; recorded in the site model's card."""
-
-    site_weight: float = 1.0  # the site's share of a class, in dev sources (1: one more source)
-    anchor: bool = False  # penalty centred on the base head (True) or on zero (False)
-
-
-DEFAULT_RECIPE = SiteRecipe()  # replaced by the measured choice (docs/RESULTS.md, research/site_adapt.py)
-
-
-def site_weights(labels: np.ndarray, sources: Sequence[str], *, site: str, site_weight: float) -> np.ndarray:
-    """Class × source balance with the ``site`` source counting ``site_weight`` dev sources in each class.
-
-    Every class still carries equal total weight; within a class the site's photos share
-    ``site_weight / (n_dev_sources + site_weight)`` of it. Mean 1, like :func:`sample_weights`.
-    """
-    labels = np.asarray(labels)
-    src = np.asarray(list(sources))
-    if site_weight == 1.0:
-        return sample_weights(labels, list(src), "class_source")
-    w = np.zeros(len(labels))
-    for c in np.unique(labels):
-        in_c = labels == c
-        names = sorted(set(src[in_c].tolist()))
-        share = {s: (site_weight if s == site else 1.0) for s in names}
-        total = sum(share.values())
-        for s in names:
-            m = in_c & (src == s)
-            w[m] = share[s] / total / m.sum()
-    return w * len(w) / w.sum()
-
-
 def fit_site_head(feats: np.ndarray, labels: np.ndarray, sources: Sequence[str], groups: Sequence[str], *,
-                  site: str, recipe: SiteRecipe, l2: float, base: LinearHead | None = None,
-                  base_raw: np.ndarray | None = None) -> LinearHead:
-    """The head on dev + site features (N × views × D) at the base head's penalty ``l2``.
+                  l2: float) -> LinearHead:
+    """The head on dev + site features (N × views × D): class × source balance, the base head's penalty ``l2``.
 
-    ``base_raw``: the base head's K×D weights on raw features (needed when ``recipe.anchor``).
     Why the base penalty and no inner search: with tens of site labels an inner CV would choose the
     penalty on the dev photos anyway, and the base was chosen on them.
     """
-    if recipe.anchor and base_raw is None and base is None:
-        raise ValueError("an anchored site head needs the base head's weights")
-    prior = (base.raw()[0] if base is not None else base_raw) if recipe.anchor else None
-    w = site_weights(labels, sources, site=site, site_weight=recipe.site_weight)
-    return fit_head(feats, labels, weights=w, groups=groups, l2_grid=(l2,), prior_raw=prior)
+    w = sample_weights(np.asarray(labels), list(sources), "class_source")
+    return fit_head(feats, labels, weights=w, groups=groups, l2_grid=(l2,))
 
 
 # ------------------------------------------------------------------------------------------ the command
@@ -119,7 +77,6 @@ class AdaptReport:
     site_sources: list[str]
     n_site_labels: int
     site_counts: dict[str, int]
-    recipe: SiteRecipe
     l2: float
     temperature: float
     site_base: SiteFigures  # the base recipe (no site labels), out of fold on the site's photos
@@ -134,17 +91,20 @@ class AdaptReport:
         return not self.refused
 
 
+def _group_draws(groups: Sequence[str], draws: int, seed: int) -> Iterator[np.ndarray]:
+    """Bootstrap index sets that resample whole groups: one person's crops are not independent evidence."""
+    uniq = sorted(set(groups))
+    members = {g: np.array([i for i, x in enumerate(groups) if x == g]) for g in uniq}
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        yield np.concatenate([members[uniq[j]] for j in rng.integers(0, len(uniq), len(uniq))])
+
+
 def _figures(probs: np.ndarray, y: np.ndarray, groups: Sequence[str], *, draws: int = 200,
              seed: int = 0) -> SiteFigures:
     m = compute_metrics(probs, y)
     pred = probs.argmax(axis=1)
-    uniq = sorted(set(groups))
-    members = {g: np.array([i for i, x in enumerate(groups) if x == g]) for g in uniq}
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(draws):  # whole groups resampled: one person's crops are not independent evidence
-        idx = np.concatenate([members[uniq[j]] for j in rng.integers(0, len(uniq), len(uniq))])
-        values.append(macro_f1(confusion_matrix(y[idx], pred[idx])))
+    values = [macro_f1(confusion_matrix(y[idx], pred[idx])) for idx in _group_draws(groups, draws, seed)]
     lo, hi = np.quantile(values, [0.025, 0.975])
     recall = {k: (v.recall if v.support else None) for k, v in m.per_class.items()}
     return SiteFigures(len(y), m.macro_f1, (float(lo), float(hi)), recall["mpox"], recall["normal"], m.ece)
@@ -154,12 +114,8 @@ def _class_f1_low(probs: np.ndarray, y: np.ndarray, groups: Sequence[str], *, dr
                   seed: int = 0) -> dict[str, float]:
     """Each class's 2.5 % F1 quantile over group bootstrap draws."""
     pred = probs.argmax(axis=1)
-    uniq = sorted(set(groups))
-    members = {g: np.array([i for i, x in enumerate(groups) if x == g]) for g in uniq}
-    rng = np.random.default_rng(seed)
     f1s: dict[str, list[float]] = {k: [] for k in LABELS}
-    for _ in range(draws):
-        idx = np.concatenate([members[uniq[j]] for j in rng.integers(0, len(uniq), len(uniq))])
+    for idx in _group_draws(groups, draws, seed):
         for k, v in per_class(confusion_matrix(y[idx], pred[idx])).items():
             if v.support:
                 f1s[k].append(v.f1)
@@ -176,10 +132,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--negatives", nargs="*", default=[], metavar="DIR",
                    help="labelled folders the base head also trained on (e.g. runs/healthy_crops/people)")
     p.add_argument("--out", required=True, help="the site model directory to write")
-    p.add_argument("--site-weight", type=float, default=DEFAULT_RECIPE.site_weight,
-                   help="the site's share of each class it shows, in dev sources")
-    p.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=DEFAULT_RECIPE.anchor,
-                   help="pull the head toward the base head's weights instead of toward zero")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--familiarity", action=argparse.BooleanOptionalAction, default=True,
                    help="refit the familiarity score for the site head (the site's crops join its bank)")
@@ -237,7 +189,6 @@ def main(args: argparse.Namespace) -> AdaptReport:
     if l2 <= 0:
         raise AdaptError(f"{args.model}: its recipe records no L2 penalty (not a linear-probe model?); "
                          "a site head is fitted at the base head's penalty")
-    recipe = SiteRecipe(args.site_weight, args.anchor)
     cache = Path(args.cache)
 
     def feats(part: list[Sample], desc: str) -> np.ndarray:
@@ -253,13 +204,11 @@ def main(args: argparse.Namespace) -> AdaptReport:
     neg = np.arange(n_dev, n_dev + n_neg)
     site_idx = np.arange(n_dev + n_neg, len(pool))
     sites = sorted({s.source for s in reviews})
-    base_raw = head_layer.weight.detach().double().numpy()
 
-    def fit(idx: np.ndarray, r: SiteRecipe) -> LinearHead:
+    def fit(idx: np.ndarray) -> LinearHead:
         # every site source counts as the site (one station, or several of one site)
         names = ["site" if src[i] in sites else src[i] for i in idx]
-        return fit_site_head(x[idx], y[idx], names, [grp[i] for i in idx], site="site", recipe=r, l2=l2,
-                             base_raw=base_raw)
+        return fit_site_head(x[idx], y[idx], names, [grp[i] for i in idx], l2=l2)
 
     # one split for both recipes: dev folds by group, the site's groups dealt into the same number of folds
     dev_folds = group_kfold(dev, args.folds, seed=0)
@@ -271,8 +220,8 @@ def main(args: argparse.Namespace) -> AdaptReport:
     for k, f in enumerate(dev_folds):
         test = np.concatenate([f.test, site_idx[site_fold == k]])
         site_train = site_idx[site_fold != k]
-        for name, r, extra in (("base", SiteRecipe(), np.zeros(0, int)), ("site", recipe, site_train)):
-            head = fit(np.concatenate([f.train, neg, extra]).astype(int), r)
+        for name, extra in (("base", np.zeros(0, int)), ("site", site_train)):
+            head = fit(np.concatenate([f.train, neg, extra]).astype(int))
             oof[name][test] = head.logits(x[test][:, :1])
         print(f"fold {k + 1}/{len(dev_folds)} done", flush=True)
     scored = np.concatenate([np.arange(n_dev), site_idx])
@@ -294,7 +243,7 @@ def main(args: argparse.Namespace) -> AdaptReport:
                        f"{report_site.macro_f1:.3f} < {report_site_base.macro_f1:.3f})")
 
     # the head itself: every photo, the site's included
-    head = fit(np.arange(len(pool)), recipe)
+    head = fit(np.arange(len(pool)))
     site_model = copy.deepcopy(model)
     head.fold_into(classifier_head(site_model))
     counts = class_counts(reviews)
@@ -304,13 +253,12 @@ def main(args: argparse.Namespace) -> AdaptReport:
                "train_counts": class_counts(pool), "val_counts": [],
                "validation": f"none held out: figures are out-of-fold ({args.folds}-fold by group)"},
         recipe={**info.recipe, "kind": "site head: " + str(info.recipe.get("kind", "linear probe")),
-                "base_model_version": info.model_version, "site": {"sources": sites, "n_labels": len(reviews),
-                                                                   "recipe": asdict(recipe)},
+                "base_model_version": info.model_version, "site": {"sources": sites, "n_labels": len(reviews)},
                 "command": "mpox-aism adapt " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["adapt"] else sys.argv[1:])})
     out.mkdir(parents=True, exist_ok=True)
     save_model(out, site_model, site_info, omit_imagenet=True)
     report = AdaptReport(info.model_version, site_info.model_version, sites, len(reviews),
-                         {k: c for k, c in zip(LABELS, counts, strict=True) if c}, recipe, l2, temperature,
+                         {k: c for k, c in zip(LABELS, counts, strict=True) if c}, l2, temperature,
                          report_site_base, report_site, _figures(probs["base"][:n_dev], dev_y, dev_g),
                          _figures(probs["site"][:n_dev], dev_y, dev_g), falls, refused)
     metrics = compute_metrics(probs["site"][scored], y[scored]).to_json()
@@ -349,8 +297,7 @@ def _write_card(out: Path, r: AdaptReport) -> None:
              "**Research use only, not a diagnostic device.**", "",
              f"A site head: the base model `{r.base_model_version}`'s frozen backbone with its linear head refitted on "
              f"the base's dev photos plus **{r.n_site_labels} reviewed labels** from {', '.join(r.site_sources)} "
-             f"({', '.join(f'{k} {v}' for k, v in r.site_counts.items())}); site weight {r.recipe.site_weight:g}, "
-             f"{'anchored to the base head' if r.recipe.anchor else 'penalty centred on zero'}, L2 {r.l2:g}, "
+             f"({', '.join(f'{k} {v}' for k, v in r.site_counts.items())}) as one more source; L2 {r.l2:g}, "
              f"temperature {r.temperature:.3f} (refitted out of fold).", "",
              f"Its own checks: **{'passed' if r.passed else 'REFUSED — must not be installed'}**."
              + ("".join(f"\n- {why}" for why in r.refused)), "",

@@ -11,21 +11,9 @@ import numpy as np
 import pytest
 
 from mpox_aism.contracts.labels import LABELS
-from mpox_aism.training.adapt import AdaptError, get_args_parser, main, site_weights
+from mpox_aism.training.adapt import AdaptError, get_args_parser, main
 from mpox_aism.training.probe import fit_head
 from tests.conftest import SKIN8, default_model_or_skip
-
-
-def test_site_weights_keep_classes_equal_and_give_the_site_its_share() -> None:
-    y = np.array([0] * 6 + [7] * 4)
-    src = ["a", "a", "a", "b", "site", "site", "a", "b", "b", "site"]
-    for w in (1.0, 3.0):
-        wt = site_weights(y, src, site="site", site_weight=w)
-        assert wt.mean() == pytest.approx(1.0)
-        assert wt[y == 0].sum() == pytest.approx(wt[y == 7].sum())  # every class the same total
-        mpox = wt[y == 0]
-        site_share = mpox[[4, 5]].sum() / mpox.sum()
-        assert site_share == pytest.approx(w / (2 + w))  # two dev sources of mpox beside the site
 
 
 def test_an_anchored_head_stays_near_its_base() -> None:

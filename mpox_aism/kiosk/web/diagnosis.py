@@ -88,23 +88,20 @@ class DiagnosisService:
 
     def check(self, rgb: np.ndarray) -> str | None:
         """What the photo, as the network sees it, fails of the photo checks (None: nothing)."""
-        c, m = self.checks, ImageMeasures.of(resize_square(rgb, self.classifier.image_size))
-        # a greyscale photo has no skin colour to measure: its skin share is left to the familiarity score
-        return m.problem(min_brightness=c.min_brightness, min_sharpness=c.min_sharpness,
-                         min_skin=0.0 if m.monochrome else c.min_skin, max_sharpness=c.max_sharpness)
+        return self.checks.problem(ImageMeasures.of(resize_square(rgb, self.classifier.image_size)))
 
     def _classify(self, rgb: np.ndarray) -> tuple[np.ndarray, float | None, str | None]:
         """Probabilities, unfamiliarity and the overlay PNG: one pass where the model has class maps."""
-        if self.explainer is not None and self.explainer.one_pass:
+        one_pass = self.explainer is not None and self.explainer.one_pass
+        if one_pass:
             try:
-                exp = self.explainer.explain(rgb, max_side=GRADCAM_MAX_SIDE)
+                exp = self.explainer.explain(rgb, max_side=GRADCAM_MAX_SIDE)  # type: ignore[union-attr]
                 return np.asarray(exp.probabilities, dtype=np.float64), exp.unfamiliarity, _png_b64(exp)
             except Exception:  # the classification below stands without its picture
                 log.exception("explanation failed; answering without the overlay")
         c = self.classifier.classify([rgb])
         probs = np.asarray(c.probabilities[0], dtype=np.float64)
         unfamiliar = None if c.unfamiliarity is None else float(c.unfamiliarity[0])
-        one_pass = self.explainer is not None and self.explainer.one_pass
         return probs, unfamiliar, None if one_pass else self._overlay_png(rgb, int(np.argmax(probs)))
 
     def analyse(self, data: bytes) -> Diagnosis:
