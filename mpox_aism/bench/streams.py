@@ -32,9 +32,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpox_aism.contracts.machine import describe_machine
+
+if TYPE_CHECKING:
+    from mpox_aism.kiosk.daemon import Daemon
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 FIND_MAX_STEPS = (1, 2, 4, 6, 8, 12)
@@ -138,11 +141,23 @@ def run_streams(source: str, streams: int, seconds: float) -> dict[str, Any]:
         "fps": [round((window["frames1"][n] - window["frames0"][n]) / wall, 2) for n in cams],
         "latency_p50_ms": [c.summary.get("latency_ms", {}).get("p50") for c in cams.values()],
         "latency_p99_ms": [c.summary.get("latency_ms", {}).get("p99") for c in cams.values()],
+        "stage_ms": [c.summary.get("stage_ms") for c in cams.values()],  # wall ms per frame, waits for the CPU included
         "dropped_frames": [c.source.dropped_frames for c in cams.values()],
         "frames": [c.frames for c in cams.values()],
         "errors": [c.errors for c in cams.values()],
         "cpu_percent": round(100 * cpu / wall, 1), "rss_mb": peak_rss_mb(),
+        "inference": _inference(daemon),
     }
+
+
+def _inference(daemon: Daemon) -> dict[str, Any] | None:
+    """The shared inference worker's totals for the whole run (start-up included): batches and crops per batch."""
+    service = daemon.inference
+    if service is None:
+        return None
+    s = service.stats()
+    return {"batches": s.batches, "crops": s.crops, "crops_per_batch": round(s.crops_per_batch, 2),
+            "failed": sum(s.failed.values())}
 
 
 def find_max(measure: Measure, min_fps: float, steps: Iterable[int] = FIND_MAX_STEPS) -> tuple[int, list[dict]]:

@@ -28,7 +28,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,6 +52,28 @@ class Classification:
     def familiar(self) -> np.ndarray | None:
         """N booleans (True: like the training photos), or None without a familiarity score."""
         return None if self.unfamiliarity is None else self.unfamiliarity <= self.threshold
+
+
+class CropClassifier(Protocol):
+    """What the pipeline, the event sink and the diagnosis API need of a classifier: a :class:`Classifier`
+    itself, or a caller's handle on the process's inference service (``mpox_aism.inference.service``)."""
+
+    meta: ModelMeta
+    familiarity: Familiarity | None
+    can_explain: bool
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    def classify(self, crops: Sequence[np.ndarray]) -> Classification: ...
+
+    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def explain(self, crop: np.ndarray, target: int | None = None, *,
+                max_side: int | None = None) -> Explanation: ...
 
 
 class Classifier(abc.ABC):
@@ -139,9 +161,14 @@ class Classifier(abc.ABC):
     def classify(self, crops: Sequence[np.ndarray]) -> Classification:
         """:meth:`predict` plus each crop's familiarity score, from the same forward pass, where the model
         has a score and the backend gives the features; the probabilities alone otherwise."""
+        return self.classify_preprocessed(preprocess_batch(list(crops), self.image_size))
+
+    def classify_preprocessed(self, batch: np.ndarray) -> Classification:
+        """:meth:`classify` on a batch already made by ``preprocess_batch`` (the inference service
+        preprocesses in each caller's thread and runs only the forward pass in its own)."""
         if self.familiarity is None or not self.has_features:
-            return Classification(self.predict(crops))
-        batch = np.ascontiguousarray(preprocess_batch(list(crops), self.image_size), dtype=np.float32)
+            return Classification(self.predict_preprocessed(batch))
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
         if len(batch) == 0:
             return Classification(np.zeros((0, len(self.labels)), np.float32), np.zeros(0), self.familiarity.threshold)
         parts = self._chunked(self.logits_and_features, batch)

@@ -18,18 +18,25 @@ import numpy as np
 
 from mpox_aism.contracts.heatmap import Explainer, Explanation
 from mpox_aism.contracts.preprocess import fit_within
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.classifier import CropClassifier
 
 
 class ExplainerService:
     """``explain(rgb, target)`` for whoever asks. ``gradcam``: the Grad-CAM explainer, or a factory
     for one, to use when the classifier has no class maps (default: ``GradCamExplainer(model)``)."""
 
-    def __init__(self, classifier: Classifier, *, model: str | Path | None = None,
+    def __init__(self, classifier: CropClassifier, *, model: str | Path | None = None,
                  gradcam: Explainer | Callable[[], Explainer] | None = None) -> None:
         self.classifier = classifier
         self._model, self._gradcam, self._built = model, gradcam, None
         self._lock = threading.Lock()
+
+    def with_classifier(self, classifier: CropClassifier) -> ExplainerService:
+        """This explainer (its one Grad-CAM model and lock) with its one-pass heat maps made by ``classifier``:
+        each caller of the inference service explains through its own handle, so it waits in its own turn."""
+        other = ExplainerService(classifier, model=self._model, gradcam=self._grad_cam)
+        other._lock = self._lock
+        return other
 
     @property
     def one_pass(self) -> bool:

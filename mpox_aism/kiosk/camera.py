@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 
 from mpox_aism.contracts.preprocess import fit_within
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.classifier import Classifier, CropClassifier
 from mpox_aism.kiosk.config import CameraConfig, KioskConfig
+from mpox_aism.kiosk.host import lower_thread_priority
 from mpox_aism.kiosk.privacy import FaceGuard
 from mpox_aism.kiosk.sink import EventSink
 from mpox_aism.pipeline.crops import CropConfig
@@ -34,6 +35,7 @@ from mpox_aism.pipeline.sources import LiveSource, SourceStats, open_source
 log = logging.getLogger(__name__)
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0  # backoff between restarts of a camera whose session died
 FILE_RESTARTS = 3  # a file's error may be deterministic: do not loop on it forever
+CAMERA_NICE = 5  # under the inference worker (0), which every camera waits on; over the HTTP API (http.nice)
 LIVE_VIEW_MAX_SIDE = 480  # the staff page's live view: small enough to refresh every second
 SNAPSHOT_EVERY, STATS_EVERY = 10, 30  # frames between live-view snapshots / between counter copies
 COLOURS = {"face": (0, 200, 0), "hand": (255, 160, 0), "close": (0, 160, 255)}
@@ -76,7 +78,7 @@ def annotate(image: np.ndarray, regions: list[Region]) -> bytes | None:
 
 
 class CameraWorker:
-    def __init__(self, state: CameraState, kiosk: KioskConfig, *, classifier: Classifier, sink: EventSink,
+    def __init__(self, state: CameraState, kiosk: KioskConfig, *, classifier: CropClassifier, sink: EventSink,
                  stop: threading.Event, shadow: Classifier | None = None) -> None:
         self.state, self.kiosk, self.classifier, self.sink, self.stop = state, kiosk, classifier, sink, stop
         self.shadow = shadow  # a second head that only counts (pipeline.shadow); its decider is this camera's
@@ -85,6 +87,7 @@ class CameraWorker:
     def run(self) -> None:
         """The watchdog loop (the thread's target)."""
         cam, delay = self.state, RESTART_MIN_S
+        lower_thread_priority(CAMERA_NICE, "camera")
         try:
             while not self.stop.is_set():
                 if self._session() != "crashed":

@@ -50,6 +50,10 @@ class ClassifierConfig(_Model):
         "quality and its speed before choosing it.")
     device: str = Field("cpu", description="torch backend device: cpu or cuda[:N].")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch backend precision.")
+    batch_wait_ms: float = Field(10.0, ge=0, le=100, description="How long the process's one inference worker "
+                                 "waits for other cameras' crops to join a batch (only while another camera that "
+                                 "asked in the last second has not yet): larger batches cost less per crop, a "
+                                 "lone camera never waits. 0: never wait.")
 
 
 class TlsConfig(_Model):
@@ -169,8 +173,9 @@ class HttpConfig(_Model):
     keep_alive_s: int = Field(2, ge=1, le=300, description="Seconds an idle keep-alive connection is kept "
                                 "before it is closed: short, so idle clients do not hold max_connections.")
     nice: int = Field(10, ge=0, le=19, description="Niceness of the HTTP server's thread and of the worker threads "
-                      "it starts (decoding, classifying and encoding uploads; Linux): the scheduler then gives the "
-                      "camera workers the CPU first, whatever the API is sent. 0 = the camera's priority.")
+                      "it starts (decoding, checking and encoding uploads; Linux): the scheduler then gives the "
+                      "camera workers (nice 5) and the inference worker (0) the CPU first, whatever the API is sent; "
+                      "the API's forward passes wait their turn in the inference worker beside the cameras'.")
     tls: HttpTlsConfig | None = Field(None, description="Serve HTTPS (staff cookies are then Secure). Unset: "
                                       "plain HTTP, for 127.0.0.1 or behind a TLS reverse proxy.")
     sessions: SessionLimits = Field(default_factory=SessionLimits, description="Staff log-in sessions and "

@@ -28,8 +28,9 @@ from urllib.parse import urlparse
 
 from mpox_aism.contracts.decision import REVIEW_REASONS, STATES
 from mpox_aism.contracts.model import default_backend
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.classifier import Classifier, CropClassifier
 from mpox_aism.inference.explainer import ExplainerService
+from mpox_aism.inference.service import InferenceService
 from mpox_aism.kiosk.camera import CameraState, CameraWorker
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
@@ -63,6 +64,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.sink: EventSink | None = None
         self.labels: LabelStore | None = None
+        self.inference: InferenceService | None = None
         self.http_url: str | None = None
         self._http_server: Any = None
 
@@ -190,7 +192,7 @@ class Daemon:
                                 "pipeline": c.summary} for n, c in self.cameras.items()}}
 
     # -------------------------------------------------------------------------------- lifecycle
-    def _start_http(self, classifier: Classifier) -> None:
+    def _start_http(self, classifier: CropClassifier, explainer: ExplainerService) -> None:
         if not self.config.http.enabled:
             return
         try:
@@ -198,7 +200,7 @@ class Daemon:
 
             assert self.sink is not None
             self._http_server, self.http_url = start_http(self, self.config, classifier=classifier,
-                                                          explainer=self.sink.explainer,
+                                                          explainer=explainer,
                                                           metrics=self.metrics,
                                                           reviews_path=state_dir() / "reviews.sqlite3",
                                                           labels=self.labels,
@@ -221,13 +223,19 @@ class Daemon:
         self.outbox = Outbox(self.outbox_path, max_messages=c.outbox.max_messages, max_age_s=c.outbox.max_age_s)
         self.publisher = self._publisher(self.outbox)
         self.labels = self._label_store()
+        # one inference worker for the process: every camera, the event sink and the API wait their turn in it
+        self.inference = InferenceService(classifier, max_wait_ms=c.classifier.batch_wait_ms,
+                                          on_batch=self.metrics.inference_batch)
+        explainer = ExplainerService(classifier, model=self.model_dir)
+        events = self.inference.client("events")
         self.sink = EventSink(c, run_id=self.run_id, model_version=self.model_version, outbox=self.outbox,
-                              topic=f"{self.topic_prefix}/events",
-                              explainer=ExplainerService(classifier, model=self.model_dir), metrics=self.metrics,
-                              waker=self.publisher, crops=self.labels if c.labels.enabled else None)
-        self._start_http(classifier)
-        workers = [threading.Thread(target=CameraWorker(cam, c, classifier=classifier, sink=self.sink,
-                                                        stop=self.stop_event, shadow=self.shadow).run,
+                              topic=f"{self.topic_prefix}/events", explainer=explainer.with_classifier(events),
+                              metrics=self.metrics, waker=self.publisher,
+                              crops=self.labels if c.labels.enabled else None)
+        api = self.inference.client("api")
+        self._start_http(api, explainer.with_classifier(api))
+        workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
+                                                        sink=self.sink, stop=self.stop_event, shadow=self.shadow).run,
                                     name=f"camera-{name}", daemon=True) for name, cam in self.cameras.items()]
         for w in workers:
             w.start()
@@ -277,6 +285,8 @@ class Daemon:
             self.publisher.close()
         if self._http_server is not None:
             self._http_server.stop()
+        if self.inference is not None:
+            self.inference.close()  # after the cameras and the API: it answers what they still queued
         classifier.close()
         if self.shadow is not None:
             self.shadow.close()

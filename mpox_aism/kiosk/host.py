@@ -1,10 +1,11 @@
-"""What the host gives the process: systemd's notify socket and the state directory."""
+"""What the host gives the process: systemd's notify socket, the state directory, thread priorities."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -32,3 +33,19 @@ def state_dir() -> Path:
     d = Path(os.environ.get("STATE_DIRECTORY", "runs/state").split(":")[0])
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def lower_thread_priority(nice: int, what: str) -> None:
+    """Make the calling thread ``nice`` (Linux: niceness is per thread, and threads it starts inherit it).
+
+    Three levels share the box: the inference worker and ONNX Runtime's pool at 0 (every camera waits on
+    them, so they must never wait behind a camera), each camera's worker at ``CAMERA_NICE`` (detection,
+    crops, tracking; MediaPipe's threads inherit it), the HTTP server at ``http.nice`` (the API takes what
+    the cameras leave). Raising one's niceness needs no privilege; elsewhere this logs and does nothing.
+    """
+    try:
+        tid = threading.get_native_id()
+        if nice > os.getpriority(os.PRIO_PROCESS, tid):  # absolute: never try to raise a niced daemon's priority
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (AttributeError, OSError) as e:  # not Linux, or a sandbox that forbids it
+        log.warning("could not lower the %s threads' priority to nice %d: %s", what, nice, e)

@@ -7,9 +7,7 @@ created up front where they are known (decision states), so a rate over them is 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -17,9 +15,11 @@ from prometheus_client.registry import Collector
 
 from mpox_aism.contracts.decision import REVIEW_REASONS
 from mpox_aism.contracts.decision import STATES as DECISION_STATES
+from mpox_aism.inference.service import BatchRecord
 
 # classifier latency on CPU is tens of ms to seconds; a GPU batch is a few ms
 INFERENCE_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class _OutboxDroppedCollector(Collector):
@@ -47,8 +47,16 @@ class KioskMetrics:
         self.fps = Gauge("mpox_aism_fps", "Frames per second a camera is processed at.", ["camera"], registry=r)
         self.dropped_frames = Counter("mpox_aism_dropped_frames_total", "Frames a camera source dropped.",
                                       ["camera"], registry=r)
-        self.inference_seconds = Histogram("mpox_aism_inference_seconds", "Classifier call latency.",
+        self.inference_seconds = Histogram("mpox_aism_inference_seconds", "One forward pass of the inference "
+                                           "service (a batch of every camera's crops, or one heat map).",
                                            buckets=INFERENCE_BUCKETS, registry=r)
+        self.inference_batch_crops = Histogram("mpox_aism_inference_batch_crops", "Crops per forward pass.",
+                                               buckets=BATCH_BUCKETS, registry=r)
+        self.inference_queue_seconds = Histogram("mpox_aism_inference_queue_seconds", "How long a batch's oldest "
+                                                 "request waited for the inference worker.",
+                                                 buckets=INFERENCE_BUCKETS, registry=r)
+        self.inference_failures = Counter("mpox_aism_inference_failures_total", "Inference requests answered "
+                                          "with an error (their frame is dropped and counted).", registry=r)
         self.detections = Counter("mpox_aism_detections_total", "Skin regions detected, by kind (face, hand…).",
                                   ["kind"], registry=r)
         self.decisions = Counter("mpox_aism_decisions_total", "Track decisions, by state.", ["state"], registry=r)
@@ -97,17 +105,13 @@ class KioskMetrics:
         if n:
             self.dropped_frames.labels(camera=camera).inc(n)
 
-    def observe_inference(self, seconds: float) -> None:
-        self.inference_seconds.observe(seconds)
-
-    @contextmanager
-    def time_inference(self) -> Iterator[None]:
-        """``with metrics.time_inference(): classifier.predict(...)``."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.inference_seconds.observe(time.perf_counter() - t0)
+    def inference_batch(self, b: BatchRecord) -> None:
+        """One forward pass of the inference service (called in its worker thread)."""
+        self.inference_seconds.observe(b.seconds)
+        self.inference_batch_crops.observe(b.crops)
+        self.inference_queue_seconds.observe(b.waited_s)
+        if b.failed:
+            self.inference_failures.inc(b.failed)
 
     def detection(self, kind: str, n: int = 1) -> None:
         if n:

@@ -167,8 +167,6 @@ class MetricsFeed:
                 m.detection(kind, d)
             if counts.shadow is not None:
                 self._shadow(seen, counts.shadow)
-            if counts.classify_ms_per_frame and df > 0:
-                m.observe_inference(counts.classify_ms_per_frame / 1000)
             seen.t, seen.frames, seen.dropped = now, cam.frames, dropped
         m.set_outbox(outbox.stats())
         m.set_broker_connected(bool(publisher and publisher.connected))

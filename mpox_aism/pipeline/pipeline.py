@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mpox_aism.contracts.decision import REVIEW_REASONS, STATES, State
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.classifier import CropClassifier
 from mpox_aism.pipeline.crops import CropConfig, CropExtractor
 from mpox_aism.pipeline.decider import Decider, Decision, DecisionConfig
 from mpox_aism.pipeline.regions import REGION_KINDS, Region
@@ -53,7 +53,6 @@ class PipelineCounts:
     frames: int = 0
     frames_with: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
-    classify_ms_per_frame: float = 0.0
     review_reasons: dict[str, int] = field(default_factory=dict)  # review decisions by reason
     shadow: ShadowCounts | None = None  # the shadow head's counters, when one runs
 
@@ -77,7 +76,6 @@ class PipelineStats:
 
     def counts(self, shadow: ShadowCounts | None = None) -> PipelineCounts:
         return PipelineCounts(self.frames, dict(self.frames_with), {s: self.decisions.get(s, 0) for s in STATES},
-                              1000 * self.stage_seconds["classify"] / max(1, self.frames),
                               {r: self.review_reasons.get(r, 0) for r in REVIEW_REASONS}, shadow)
 
     def summary(self) -> dict[str, Any]:
@@ -109,7 +107,7 @@ class Pipeline:
     """``shadow``: a second head that classifies every crop this one classifies and only counts
     (``mpox_aism.pipeline.shadow``); its errors never drop a frame."""
 
-    def __init__(self, classifier: Classifier, detector: Any, config: PipelineConfig | None = None,
+    def __init__(self, classifier: CropClassifier, detector: Any, config: PipelineConfig | None = None,
                  shadow: Shadow | None = None):
         self.config = config or PipelineConfig()
         self.shadow = shadow

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.classifier import CropClassifier
 from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.config import ApiLimits, PhotoChecks
 from mpox_aism.kiosk.metrics import KioskMetrics
@@ -199,7 +199,7 @@ def add_health_routes(app: FastAPI, *, model_version: str, registry: CollectorRe
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(*, classifier: Classifier, explainer: ExplainerService | None = None,
+def create_app(*, classifier: CropClassifier, explainer: ExplainerService | None = None,
                token: str | None, max_upload_bytes: int = 10 * 1024 * 1024, max_pixels: int = 40_000_000,
                status_provider: Callable[[], Mapping[str, Any]] | None = None,
                metrics: KioskMetrics | None = None, metrics_registry: CollectorRegistry | None = None,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from mpox_aism.contracts.decision import ReviewReason, State, decide
 from mpox_aism.contracts.heatmap import Explanation
 from mpox_aism.contracts.preprocess import resize_square
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.classifier import CropClassifier
 from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.config import PhotoChecks
 from mpox_aism.kiosk.web.upload import decode_upload
@@ -67,7 +67,7 @@ class DiagnosisService:
     classifier's own label. ``explainer`` None: answers carry no heat map.
     """
 
-    def __init__(self, classifier: Classifier, explainer: ExplainerService | None, *,
+    def __init__(self, classifier: CropClassifier, explainer: ExplainerService | None, *,
                  threshold: float, notifiable: Sequence[str], max_pixels: int,
                  checks: PhotoChecks | None = None) -> None:
         self.classifier, self.labels = classifier, tuple(classifier.labels)

@@ -18,17 +18,18 @@ import numpy as np
 
 from mpox_aism.contracts.images import DatasetError, list_images, load_rgb
 from mpox_aism.contracts.preprocess import fit_within
+from mpox_aism.inference.classifier import CropClassifier
 
 log = logging.getLogger(__name__)
 
 
 class ReferenceLibrary:
-    def __init__(self, root: str | Path, classifier: object, *, per_class: int = 3, candidates: int = 24,
+    def __init__(self, root: str | Path, classifier: CropClassifier, *, per_class: int = 3, candidates: int = 24,
                  max_side: int = 256) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"reference_dir {self.root} is not a folder")
-        self.classifier, self.labels = classifier, tuple(classifier.labels)  # type: ignore[attr-defined]
+        self.classifier, self.labels = classifier, tuple(classifier.labels)
         self.per_class, self.candidates, self.max_side = per_class, candidates, max_side
         self.folders = {label: self.root / label for label in self.labels if (self.root / label).is_dir()}
         self._chosen: dict[str, list[bytes]] = {}
@@ -56,12 +57,12 @@ class ReferenceLibrary:
         for path in list_images(folder)[:self.candidates]:
             try:
                 # the network sees image_size px: a 12 MP original would only cost memory
-                photos.append(fit_within(load_rgb(path), 4 * int(getattr(self.classifier, "image_size", 224))))
+                photos.append(fit_within(load_rgb(path), 4 * self.classifier.image_size))
             except DatasetError as e:
                 log.warning("reference photo skipped: %s", e)
         if not photos:
             return []
-        probs = self.classifier.predict(photos)[:, self.labels.index(label)]  # type: ignore[attr-defined]
+        probs = self.classifier.predict(photos)[:, self.labels.index(label)]
         best = np.argsort(-probs, kind="stable")[:self.per_class]
         out = []
         for i in best:
@@ -72,7 +73,7 @@ class ReferenceLibrary:
         return out
 
 
-def open_library(reference_dir: str | None, classifier: object) -> ReferenceLibrary | None:
+def open_library(reference_dir: str | None, classifier: CropClassifier) -> ReferenceLibrary | None:
     """The library, or None with one clear line saying the feature is off (and why)."""
     if not reference_dir:
         log.info("reference images: off (set reference_dir to a folder per class to show typical photos)")

@@ -7,7 +7,6 @@ neither reach into the daemon nor import it (the daemon imports this module, nev
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Any, Protocol
 import uvicorn
 from fastapi import FastAPI
 
-from mpox_aism.inference.classifier import Classifier
+from mpox_aism.inference.classifier import CropClassifier
 from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.kiosk.accounts import Accounts
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
+from mpox_aism.kiosk.host import lower_thread_priority
 from mpox_aism.kiosk.labels import LabelStore
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.status import KioskStatus
@@ -56,7 +56,7 @@ def staff_accounts(path: Path) -> Accounts:
     return accounts
 
 
-def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, explainer: ExplainerService,
+def start_http(view: KioskView, config: KioskConfig, *, classifier: CropClassifier, explainer: ExplainerService,
                metrics: KioskMetrics,
                reviews_path: Path, accounts_path: Path, labels: LabelStore | None = None) -> tuple[Any, str]:
     """The app on its own thread; ``labels``: the crops kept for staff labels (None: labeling answers 410)."""
@@ -91,21 +91,6 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: Classifier, 
     return server, server.url + "/"
 
 
-def lower_thread_priority(nice: int) -> None:
-    """Make the calling thread ``nice`` (Linux: niceness is per thread, and threads it starts inherit it).
-
-    The HTTP server's event loop (parsing, refusals, multipart) and the worker threads it starts (decode,
-    classify, heat map, PNG) then yield the CPU to the camera threads at niceness 0: the API takes what
-    the camera leaves. Raising one's niceness needs no privilege; elsewhere this logs and does nothing.
-    """
-    try:
-        tid = threading.get_native_id()
-        if nice > os.getpriority(os.PRIO_PROCESS, tid):  # absolute: never try to raise a niced daemon's priority
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-    except (AttributeError, OSError) as e:  # not Linux, or a sandbox that forbids it
-        log.warning("could not lower the HTTP threads' priority to nice %d: %s", nice, e)
-
-
 class ServerThread:
     """uvicorn serving ``app`` in a background thread: the daemon's main thread runs the cameras.
 
@@ -129,7 +114,7 @@ class ServerThread:
 
     def _run(self) -> None:
         if self.nice:
-            lower_thread_priority(self.nice)
+            lower_thread_priority(self.nice, "HTTP")
         self.server.run()
 
     def start(self, timeout: float = 30.0) -> ServerThread:

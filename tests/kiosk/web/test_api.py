@@ -23,6 +23,7 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
 pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi uvicorn python-multipart")
 
+from mpox_aism.inference.service import BatchRecord  # noqa: E402
 from mpox_aism.kiosk.metrics import KioskMetrics  # noqa: E402
 from mpox_aism.kiosk.web.app import create_app  # noqa: E402
 from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
@@ -319,8 +320,7 @@ def test_metrics_class_exposition() -> None:
     m.frame("gate1", 3)
     m.set_fps("gate1", 12.5)
     m.dropped_frame("gate1", 2)
-    with m.time_inference():
-        pass
+    m.inference_batch(BatchRecord(crops=6, requests=3, clients=2, seconds=0.02, waited_s=0.004, failed=1))
     m.detection("face")
     m.decision("review")
     m.set_outbox({"depth": 4, "dropped": 7, "oldest_age_s": 1.0})
@@ -329,6 +329,7 @@ def test_metrics_class_exposition() -> None:
     text = m.exposition().decode()
     for line in ('mpox_aism_frames_total{camera="gate1"} 3.0', 'mpox_aism_fps{camera="gate1"} 12.5',
                  'mpox_aism_dropped_frames_total{camera="gate1"} 2.0', "mpox_aism_inference_seconds_count 1.0",
+                 "mpox_aism_inference_batch_crops_sum 6.0", "mpox_aism_inference_failures_total 1.0",
                  'mpox_aism_detections_total{kind="face"} 1.0', 'mpox_aism_decisions_total{state="review"} 1.0',
                  'mpox_aism_decisions_total{state="suspected"} 0.0', "mpox_aism_outbox_depth 4.0",
                  "mpox_aism_outbox_dropped_total 7.0", "mpox_aism_broker_connected 1.0",
