@@ -30,7 +30,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("bench", "api"), "mpox_aism.bench.api", "the diagnosis API under N clients, and the camera's fps meanwhile"),
     (("run",), "mpox_aism.kiosk.run", "run the kiosk daemon (default: embedded demo, no camera or broker)"),
     (("validate-config",), "mpox_aism.kiosk.validate", "check a kiosk config file"),
-    (("users",), "mpox_aism.kiosk.users", "staff accounts: add, passwd, disable, list, audit (CSV)"),
+    (("users",), "mpox_aism.kiosk.users", "staff accounts: add, passwd, disable, end-sessions, list, audit (CSV)"),
     (("models",), "mpox_aism.kiosk.model_admin",
      "model slots: install DIR (as the shadow, checked), promote, rollback, status (audited)"),
     (("reviews", "export"), "mpox_aism.kiosk.label_export",

@@ -1,7 +1,9 @@
-"""``mpox-aism users add|passwd|disable|list|audit``: staff accounts in the kiosk's state directory.
+"""``mpox-aism users add|passwd|disable|end-sessions|list|audit``: staff accounts in the kiosk's state directory.
 
 Passwords are read without echo (twice, to catch a typo) or, for scripts and systemd, one line from
 stdin with ``--password-stdin``; never from the command line, where ``ps`` and shell history see them.
+A weak one is refused with zxcvbn's reason (``kiosk.accounts.password_problem``). ``passwd``, ``disable``
+and ``end-sessions`` end the account's sessions in the running daemon at their next request.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     pw = sub.add_parser("passwd", help="set a new password")
     pw.add_argument("name")
     pw.add_argument("--password-stdin", action="store_true")
-    sub.add_parser("disable", help="disable an account (kept for the audit trail)").add_argument("name")
+    sub.add_parser("disable", help="disable an account (kept for the audit trail); ends its sessions").add_argument(
+        "name")
+    sub.add_parser("end-sessions", help="log an account out everywhere; its password stays").add_argument("name")
     sub.add_parser("list", help="list the accounts")
     au = sub.add_parser("audit", help="the audit trail as CSV")
     au.add_argument("--csv", default="-", help="output file (default: stdout)")
@@ -57,10 +61,13 @@ def main(args: argparse.Namespace) -> int:
             print(f"added {user.name} ({user.role})")
         elif args.action == "passwd":
             accounts.set_password(args.name, _password(args.password_stdin))
-            print(f"password changed for {args.name}")
+            print(f"password changed for {args.name}; its sessions end at their next request")
         elif args.action == "disable":
             accounts.disable(args.name)
-            print(f"disabled {args.name}")
+            print(f"disabled {args.name}; its sessions end at their next request")
+        elif args.action == "end-sessions":
+            accounts.end_sessions(args.name)
+            print(f"every session of {args.name} ends at its next request")
         elif args.action == "list":
             for u in accounts.users():
                 print(f"{u.name}\t{u.role}\t{'disabled' if u.disabled else 'active'}")

@@ -65,8 +65,9 @@ class Lockout:
                 waits.append(until - now)
         return max(waits)
 
-    def failed(self, *keys: str) -> None:
-        now = self.clock()
+    def failed(self, *keys: str) -> list[str]:
+        """Count a failure for each key; the keys this failure locked out (for the audit trail)."""
+        now, locked = self.clock(), []
         for k in keys:
             times = self._failures.setdefault(k, deque())
             self._failures.move_to_end(k)
@@ -77,9 +78,11 @@ class Lockout:
                 self._locked[k] = now + self.lockout_s
                 self._locked.move_to_end(k)
                 times.clear()
+                locked.append(k)
         for table in (self._failures, self._locked):
             while len(table) > MAX_CLIENTS:
                 table.popitem(last=False)
+        return locked
 
     def succeeded(self, *keys: str) -> None:
         for k in keys:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from mpox_aism.inference.classifier import CropClassifier
 from mpox_aism.inference.explainer import ExplainerService
-from mpox_aism.kiosk.accounts import Accounts
+from mpox_aism.kiosk.accounts import AccountError, Accounts
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
 from mpox_aism.kiosk.host import lower_thread_priority
@@ -40,16 +40,24 @@ class KioskView(Protocol):
     def camera_names(self) -> list[str]: ...
 
 
-def staff_accounts(path: Path) -> Accounts:
+def staff_accounts(path: Path, *, station_id: str = "") -> Accounts:
     """The account store; the first admin comes from ``$MPOX_AISM_ADMIN_PASSWORD`` or the systemd credential
-    ``admin-password`` when no account exists yet (the unit's first start), else a clear line says how."""
-    accounts = Accounts(path)
+    ``admin-password`` when no account exists yet (the unit's first start), else a clear line says how.
+
+    A credential too weak for the strength check makes no account and says why, but does not stop the
+    daemon: the cameras are its main job. ``station_id`` is one more word the strength check tries.
+    """
+    accounts = Accounts(path, words=[station_id] if station_id else [])
     if not accounts.users():
         password = secret("MPOX_AISM_ADMIN_PASSWORD", "admin-password")
         if password:
-            accounts.add("admin", password, "admin")
-            log.warning("created the first staff account 'admin' from the admin-password credential; "
-                        "add people with `mpox-aism users add NAME --role reviewer`")
+            try:
+                accounts.add("admin", password, "admin", by="admin-password credential")
+            except AccountError as e:
+                log.error("the admin-password credential was not used: %s; no staff account was made", e)
+            else:
+                log.warning("created the first staff account 'admin' from the admin-password credential; "
+                            "add people with `mpox-aism users add NAME --role reviewer`")
         else:
             log.warning("no staff accounts yet: the staff pages refuse everyone until one is made with "
                         "`mpox-aism users add NAME --role reviewer` (store %s)", path)
@@ -82,7 +90,7 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: CropClassifi
         add_staff_routes(app, events_provider=lambda: [e.payload() for e in view.recent_events()],
                          frame_provider=view.latest_frame, cameras=view.camera_names, reviews_path=reviews_path,
                          labels=labels,
-                         accounts=staff_accounts(accounts_path),
+                         accounts=staff_accounts(accounts_path, station_id=config.station_id),
                          references=open_library(config.reference_dir, classifier),
                          sessions=h.sessions, secure=h.tls is not None)
     server = ServerThread(app, host=h.host, port=h.port, certfile=h.tls.certfile if h.tls else None,

@@ -1,7 +1,8 @@
 """The staff pages (the paper's PC and phone apps), served by the kiosk itself.
 
 ``GET /``: live camera views and the recent review/suspected events, each with "Acknowledge" / "Mark
-reviewed". ``GET /upload``: a photo from a file or the device camera sent to ``/v1/diagnose``.
+reviewed". ``GET /upload``: a photo from a file or the device camera sent to ``/v1/diagnose``. ``GET /account``:
+change one's password; admins also see and end the live sessions (the routes are in ``web.auth``).
 The pages are static files in ``mpox_aism/kiosk/web/static`` (HTML, CSS, JS; no CDN: the checkpoint LAN is
 offline), served from a fixed list read once at start-up, so no request path reaches the file system.
 Everything the server sends is put in the page with ``textContent`` / ``src`` only, never
@@ -170,6 +171,10 @@ def add_staff_routes(app: FastAPI, *, events_provider: Callable[[], list[dict[st
     @app.get("/upload", response_class=HTMLResponse, include_in_schema=False)
     def upload_page() -> Response:
         return page("upload.html")
+
+    @app.get("/account", response_class=HTMLResponse, include_in_schema=False)
+    def account_page() -> Response:
+        return page("account.html")
 
     @app.get("/api/reference/{label}", summary="Typical photos of a class, for comparison (may be empty)")
     def reference_list(label: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Staff log-in in front of every staff route: sessions, CSRF, lock-out, roles, logout, the audit trail."""
+"""Staff log-in in front of every staff route: sessions, CSRF, lock-out, roles, logout, the audit trail; sessions
+ended by a password change (here or from the CLI, another process), by `users disable`, and by an admin."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_every_staff_route_refuses_a_request_without_a_session(site) -> None:
             if not path or is_public(path):
                 continue
             concrete = path.replace("{event_id}", "ev-1").replace("{name}", "gate1").replace(
-                "{label}", "mpox").replace("{index}", "0")
+                "{label}", "mpox").replace("{index}", "0").replace("{session_id}", "some-session")
             for method in sorted(getattr(route, "methods", {"GET"}) - {"HEAD"}):
                 r = anon.request(method, concrete)
                 assert r.status_code in (401, 303), (method, concrete, r.status_code)
@@ -132,6 +133,10 @@ def test_wrong_passwords_lock_the_name_out(site) -> None:
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 60  # even the right password, for a while
     other, _ = login(url, "rev")  # another address and name are not affected
     other.close()
+    rows = [r for r in accounts.audit() if r.user == "target"]
+    assert [r.action for r in rows].count("login failed") == 3 and all("guess" not in r.detail for r in rows)
+    locked = sorted(r.detail.split(" for ")[0] for r in rows if r.action == "login locked out")
+    assert locked == ["addr:127.0.0.9", "name:target"]  # the lock-out's start; the refused try is not written
 
 
 def test_logout_ends_the_session_and_disable_ends_it_too(site) -> None:
@@ -144,6 +149,101 @@ def test_logout_ends_the_session_and_disable_ends_it_too(site) -> None:
     assert c2.get("/api/events").status_code == 200
     accounts.disable("leaver")  # by `mpox-aism users disable`, another process
     assert c2.get("/api/events").status_code == 401
+
+
+def test_a_password_changed_from_the_cli_ends_the_sessions_at_once(site) -> None:
+    import subprocess
+    import sys
+
+    url, _, accounts = site
+    accounts.add("shift.a", "shift password one", "reviewer")
+    c, _ = login(url, "shift.a", "shift password one")
+    assert c.get("/api/events").status_code == 200
+    done = subprocess.run([sys.executable, "-m", "mpox_aism.cli", "users", "--db", str(accounts.path), "passwd",
+                           "shift.a", "--password-stdin"], input="shift password two\n", capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr
+    assert c.get("/api/events").status_code == 401  # another process changed it: this session is over
+    c2, _ = login(url, "shift.a", "shift password two")
+    assert c2.get("/api/events").status_code == 200
+    accounts.end_sessions("shift.a")  # `mpox-aism users end-sessions`
+    assert c2.get("/api/events").status_code == 401
+
+
+def test_changing_my_password_keeps_this_session_and_ends_the_others(site) -> None:
+    url, _, accounts = site
+    accounts.add("nurse.b", "nurse password one", "viewer")
+    phone, _ = login(url, "nurse.b", "nurse password one")
+    with httpx.Client(base_url=url, timeout=60, transport=httpx.HTTPTransport(local_address="127.0.0.10")) as desk:
+        token = desk.get("/api/login").json()["csrf"]
+        csrf = desk.post("/api/login", json={"name": "nurse.b", "password": "nurse password one"},
+                         headers={CSRF_HEADER: token}).json()["csrf"]
+
+        def change(current: str, new: str, with_csrf: bool = True) -> Any:
+            return desk.post("/api/password", json={"current": current, "new": new},
+                             headers={CSRF_HEADER: csrf} if with_csrf else {})
+
+        assert change("nurse password one", "nurse password two", with_csrf=False).status_code == 403
+        wrong = change("not my password!", "nurse password two")
+        assert wrong.status_code == 403 and "current password is wrong" in wrong.json()["detail"]
+        weak = change("nurse password one", "password1234")
+        assert weak.status_code == 422 and "very common password" in weak.json()["detail"]
+        assert change("nurse password one", "nurse password one").status_code == 422  # the same one
+        assert phone.get("/api/events").status_code == 200  # refused changes end nothing
+        ok = change("nurse password one", "nurse password two")
+        assert ok.status_code == 200 and ok.json() == {"user": "nurse.b", "other_sessions_ended": 1}
+        assert desk.get("/api/session").json()["user"] == "nurse.b"  # this session stays…
+        assert change("nurse password two", "nurse password three").status_code == 200  # …CSRF token and all
+    assert phone.get("/api/events").status_code == 401  # …the other one is over
+    assert accounts.verify("nurse.b", "nurse password one") is None
+    rows = [(r.user, r.action, r.detail) for r in accounts.audit() if r.user == "nurse.b"]
+    assert ("nurse.b", "password change refused", "wrong current password; addr:127.0.0.10") in rows
+    changed = [d for u, a, d in rows if a == "password changed"]
+    assert len(changed) == 2 and "on the staff page" in changed[0] and "the others ended" in changed[0]
+    assert not any("nurse password" in d or "password1234" in d for _, _, d in rows)
+
+
+def test_admins_list_sessions_and_end_one_or_all_of_an_account(site) -> None:
+    url, _, accounts = site
+    accounts.add("guard.c", "guard password one", "viewer")
+    first, _ = login(url, "guard.c", "guard password one")
+    second, _ = login(url, "guard.c", "guard password one")
+    third, _ = login(url, "guard.c", "guard password one")
+    boss, csrf = login(url, "boss")
+    assert login(url, "rev")[0].get("/api/sessions").status_code == 403  # admins only
+    listed = boss.get("/api/sessions")
+    assert listed.status_code == 200
+    mine = [s for s in listed.json() if s["user"] == "guard.c"]
+    assert len(mine) == 3 and {s["role"] for s in mine} == {"viewer"} and {s["address"] for s in mine} == {"127.0.0.1"}
+    assert [s["user"] for s in listed.json() if s["current"]] == ["boss"]
+    for c in (first, second, third, boss):  # no token in the list: reading it must not let anyone take a session over
+        assert c.cookies["mpox_session"] not in listed.text
+    first_id = first.get("/api/session").json()["id"]
+    assert boss.delete(f"/api/sessions/{first_id}").status_code == 403  # CSRF, like every change
+    assert boss.delete(f"/api/sessions/{first_id}", headers={CSRF_HEADER: csrf}).json() == {"ended": 1}
+    assert first.get("/api/events").status_code == 401 and second.get("/api/events").status_code == 200
+    assert boss.delete(f"/api/sessions/{first_id}", headers={CSRF_HEADER: csrf}).status_code == 404
+    r = boss.delete("/api/users/guard.c/sessions", headers={CSRF_HEADER: csrf})
+    assert r.json() == {"ended": 2}
+    assert second.get("/api/events").status_code == 401 and third.get("/api/events").status_code == 401
+    assert boss.delete("/api/users/nobody/sessions", headers={CSRF_HEADER: csrf}).status_code == 404
+    assert login(url, "guard.c", "guard password one")[0].get("/api/events").status_code == 200  # may log in again
+    rows = [(r.user, r.action, r.detail) for r in accounts.audit() if r.user == "boss"]
+    assert ("boss", "session ended", f"guard.c session {first_id}") in rows
+    assert ("boss", "sessions ended", "guard.c: 2") in rows
+
+
+def test_expired_sessions_are_forgotten_even_when_never_presented_again() -> None:
+    from mpox_aism.kiosk.accounts import User
+    from mpox_aism.kiosk.web.auth import Sessions
+    from tests.kiosk.web.test_limits import Clock
+
+    clock = Clock()
+    sessions = Sessions(SessionLimits(idle_s=60, max_age_s=600), clock)
+    token, _ = sessions.create(User("a", "viewer"), "10.0.0.1")
+    clock.t += 61
+    sessions.create(User("b", "viewer"), "10.0.0.2")
+    assert [s.user.name for s in sessions.all()] == ["b"] and sessions.get(token) is None
 
 
 def test_uploads_and_reviews_are_in_the_audit_trail(site) -> None:
@@ -175,6 +275,15 @@ def test_first_admin_from_the_credential(tmp_path: Path, monkeypatch) -> None:
     assert [(u.name, u.role) for u in accounts.users()] == [("admin", "admin")]
     monkeypatch.setenv("MPOX_AISM_ADMIN_PASSWORD", "another password 12")
     assert len(staff_accounts(tmp_path / "staff.sqlite3").users()) == 1  # only when there is none yet
+
+
+def test_a_weak_admin_credential_makes_no_account_and_says_why(tmp_path: Path, monkeypatch, caplog) -> None:
+    from mpox_aism.kiosk.web.server import staff_accounts
+
+    monkeypatch.setenv("MPOX_AISM_ADMIN_PASSWORD", "gate7checkpoint")  # the station's id and a kiosk word
+    accounts = staff_accounts(tmp_path / "staff.sqlite3", station_id="gate7")
+    assert accounts.users() == []  # the daemon goes on: its cameras are its main job
+    assert "admin-password credential was not used: password too easy to guess" in caplog.text
 
 
 def test_https_makes_the_session_cookie_secure(tmp_path: Path, classifier: Any) -> None:

@@ -8,7 +8,6 @@ or ../shared/data is absent. No timing asserts: only generous waits, the machine
 from __future__ import annotations
 
 import re
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,10 +20,8 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
 pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi uvicorn python-multipart")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install selenium==4.51.0")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
 from mpox_aism.kiosk.events import jpeg_b64  # noqa: E402
@@ -35,13 +32,11 @@ from mpox_aism.kiosk.web.reference import ReferenceLibrary  # noqa: E402
 from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
 from mpox_aism.kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, link_photos, need_skin8  # noqa: E402
+from tests.kiosk.web.chromium import headless_chromium, wait  # noqa: E402
 from tests.kiosk.web.test_auth import FAST, login  # noqa: E402
 
 STAFF = {"officer.test": ("reviewer password 1", "reviewer"), "desk.viewer": ("viewer password 1", "viewer")}
 
-APT_LINE = "apt-get install -y chromium chromium-driver"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
-CHROMEDRIVER = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/bin")
 TOKEN = "staff-page-test-token"
 AMBER = "rgba(138, 90, 0, 1)"  # common.css .badge.other_condition
 WAIT_S = 10.0  # what the brief promises for a new event to show
@@ -134,29 +129,8 @@ def browser_login(browser: WebDriver, url: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(f"chromium / chromedriver not installed; install them with: {APT_LINE}")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,1000",
-                 # a synthetic camera, granted without a prompt: exercises the getUserMedia path
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    except WebDriverException as e:
-        pytest.skip(f"headless chromium did not start: {e.msg}")
-    driver.set_page_load_timeout(60)
-    try:
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def make_event(event_id: str, time: str, *, decision: str = "suspected", label: str = "mpox",
@@ -176,10 +150,6 @@ def make_event(event_id: str, time: str, *, decision: str = "suspected", label: 
         event["crop_jpeg_base64"] = jpeg_b64(rgb, 160)
         event["gradcam_jpeg_base64"] = jpeg_b64(rgb[:, ::-1].copy(), 160)
     return event
-
-
-def wait(driver: WebDriver, timeout: float, what: str, pred: Any) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(pred, message=f"waiting for {what}")
 
 
 def img_loaded(driver: WebDriver, css: str) -> bool:

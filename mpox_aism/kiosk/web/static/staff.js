@@ -160,6 +160,7 @@ async function pollEvents() {
   const errBox = document.getElementById("events-error");
   try {
     const r = await fetch("/api/events", {cache: "no-store"});
+    if (r.status === 401) { location.href = "/login"; return; }  // this session was ended (logged out elsewhere)
     if (!r.ok) throw new Error("HTTP " + r.status);
     const events = await r.json();
     const list = document.getElementById("events");
