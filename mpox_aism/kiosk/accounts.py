@@ -112,6 +112,13 @@ def password_problem(name: str, password: str, words: Iterable[str] = ()) -> str
             + (why or "avoid names, dates, words of this kiosk and common passwords; add another uncommon word."))
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(cell: str) -> str:
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
 class Accounts:
     """The account store; ``words``: more words a guesser would try first (the station id), for the strength check."""
 
@@ -228,9 +235,11 @@ class Accounts:
         return [AuditRow(*r) for r in rows]
 
     def export_csv(self, out: IO[str]) -> int:
+        """The audit trail as CSV; a text cell a spreadsheet would run as a formula (a failed log-in's name is
+        whatever a visitor typed) is written with a leading ``'`` (OWASP's CSV-injection rule)."""
         rows = self.audit()
         w = csv.writer(out)
         w.writerow(["id", "time", "user", "action", "event_id", "detail"])
         for r in rows:
-            w.writerow([r.id, r.time, r.user, r.action, r.event_id, r.detail])
+            w.writerow([r.id, r.time, *map(_inert, (r.user, r.action, r.event_id, r.detail))])
         return len(rows)

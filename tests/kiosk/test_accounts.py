@@ -131,6 +131,16 @@ def test_the_audit_trail_is_append_only_and_exports_csv(tmp_path: Path) -> None:
     assert rows[0]["user"] == "dr.ng" and rows[0]["event_id"] == "ev-1" and rows[0]["action"] == "reviewed"
 
 
+def test_the_csv_export_cannot_carry_a_spreadsheet_formula(tmp_path: Path) -> None:
+    """A failed log-in's name is what a visitor typed: opened in a spreadsheet, it must stay text."""
+    a = Accounts(tmp_path / "s.sqlite3", hasher=FAST)
+    a.record('=HYPERLINK("http://x","y")', "login failed", detail="+1 -2 @3")
+    out = io.StringIO()
+    a.export_csv(out)
+    (row,) = csv.DictReader(io.StringIO(out.getvalue()))
+    assert row["user"] == '\'=HYPERLINK("http://x","y")' and row["detail"] == "'+1 -2 @3"
+
+
 def test_cli_reads_the_password_from_stdin_never_argv(tmp_path: Path) -> None:
     db = str(tmp_path / "staff.sqlite3")
 
