@@ -141,7 +141,8 @@ def run_streams(source: str, streams: int, seconds: float) -> dict[str, Any]:
         "fps": [round((window["frames1"][n] - window["frames0"][n]) / wall, 2) for n in cams],
         "latency_p50_ms": [c.summary.get("latency_ms", {}).get("p50") for c in cams.values()],
         "latency_p99_ms": [c.summary.get("latency_ms", {}).get("p99") for c in cams.values()],
-        "stage_ms": [c.summary.get("stage_ms") for c in cams.values()],  # wall ms per frame, waits for the CPU included
+        "stage_ms": [c.summary.get("stage_ms") for c in cams.values()],  # wall ms per frame, CPU waits included
+        "stride_scale": [c.stride_scale for c in cams.values()],  # at the stop
         "dropped_frames": [c.source.dropped_frames for c in cams.values()],
         "frames": [c.frames for c in cams.values()],
         "errors": [c.errors for c in cams.values()],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +28,7 @@ from mpox_aism.kiosk.privacy import FaceGuard
 from mpox_aism.kiosk.sink import EventSink
 from mpox_aism.pipeline.crops import CropConfig
 from mpox_aism.pipeline.decider import Decision
+from mpox_aism.pipeline.load import StrideScale
 from mpox_aism.pipeline.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineCounts
 from mpox_aism.pipeline.regions import Region, RegionDetector
 from mpox_aism.pipeline.shadow import Shadow
@@ -52,6 +54,7 @@ class CameraState:
     errors: int = 0
     restarts: int = 0
     live: bool = False
+    stride_scale: int = 1  # the strides' stretch under load (mpox_aism.pipeline.load)
     done: bool = False
     last_error: str | None = None
     source: SourceStats = field(default_factory=SourceStats)
@@ -83,6 +86,7 @@ class CameraWorker:
         self.state, self.kiosk, self.classifier, self.sink, self.stop = state, kiosk, classifier, sink, stop
         self.shadow = shadow  # a second head that only counts (pipeline.shadow); its decider is this camera's
         self.pipeline: Pipeline | None = None
+        self.scale = StrideScale(state.config.min_fps, state.config.max_stride_scale)
 
     def run(self) -> None:
         """The watchdog loop (the thread's target)."""
@@ -144,6 +148,8 @@ class CameraWorker:
                         first = False
                         cam.frames += 1
                         self._handle(pipe.process(frame), frame.image, guard)
+                        pipe.stride_scale = cam.stride_scale = self.scale.update(
+                            time.monotonic(), source.dropped_frames if cam.live else 0, live=cam.live)
                         if cam.frames % STATS_EVERY == 0:
                             cam.source, cam.counts = source.stats(), pipe.counts()
                             cam.summary = pipe.stats.summary()

@@ -32,6 +32,13 @@ class CameraConfig(_Model):
                               "classify the frame centre instead of face/hand regions.")
     detect_stride: int = Field(DETECT_STRIDE, ge=1, description="Run face/hand detection on every Nth frame.")
     classify_stride: int = Field(CLASSIFY_STRIDE, ge=1, description="Classify each track at most every Nth frame.")
+    min_fps: float = Field(10.0, ge=0, description="Under load: a camera processed slower than this (a live one that "
+                           "also drops frames) detects and classifies on fewer frames — both strides stretched one "
+                           "step at a time up to max_stride_scale × — and steps back at 1.5 × this rate "
+                           "(mpox_aism.pipeline.load; shown as mpox_aism_stride_scale). 0: never stretch.")
+    max_stride_scale: int = Field(2, ge=1, le=4, description="The most both strides are stretched under load: 2 "
+                                  "keeps detection at least every 4th frame and a track's min_crops within ~2 s at "
+                                  "min_fps with the default strides. 1: never stretch.")
 
 
 class DetectorConfig(_Model):

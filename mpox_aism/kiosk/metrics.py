@@ -45,6 +45,8 @@ class KioskMetrics:
         r = self.registry
         self.frames = Counter("mpox_aism_frames_total", "Frames read from a camera.", ["camera"], registry=r)
         self.fps = Gauge("mpox_aism_fps", "Frames per second a camera is processed at.", ["camera"], registry=r)
+        self.stride_scale = Gauge("mpox_aism_stride_scale", "How far load has stretched a camera's detect and "
+                                  "classify strides (1: as configured).", ["camera"], registry=r)
         self.dropped_frames = Counter("mpox_aism_dropped_frames_total", "Frames a camera source dropped.",
                                       ["camera"], registry=r)
         self.inference_seconds = Histogram("mpox_aism_inference_seconds", "One forward pass of the inference "
@@ -100,6 +102,9 @@ class KioskMetrics:
 
     def set_fps(self, camera: str, fps: float) -> None:
         self.fps.labels(camera=camera).set(fps)
+
+    def set_stride_scale(self, camera: str, scale: int) -> None:
+        self.stride_scale.labels(camera=camera).set(scale)
 
     def dropped_frame(self, camera: str, n: int = 1) -> None:
         if n:

@@ -32,6 +32,8 @@ class CameraStatus(BaseModel):
     connected: bool | None = Field(description="None for sources without a connection (files, image folders).")
     dropped_frames: int
     reconnects: int
+    stride_scale: int = Field(1, description="How far the box's load has stretched this camera's detect and classify "
+                              "strides (1: as configured; mpox_aism.pipeline.load).")
 
 
 class MqttStatus(BaseModel):
@@ -76,7 +78,8 @@ class KioskStatus(BaseModel):
 def camera_status(c: CameraState) -> CameraStatus:
     return CameraStatus(frames=c.frames, events=c.events, errors=c.errors, restarts=c.restarts, done=c.done,
                         last_error=c.last_error, connected=c.source.connected,
-                        dropped_frames=c.source.dropped_frames, reconnects=c.source.reconnects)
+                        dropped_frames=c.source.dropped_frames, reconnects=c.source.reconnects,
+                        stride_scale=c.stride_scale)
 
 
 def shadow_status(model_version: str | None, cameras: dict[str, CameraState], *, loaded: bool) -> ShadowStatus | None:
@@ -156,6 +159,7 @@ class MetricsFeed:
             if df > 0:
                 m.frame(name, df)
             m.set_fps(name, df / max(1e-3, now - seen.t))
+            m.set_stride_scale(name, cam.stride_scale)
             dropped = cam.source.dropped_frames
             if dropped > seen.dropped:
                 m.dropped_frame(name, dropped - seen.dropped)

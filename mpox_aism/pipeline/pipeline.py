@@ -3,7 +3,8 @@
 Each stage is timed; a stage that fails on one frame is logged and counted and the frame is
 dropped, never the process. Detection can run on every ``detect_stride``-th frame (the regions
 of the last detection are reused in between: people move little in 1/15 s) and each track is
-classified at most every ``classify_stride``-th frame, the two knobs that buy real time on a CPU.
+classified at most every ``classify_stride``-th frame, the two knobs that buy real time on a CPU; a camera
+stretches both by ``stride_scale`` when the box cannot keep up (``mpox_aism.pipeline.load``).
 Crops of all tracks in a frame go to the classifier as one batch. Frames of a still (an image-folder
 source sets ``still_id``) ignore both strides: each photo is its own scene, held only a few frames,
 and strides would leave it under ``min_crops``.
@@ -119,6 +120,7 @@ class Pipeline:
         self.decider = Decider(self.config.decision, classifier.labels)
         self.stats = PipelineStats()
         self._regions: list[Region] = []
+        self.stride_scale = 1  # both strides × this: set by the camera when the box cannot keep up (pipeline.load)
         self._last_classified: dict[int, int] = {}
 
     def _timed(self, stage: str, fn, *args, **kwargs):
@@ -141,7 +143,8 @@ class Pipeline:
         try:
             image = frame.image
             still = getattr(frame, "still_id", None)
-            detected = (still is not None or frame.index % self.config.detect_stride == 0 or s.frames == 1)
+            detected = (still is not None or frame.index % (self.config.detect_stride * self.stride_scale) == 0
+                        or s.frames == 1)
             if detected:
                 self._regions = self._timed("detect", self.detector.detect, image)
             stage = "crop"
@@ -158,8 +161,9 @@ class Pipeline:
                 decisions += [d] if d else []
                 self._ended(tid, d)
                 self._last_classified.pop(tid, None)
+            every = self.config.classify_stride * self.stride_scale
             due = [(tid, c) for tid, c in up.assigned
-                   if frame.index - self._last_classified.get(tid, -10**9) >= self.config.classify_stride
+                   if frame.index - self._last_classified.get(tid, -10**9) >= every
                    or up.scene_cut or still is not None]
             if due:
                 stage = "classify"

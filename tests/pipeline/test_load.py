@@ -1,0 +1,81 @@
+"""The strides stretch under load and come back (``mpox_aism.pipeline.load``), and the pipeline obeys the scale.
+
+The clock is passed in: these are the rule's cases, not timings.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mpox_aism.inference.classifier import Classification
+from mpox_aism.pipeline.load import WINDOW_S, StrideScale
+from mpox_aism.pipeline.pipeline import Pipeline, PipelineConfig
+from mpox_aism.pipeline.sources import Frame
+
+
+def run(scale: StrideScale, fps: float, seconds: float, *, start: float = 0.0, live: bool = False,
+        drops_per_frame: int = 0, dropped: int = 0) -> tuple[int, float, int]:
+    """Frames at ``fps`` for ``seconds``; (the scale at the end, the time, the source's drops)."""
+    t = start
+    for _ in range(int(fps * seconds)):
+        t += 1 / fps
+        dropped += drops_per_frame
+        scale.update(t, dropped, live=live)
+    return scale.scale, t, dropped
+
+
+def test_a_camera_under_min_fps_stretches_one_step_per_window_up_to_the_limit():
+    s = StrideScale(min_fps=10, max_scale=3)
+    assert run(s, 6, WINDOW_S + 0.5)[0] == 2
+    assert run(s, 6, 5 * WINDOW_S, start=WINDOW_S + 0.5)[0] == 3  # never past max_scale
+
+
+def test_it_steps_back_only_well_above_min_fps():
+    s = StrideScale(min_fps=10, max_scale=2)
+    _, t, _ = run(s, 6, WINDOW_S + 0.5)
+    assert s.scale == 2
+    _, t, _ = run(s, 12, 3 * WINDOW_S, start=t)  # above the floor, under 1.5×: stays, no flapping
+    assert s.scale == 2
+    assert run(s, 20, 2 * WINDOW_S, start=t)[0] == 1
+
+
+def test_a_live_camera_that_is_slow_but_drops_nothing_keeps_its_strides():
+    s = StrideScale(min_fps=10, max_scale=2)
+    assert run(s, 8, 3 * WINDOW_S, live=True)[0] == 1
+    assert run(s, 8, 2 * WINDOW_S, start=3 * WINDOW_S + 1, live=True, drops_per_frame=1)[0] == 2
+
+
+def test_off_when_min_fps_is_zero_or_max_scale_one():
+    for s in (StrideScale(min_fps=0, max_scale=3), StrideScale(min_fps=10, max_scale=1)):
+        assert run(s, 2, 4 * WINDOW_S)[0] == 1
+
+
+class _CountingDetector:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def detect(self, image: np.ndarray) -> list:
+        self.calls += 1
+        return []
+
+
+class _NoCrops:
+    labels = ("mpox", "normal")
+
+    def classify(self, crops: list) -> Classification:
+        raise AssertionError("no regions, so nothing to classify")
+
+
+def test_the_pipeline_detects_on_fewer_frames_when_stretched():
+    image = np.zeros((32, 32, 3), np.uint8)
+    counts = []
+    for scale in (1, 2):
+        det = _CountingDetector()
+        pipe = Pipeline(_NoCrops(), det, PipelineConfig(detect_stride=2))  # type: ignore[arg-type]
+        pipe.stride_scale = scale
+        for i in range(40):
+            pipe.process(Frame(image=image, index=i, timestamp=time.time(), source="test"))
+        counts.append(det.calls)
+    assert counts == [20, 10]
