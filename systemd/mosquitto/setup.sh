@@ -36,6 +36,8 @@ while [ $# -gt 0 ]; do
 done
 [ $# -ge 1 ] || { usage >&2; exit 2; }
 case $DIR in /*) ;; *) die "--dir must be absolute: $DIR" ;; esac
+# mosquitto.conf cannot quote a path, and install writes DIR into the drop-in with sed
+case $DIR in *[[:space:]\#\&\\]*) die "--dir must not contain spaces, #, & or \\: $DIR" ;; esac
 DIR=${DIR%/}
 CMD=$1; shift
 
@@ -83,6 +85,10 @@ case $CMD in
         for h in "$@"; do
             if [[ $h =~ ^[0-9.]+$ || $h == *:* ]]; then san+="${san:+,}IP:$h"; else san+="${san:+,}DNS:$h"; fi
         done
+        if [ -f "$DIR/ca.pem" ] && [ ! -f "$DIR/ca.key" ]; then
+            die "$DIR/ca.pem exists but ca.key is not here (kept offline?): put it back to sign a new server" \
+                "certificate; a new CA would lock out every kiosk that trusts the old one"
+        fi
         if [ ! -f "$DIR/ca.key" ]; then
             (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$DIR/ca.key")
             openssl req -x509 -new -key "$DIR/ca.key" -sha256 -days 3650 -subj "/CN=mpox-aism site CA" \

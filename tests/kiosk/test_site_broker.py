@@ -89,14 +89,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     return Site(site_dir, conf_d, passwords)
 
 
-def render(b: Broker, site: Site) -> str:
+def render(b: Broker, site: Site, changes: dict[str, str] | None = None) -> str:
     """Debian's main config with its paths under this broker's folder, including the installed drop-in
-    with its listener moved to this broker's port (the one change made to it)."""
+    with its listener moved to this broker's port (the one change made to it, unless a test names
+    more: whole lines, each found exactly once)."""
     conf_d = b.root / "conf.d"
     conf_d.mkdir(exist_ok=True)
     dropin = (site.conf_d / "mpox-aism.conf").read_text()
-    assert dropin.count("\nlistener 8883\n") == 1
-    (conf_d / "mpox-aism.conf").write_text(dropin.replace("\nlistener 8883\n", f"\nlistener {b.port} 127.0.0.1\n"))
+    for old, new in {"listener 8883": f"listener {b.port} 127.0.0.1", **(changes or {})}.items():
+        assert dropin.count(f"\n{old}\n") == 1, old
+        dropin = dropin.replace(f"\n{old}\n", f"\n{new}\n")
+    (conf_d / "mpox-aism.conf").write_text(dropin)
     main = DEBIAN_MAIN
     for old, new in (("/run/mosquitto/mosquitto.pid", str(b.root / "mosquitto.pid")),
                      ("/var/lib/mosquitto/", f"{b.root}/"), ("/var/log/mosquitto/mosquitto.log", str(b.log)),
@@ -283,6 +286,25 @@ def test_an_alert_queued_for_the_console_survives_a_broker_restart(site_broker: 
     console = login("console", "mpox-aism/+/events", client_id="console", clean=False)
     wait_until(lambda: console.payloads(), what="the queued alert after the restart")
     assert console.payloads() == [alert]
+
+
+def test_beyond_the_queue_bound_alerts_for_the_away_console_are_dropped_after_their_puback(
+        make_broker: Callable[..., Broker], site: Site, collectors: Callable[..., Collector]) -> None:
+    """What max_queued_messages means (lowered from 10,000 to 2 to reach it): the third alert for the
+    away console is PUBACKed with success, under MQTT 5 too, and never delivered."""
+    b = make_broker(config=lambda b: render(b, site, {"max_queued_messages 10000": "max_queued_messages 2"}))
+
+    def login(account: str, topic: str | None = None, **kw: object) -> Collector:
+        return collectors(b.port, topic, username=account, password=site.passwords[account], tls_ca=site.ca, **kw)
+
+    login("console", "mpox-aism/+/events", client_id="console", clean=False).wait_subscribed().close()
+    kiosk = login("gate-7", protocol=V5)
+    assert [kiosk.publish("mpox-aism/gate-7/events", f"alert {i}".encode()) for i in range(4)] == [0, 0, 0, 0]
+    console = login("console", "mpox-aism/+/events", client_id="console", clean=False).wait_subscribed()
+    assert kiosk.publish("mpox-aism/gate-7/events", b"after") == 0  # delivered after whatever was queued
+    wait_until(lambda: b"after" in console.payloads(), what="the alert sent after the console came back")
+    assert console.payloads() == [b"alert 0", b"alert 1", b"after"]
+    assert "Outgoing messages are being dropped for client console." in b.log.read_text()
 
 
 # -- the kiosk daemon's own publisher ---------------------------------------------------------------
