@@ -3,7 +3,8 @@
 Everything is the shipped files: ``setup.sh`` installs the drop-in and the ACL into a temporary /etc,
 makes the site CA, the server certificate and the accounts (with the real ``mosquitto_passwd`` and
 ``openssl``); the broker runs Debian's main config (its paths moved under tmp) including that drop-in,
-whose only change is its listener line (a free port on 127.0.0.1 instead of 8883). Every client talks
+changed only in its listener line (a free port on 127.0.0.1 instead of 8883; one test also lowers the
+queue bound, to reach it). Every client talks
 TLS, verifying the broker against the site CA. "Not delivered" is shown by order, not by waiting: a
 message the broker would have delivered is published before one that is, on the same connection, so
 once the later one has arrived the earlier one would have too.
