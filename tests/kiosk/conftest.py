@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ import pytest
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed: pip install paho-mqtt==2.2.0")
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
 
 APT_LINE = "apt-get install -y mosquitto mosquitto-clients"
 
@@ -56,7 +58,7 @@ class Broker:
     """One mosquitto process; restartable on the same port with the same config and persistence."""
 
     def __init__(self, root: Path, *, users: dict[str, str] | None = None, persistence: bool = True,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, config: Callable[[Broker], str] | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -64,6 +66,10 @@ class Broker:
         self.log = root / "mosquitto.log"
         self.db = root / "mosquitto.db"
         self.proc: subprocess.Popen[bytes] | None = None
+        if config is not None:
+            # a test proving a shipped config renders it for this broker: its port, log and database
+            self.conf.write_text(config(self))
+            return
         lines = [
             f"listener {self.port} 127.0.0.1",
             # when started as root mosquitto drops to user "mosquitto", which cannot read tmp_path;
@@ -130,31 +136,62 @@ class Broker:
 
 
 class Collector:
-    """A paho subscriber that records (topic, payload, retain) and re-subscribes on every connect.
+    """A paho client that subscribes to ``topic`` on every connect and records (topic, payload, retain).
 
     ``clean=False`` with a fixed client id keeps a persistent session: the broker queues QoS1
-    messages for it while it is away (or while the broker restarts with persistence).
+    messages for it while it is away (or while the broker restarts with persistence). ``tls_ca``:
+    connect over TLS, verifying the broker's certificate against that CA. ``protocol``: MQTT 3.1.1
+    (what the kiosk speaks) or 5, whose PUBACK says why a publish was refused (clean sessions only).
+    ``connacks`` and ``granted`` record the reason code of every CONNACK and SUBACK, so a refused
+    login or subscription is seen as the broker answered it (paho keeps retrying a refused login).
     """
 
-    def __init__(self, port: int, topic: str, *, client_id: str = "", clean: bool = True,
-                 username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, port: int, topic: str | None, *, client_id: str = "", clean: bool = True,
+                 username: str | None = None, password: str | None = None, tls_ca: Path | None = None,
+                 protocol: int = mqtt.MQTTv311) -> None:
+        v5 = protocol == mqtt.MQTTv5
+        if v5 and not clean:
+            raise ValueError("persistent MQTT 5 sessions need a session expiry; not supported here")
         self.topic = topic
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.connacks: list[int] = []
+        self.granted: list[list[int]] = []
+        self._pubacks: dict[int, int] = {}
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=None if v5 else clean, protocol=protocol)
         if username is not None:
             self.client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
         self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
         self.client.connect_async("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode,
+                    props: object) -> None:
+        with self._lock:
+            self.connacks.append(rc.value)
+        if rc.is_failure:
+            return
         self.subscribed.clear()
-        client.subscribe(self.topic, qos=1)
+        if self.topic is not None:
+            client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: list[ReasonCode],
+                      props: object) -> None:
+        with self._lock:
+            self.granted.append([c.value for c in codes])
+        self.subscribed.set()
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: ReasonCode, props: object) -> None:
+        with self._lock:
+            self._pubacks[mid] = rc.value
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -163,6 +200,18 @@ class Collector:
     def wait_subscribed(self, timeout: float = 20.0) -> Collector:
         wait_until(self.subscribed.is_set, timeout, what=f"subscription to {self.topic}")
         return self
+
+    def wait_connack(self, timeout: float = 20.0) -> int:
+        """The reason code of the first CONNACK (0: accepted)."""
+        wait_until(lambda: self.connacks, timeout, what="the broker's CONNACK")
+        return self.connacks[0]
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 20.0) -> int:
+        """Publish at QoS 1 and wait for the PUBACK: its reason code (always 0 in MQTT 3.1.1, which has none)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        wait_until(lambda: info.mid in self._pubacks, timeout, what=f"PUBACK for {topic}")
+        with self._lock:
+            return self._pubacks[info.mid]
 
     def payloads(self, topic: str | None = None) -> list[bytes]:
         with self._lock:
@@ -224,13 +273,13 @@ def _need_mosquitto() -> None:
 
 @pytest.fixture
 def make_broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
-    """Factory: make_broker(users=, persistence=, extra=, start=True) -> Broker; all killed at teardown."""
+    """Factory: make_broker(users=, persistence=, extra=, config=, start=True) -> Broker; all killed at teardown."""
     _need_mosquitto()
     made: list[Broker] = []
 
     def make(*, users: dict[str, str] | None = None, persistence: bool = True, extra: list[str] | None = None,
-             start: bool = True) -> Broker:
-        b = Broker(tmp_path / f"broker{len(made)}", users=users, persistence=persistence, extra=extra)
+             config: Callable[[Broker], str] | None = None, start: bool = True) -> Broker:
+        b = Broker(tmp_path / f"broker{len(made)}", users=users, persistence=persistence, extra=extra, config=config)
         made.append(b)
         return b.start() if start else b
 
