@@ -37,7 +37,7 @@ from mpox_aism.pipeline.sources import LiveSource, SourceStats, open_source
 log = logging.getLogger(__name__)
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0  # backoff between restarts of a camera whose session died
 FILE_RESTARTS = 3  # a file's error may be deterministic: do not loop on it forever
-CAMERA_NICE = 5  # under the inference worker (0), which every camera waits on; over the HTTP API (http.nice)
+CAMERA_NICE = 5  # with 2+ cameras: under the inference worker (0) they all wait on; over the API (http.nice)
 LIVE_VIEW_MAX_SIDE = 480  # the staff page's live view: small enough to refresh every second
 SNAPSHOT_EVERY, STATS_EVERY = 10, 30  # frames between live-view snapshots / between counter copies
 COLOURS = {"face": (0, 200, 0), "hand": (255, 160, 0), "close": (0, 160, 255)}
@@ -82,8 +82,11 @@ def annotate(image: np.ndarray, regions: list[Region]) -> bytes | None:
 
 class CameraWorker:
     def __init__(self, state: CameraState, kiosk: KioskConfig, *, classifier: CropClassifier, sink: EventSink,
-                 stop: threading.Event, shadow: Classifier | None = None) -> None:
+                 stop: threading.Event, shadow: Classifier | None = None, nice: int = CAMERA_NICE) -> None:
+        """``nice``: this worker's niceness (Linux). The daemon gives a lone camera 0: it only ever waits for the
+        inference worker, never competes with it, so lowering it would only yield the CPU to other processes."""
         self.state, self.kiosk, self.classifier, self.sink, self.stop = state, kiosk, classifier, sink, stop
+        self.nice = nice
         self.shadow = shadow  # a second head that only counts (pipeline.shadow); its decider is this camera's
         self.pipeline: Pipeline | None = None
         self.scale = StrideScale(state.config.min_fps, state.config.max_stride_scale)
@@ -91,7 +94,7 @@ class CameraWorker:
     def run(self) -> None:
         """The watchdog loop (the thread's target)."""
         cam, delay = self.state, RESTART_MIN_S
-        lower_thread_priority(CAMERA_NICE, "camera")
+        lower_thread_priority(self.nice, "camera")
         try:
             while not self.stop.is_set():
                 if self._session() != "crashed":

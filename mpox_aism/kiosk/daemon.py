@@ -31,7 +31,7 @@ from mpox_aism.contracts.model import default_backend
 from mpox_aism.inference.classifier import Classifier, CropClassifier
 from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.inference.service import InferenceService
-from mpox_aism.kiosk.camera import CameraState, CameraWorker
+from mpox_aism.kiosk.camera import CAMERA_NICE, CameraState, CameraWorker
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
 from mpox_aism.kiosk.host import sd_notify, state_dir
@@ -235,7 +235,8 @@ class Daemon:
         api = self.inference.client("api")
         self._start_http(api, explainer.with_classifier(api))
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
-                                                        sink=self.sink, stop=self.stop_event, shadow=self.shadow).run,
+                                                        sink=self.sink, stop=self.stop_event, shadow=self.shadow,
+                                                        nice=CAMERA_NICE if len(self.cameras) > 1 else 0).run,
                                     name=f"camera-{name}", daemon=True) for name, cam in self.cameras.items()]
         for w in workers:
             w.start()

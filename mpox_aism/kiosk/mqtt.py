@@ -6,6 +6,10 @@ thread; the drain thread hands outbox messages to paho **in id order** (QoS1, at
 flight are not re-sent on the same connection. After any (re)connect, paho's in-memory copies are
 dropped and the whole outbox is re-sent from the oldest row, so what the broker may not have got
 goes again: the wire can carry duplicates (the consumer de-duplicates by ``event_id``), never gaps.
+The protocol is MQTT 5 because its PUBACK can say no: a publish the broker's ACL refuses (0x87, e.g. a
+kiosk whose user name is not its station id) keeps its row, is logged as an error with the reason code,
+counted (``stats()["refused"]``) and offered again every ``REFUSED_RETRY_S``; under MQTT 3.1.1 mosquitto
+acknowledges such a publish as sent and drops it, and the alert would be gone.
 
 Availability: the last will publishes ``<prefix>/availability`` = ``offline`` (retained, QoS1) if the
 process dies; on connect we publish retained ``online``; ``close()`` publishes ``offline`` itself and
@@ -40,6 +44,7 @@ from mpox_aism.kiosk.outbox import Outbox
 log = logging.getLogger(__name__)
 
 AVAILABILITY = "availability"
+REFUSED_RETRY_S = 30.0  # a publish the broker refused (ACL) is offered again after this
 ONLINE = b"online"
 OFFLINE = b"offline"
 
@@ -94,8 +99,9 @@ class MqttPublisher:
         self.max_inflight = max_inflight
         self.keepalive = keepalive
 
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                        protocol=mqtt.MQTTv311)
+        # MQTT 5: a broker can refuse a publish in its PUBACK (0x87, not authorised by its ACL); under 3.1.1
+        # mosquitto acknowledges the refused alert as sent and drops it, and the outbox would delete it
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if not hasattr(c, "drop_out_messages"):
             raise MqttConfigError("paho-mqtt >= 2.2 is required (Client.drop_out_messages)")
         paho_log = logging.getLogger(f"{__name__}.paho")
@@ -124,8 +130,11 @@ class MqttPublisher:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the fields below; never held while calling paho
         self._inflight: dict[int, int | None] = {}  # mid -> outbox id (None: availability message)
-        self._early: set[int] = set()  # PUBACKs that arrived before publish() returned their mid
+        self._early: dict[int, Any] = {}  # PUBACKs (mid -> reason code) that came before publish() returned
         self._acked: list[int] = []  # outbox ids PUBACKed, to delete on the drain thread
+        self._refused: list[tuple[int, str]] = []  # outbox ids the broker refused (and why): kept, offered again
+        self._retry_at: float | None = None  # when refused rows are offered again
+        self._refused_total = 0
         self._sent_upto = 0  # highest outbox id handed to paho on this connection
         self._connected = False
         self._published = 0
@@ -166,7 +175,8 @@ class MqttPublisher:
         self._stop.clear()
         with self._lock:
             self._closing = False
-        self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        # a clean start: what the broker has not acknowledged is still in the outbox and is sent again
+        self._client.connect_async(self.host, self.port, keepalive=self.keepalive, clean_start=True)
         self._client.loop_start()
         self._thread = threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True)
         self._thread.start()
@@ -204,7 +214,7 @@ class MqttPublisher:
         ob = self.outbox.stats()
         with self._lock:
             return {"connected": self._connected, "published": self._published, "pending": ob["depth"],
-                    "dropped": ob["dropped"], "last_error": self._last_error}
+                    "dropped": ob["dropped"], "refused": self._refused_total, "last_error": self._last_error}
 
     @property
     def connected(self) -> bool:
@@ -288,12 +298,19 @@ class MqttPublisher:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
             if mid in self._inflight:
-                outbox_id = self._inflight.pop(mid)
-                if outbox_id is not None:
-                    self._acked.append(outbox_id)
+                self._settle_locked(self._inflight.pop(mid), reason_code)
             else:
-                self._early.add(mid)  # publish() has not returned yet; the sender claims it
+                self._early[mid] = reason_code  # publish() has not returned yet; the sender claims it
         self._wake.set()
+
+    def _settle_locked(self, outbox_id: int | None, reason_code: Any) -> None:
+        """A PUBACK for ``outbox_id`` (None: an availability message): delete the row, or keep it if refused."""
+        if outbox_id is None:
+            return
+        if getattr(reason_code, "is_failure", False):
+            self._refused.append((outbox_id, f"{reason_code} (code {reason_code.value})"))
+        else:
+            self._acked.append(outbox_id)
 
     # -- sending ----------------------------------------------------------------------------------
     def _publish_tracked(self, topic: str, payload: bytes, *, retain: bool,
@@ -316,9 +333,7 @@ class MqttPublisher:
             return None
         with self._lock:
             if info.mid in self._early:
-                self._early.discard(info.mid)
-                if outbox_id is not None:
-                    self._acked.append(outbox_id)
+                self._settle_locked(outbox_id, self._early.pop(info.mid))
             else:
                 self._inflight[info.mid] = outbox_id
         return info
@@ -351,10 +366,29 @@ class MqttPublisher:
     def _apply_acks(self) -> None:
         with self._lock:
             ids, self._acked = self._acked, []
+            refused, self._refused = self._refused, []
         if ids:
             self.outbox.ack_many(ids)
             with self._lock:
                 self._published += len(ids)
+        if refused:
+            with self._lock:
+                self._refused_total += len(refused)
+                self._retry_at = time.monotonic() + REFUSED_RETRY_S
+            first_id, why = refused[0]
+            self._set_error(f"broker {self.host}:{self.port} refused {len(refused)} event(s) (outbox id {first_id}: "
+                            f"{why}): kept in the outbox and offered again every {REFUSED_RETRY_S:g} s; check "
+                            "the MQTT username and the broker's ACL (a kiosk may publish only under its own "
+                            "station id)", logging.ERROR)
+
+    def _offer_refused_again(self) -> None:
+        """Send the outbox again from its oldest row (duplicates are the consumer's to collapse; refused rows
+        are rare and an operator may have fixed the ACL meanwhile)."""
+        with self._send_lock, self._lock:
+            if self._retry_at is None or time.monotonic() < self._retry_at:
+                return
+            self._retry_at = None
+            self._sent_upto = 0
 
     def _drain_loop(self) -> None:
         last_expire = 0.0
@@ -363,6 +397,7 @@ class MqttPublisher:
             self._wake.clear()
             try:
                 self._apply_acks()
+                self._offer_refused_again()
                 if not self._stop.is_set():
                     self._send_window()
                 if time.monotonic() - last_expire > 60.0:
