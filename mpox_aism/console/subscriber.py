@@ -42,7 +42,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from mpox_aism.console.config import ConsoleMqttConfig
 from mpox_aism.console.ingest import Rejected, parse, subscriptions
 from mpox_aism.console.store import ConsoleStore, Incoming, Outcome
-from mpox_aism.kiosk.mqtt import MqttConfigError, MqttPublisher
+from mpox_aism.kiosk.mqtt import MqttConfigError, MqttPublisher, _QuietPahoRetry
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,14 @@ class ConsoleSubscriber:
         self.cfg, self.store = cfg, store
         self.max_batch = max_batch or cfg.receive_maximum
         self.on_outcome = on_outcome
+        self.on_subscribed: Callable[[], None] | None = None  # after a SUBACK is recorded (tests, readiness)
         self.topics = subscriptions(cfg.topic_root)
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv5,
                         manual_ack=True)
-        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        if not any(isinstance(f, _QuietPahoRetry) for f in paho_log.filters):
+            paho_log.addFilter(_QuietPahoRetry())  # the kiosk's: paho's retry noise at DEBUG, ours says it once
+        c.enable_logger(paho_log)
         if cfg.username is not None:
             c.username_pw_set(cfg.username, password)
         if cfg.tls is not None:
@@ -222,10 +226,10 @@ class ConsoleSubscriber:
                  for d in deliveries]
         while True:
             try:
-                outcomes = self.store.apply(items)
-                for s in batch:
-                    if isinstance(s, _Subscribed):
-                        self.store.set_meta(subscribed_at=s.at, session_present=s.session_present)
+                outcomes = self.store.apply(items) if items else []
+                subscribed = [s for s in batch if isinstance(s, _Subscribed)]
+                for s in subscribed:
+                    self.store.set_meta(subscribed_at=s.at, session_present=s.session_present)
                 break
             except Exception as e:  # disk full, I/O: keep the batch, unacknowledged; the broker holds it too
                 with self._ack_lock:
@@ -243,6 +247,8 @@ class ConsoleSubscriber:
             if self.on_outcome is not None:
                 self.on_outcome(d, outcome)
         self._ack(deliveries)
+        if subscribed and self.on_subscribed is not None:
+            self.on_subscribed()
 
     def _ack(self, deliveries: list[Delivery]) -> None:
         with self._ack_lock:  # held across ack(): a disconnect cannot slip between the check and the PUBACK
