@@ -8,7 +8,8 @@ a child process, so it can be SIGKILLed and restarted. The kiosks run as threads
 threads each: paho's loop and the outbox drain; a few hundred kiosks fit in one process; the figure
 to watch when they do not is ``achieved_rate`` against ``rate``).
 
-Faults: ``--restart-console`` SIGKILLs the console at 2/3 of the run and starts it again at once: with
+Faults: ``--restart-console`` SIGKILLs the console at 2/3 of the run and starts it again ``--console-down-s``
+later (5 s: systemd's ``RestartSec``): with
 its persistent session and acknowledge-after-commit, ``lost`` must be 0 (what it had committed but not
 acknowledged comes back as ``duplicates``). ``--restart-broker`` stops mosquitto at 1/3 of the run with
 ``--broker-signal`` (default ``kill``) and starts it again on the same port. SIGTERM is a clean
@@ -72,6 +73,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--broker-signal", choices=("term", "kill"), default="kill",
                    help="how --restart-broker stops it: term (clean, saves state) or kill (a crash)")
     p.add_argument("--restart-console", action="store_true", help="SIGKILL the console at 2/3 and restart it")
+    p.add_argument("--console-down-s", type=float, default=5.0,
+                   help="--restart-console: seconds the console stays dead before it is started again (5: the "
+                   "unit's RestartSec)")
+    p.add_argument("--broker-max-queued", type=int, default=0,
+                   help="mosquitto's max_queued_messages (per disconnected session; 0 = no limit). Its default, "
+                   "1000, drops what a console that is away longer gets beyond it: try it with --restart-console")
     p.add_argument("--drain-timeout", type=float, default=120.0,
                    help="after publishing, seconds to wait for every outbox to empty and the console to store all")
     p.add_argument("--workdir", default=None, help="keep the broker, console and outbox files here (default: temp)")
@@ -209,7 +216,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("bench fleet: needs Linux (/proc)")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="mpox-aism-fleet-"))
     work.mkdir(parents=True, exist_ok=True)
-    broker = Mosquitto(work / "broker").start()
+    broker = Mosquitto(work / "broker", max_queued_messages=args.broker_max_queued).start()
     cfg_path, store_path = write_console_config(work, broker)
     console = ConsoleProcess(cfg_path, work / "console.log")
     run_id = uuid.uuid4().hex[:8]
@@ -258,8 +265,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     restarts.append({"what": "broker", "signal": sig.name, "at_s": t})
                 else:
                     rc = console.stop(signal.SIGKILL)
+                    time.sleep(args.console_down_s)
                     console.start()
-                    restarts.append({"what": "console", "signal": "SIGKILL", "at_s": t, "exit": rc})
+                    restarts.append({"what": "console", "signal": "SIGKILL", "at_s": t, "exit": rc,
+                                     "down_s": args.console_down_s})
                 print(f"  t={t:g}s: restarted the {what}", flush=True)
         fault_thread = threading.Thread(target=fault_runner, name="faults", daemon=True)
         fault_thread.start()
@@ -334,6 +343,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "stations_seen": len(stations), "stations_online_at_end": online_at_end,
         "stations_with_status": sum(1 for st in stations if st.status is not None),
         "restarts": restarts, "broker_signal": args.broker_signal if args.restart_broker else None,
+        "broker_max_queued": args.broker_max_queued,
         "drain_s": round(drain_s, 2), "console_exit_code": exit_code, "workdir": str(work),
     }
     for k in kiosks:

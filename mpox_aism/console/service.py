@@ -36,7 +36,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def run(cfg: ConsoleConfig, stop: threading.Event) -> int:
     path = cfg.store.resolved()
     store = ConsoleStore(path)
-    sub = ConsoleSubscriber(cfg.mqtt, store, password=secret(cfg.mqtt.password_env, "mqtt-password"))
+    password = secret(cfg.mqtt.password_env, "mqtt-password") if cfg.mqtt.username else None
+    sub = ConsoleSubscriber(cfg.mqtt, store, password=password)
     sub.start()
     log.info("console: store %s; broker %s as %r, topics %s", path, cfg.mqtt.url, cfg.mqtt.client_id,
              ", ".join(sub.topics))

@@ -136,6 +136,8 @@ class ConsoleSubscriber:
             self._writer.join(timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        if self._writer is not None:  # still busy (messages kept coming): commit the rest, unacknowledged
+            self._writer.join(timeout)
 
     @property
     def alive(self) -> bool:

@@ -19,8 +19,8 @@ KEYS = {"published", "received", "duplicates", "lost", "ingest_p50_ms", "ingest_
 def test_fleet_runs_and_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "fleet.json"
     assert cli(["bench", "fleet", "--kiosks", "3", "--seconds", "4", "--rate", "4", "--restart-console",
-                "--restart-broker", "--broker-signal", "term", "--workdir", str(tmp_path / "run"),
-                "--json", str(out)]) == 0
+                "--console-down-s", "1", "--restart-broker", "--broker-signal", "term",
+                "--workdir", str(tmp_path / "run"), "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert set(r) >= KEYS
     assert r["complete"] and r["published"] > 0
