@@ -134,3 +134,22 @@ def test_a_kiosk_that_dies_shows_offline(make_broker, console, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+def test_a_message_from_an_earlier_connection_is_never_acknowledged(tmp_path, monkeypatch):
+    """Packet ids are per connection: a PUBACK for a message delivered before a reconnect could acknowledge
+    another message the broker gave that id. Only the delivering connection's messages are acknowledged."""
+    from mpox_aism.console.config import ConsoleMqttConfig
+    from mpox_aism.console.subscriber import ConsoleSubscriber, Delivery
+
+    with ConsoleStore(tmp_path / "c.sqlite3") as store:
+        sub = ConsoleSubscriber(ConsoleMqttConfig(url="mqtt://127.0.0.1:1"), store)  # never started
+        sent: list[tuple[int, int]] = []
+        monkeypatch.setattr(sub._client, "ack", lambda mid, qos: sent.append((mid, qos)))
+        sub._generation, sub._connected = 2, True
+        sub._ack([Delivery("t", b"", 1, 7, 1, 0.0), Delivery("t", b"", 1, 8, 2, 0.0), Delivery("t", b"", 0, 0, 2, 0.0)])
+        assert sent == [(8, 1)]
+        assert (sub.stats().acked, sub.stats().stale_not_acked) == (1, 1)
+        sub._connected = False  # disconnected: nothing is acknowledged at all
+        sub._ack([Delivery("t", b"", 1, 9, 2, 0.0)])
+        assert sent == [(8, 1)]
