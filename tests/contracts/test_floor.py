@@ -32,7 +32,8 @@ SERVING = ("inference.backends", "inference.backends.onnxruntime", "inference.cl
            "pipeline.pipeline", "pipeline.regions", "pipeline.sources", "pipeline.crops", "pipeline.tracker",
            "kiosk.daemon", "kiosk.run", "kiosk.config", "kiosk.events", "kiosk.outbox", "kiosk.mqtt",
            "kiosk.web.server", "kiosk.web.app", "kiosk.web.diagnosis", "kiosk.web.upload", "kiosk.web.staff",
-           "kiosk.privacy", "kiosk.metrics", "inference.explainer", "kiosk.labels", "kiosk.label_export")
+           "kiosk.privacy", "kiosk.metrics", "inference.explainer", "kiosk.labels", "kiosk.label_export",
+           "console.service", "console.subscriber", "console.store", "console.ingest", "console.config")
 
 
 def _imports(modules: tuple[str, ...]) -> str:

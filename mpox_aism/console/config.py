@@ -1,0 +1,119 @@
+"""Console configuration: one pydantic model per concern, unknown keys are errors, every field described.
+
+Same rules as the kiosk's (``mpox_aism.kiosk.config``): the MQTT password never lives in the file (an
+environment variable, or the systemd credential ``mqtt-password``), and the TLS section is the kiosk's
+own ``TlsConfig``, so both ends of a connection are configured, and refused, the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mpox_aism.kiosk.config import ConfigError, TlsConfig, format_error
+from mpox_aism.kiosk.host import state_dir
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConsoleMqttConfig(_Model):
+    url: str = Field(description="mqtt://host:port or mqtts://host:port of the broker the kiosks publish to.")
+    client_id: str = Field("mpox-aism-console", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                           description="Fixed MQTT client id: the broker keeps the console's persistent session "
+                           "(its subscriptions and the messages queued while it is away) under this id. Two "
+                           "consoles must never share one (each would take the session from the other).")
+    topic_root: str = Field("mpox-aism", description="Topic root: the console subscribes to "
+                            "<root>/+/events, <root>/+/availability and <root>/+/status.")
+    username: str | None = Field(None, description="MQTT user name.")
+    password_env: str = Field("MPOX_AISM_CONSOLE_MQTT_PASSWORD", description="Environment variable holding the "
+                              "password; the systemd credential 'mqtt-password' is used when present.")
+    tls: TlsConfig | None = Field(None, description="TLS settings (the kiosk's model); required for mqtts://.")
+    keepalive_s: int = Field(30, ge=2, le=3600, description="MQTT keepalive: a silent broker is noticed after "
+                             "~1.5× this.")
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=0xFFFFFFFE, description="MQTT v5 session expiry: how "
+                                  "long the broker keeps the console's session, and queues alerts for it, while "
+                                  "the console is away. Longer than any outage you plan for.")
+    receive_maximum: int = Field(100, ge=1, le=65535, description="QoS 1 messages the broker may have "
+                                 "in flight to the console (unacknowledged) at once: the most one commit batches.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlparse(v)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {v!r}")
+        return v
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        root = v.strip("/")
+        if not root or any(c in root for c in "+#"):
+            raise ValueError(f"bad topic_root {v!r} (non-empty, no wildcards)")
+        return root
+
+    @model_validator(mode="after")
+    def _tls_for_mqtts(self) -> ConsoleMqttConfig:
+        if urlparse(self.url).scheme == "mqtts" and self.tls is None:
+            raise ValueError("mqtts:// needs a tls: section (at least ca_certs)")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        u = urlparse(self.url)
+        return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+
+class ConsoleStoreConfig(_Model):
+    path: str = Field("console.sqlite3", description="SQLite file of the console's events; a relative path lives "
+                      "in $STATE_DIRECTORY (systemd) or ./runs/state.")
+
+    def resolved(self) -> Path:
+        p = Path(self.path)
+        return p if p.is_absolute() else state_dir() / p
+
+
+class ConsoleHttpConfig(_Model):
+    """Reserved for the console's staff page (a later step): read, not served yet."""
+
+    host: str = Field("127.0.0.1", description="Listen address of the console's page (not served yet).")
+    port: int = Field(8090, ge=0, lt=65536, description="Listen port of the console's page (not served yet).")
+
+
+class ConsoleConfig(_Model):
+    mqtt: ConsoleMqttConfig = Field(description="The broker the kiosks publish to.")
+    store: ConsoleStoreConfig = Field(default_factory=ConsoleStoreConfig, description="Where events are kept.")
+    http: ConsoleHttpConfig = Field(default_factory=ConsoleHttpConfig, description="The console's page (later).")
+
+
+def parse_console_config(data: object, source: str = "config") -> ConsoleConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return ConsoleConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {format_error(e)}") from None
+
+
+def load_console_config(path: str | Path) -> ConsoleConfig:
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): is this the config file?") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_console_config(data, str(p))

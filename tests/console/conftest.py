@@ -1,0 +1,161 @@
+"""Console fixtures: the kiosks' real mosquitto (re-exported from tests/kiosk/conftest.py), real kiosk
+publishers (the kiosk's Outbox + MqttPublisher), the console in-process or as a real child process.
+
+Every child process is stopped by its PID at teardown, never by name.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mpox_aism.bench.fleet import synthetic_event
+from mpox_aism.console.config import ConsoleMqttConfig
+from mpox_aism.console.store import ConsoleStore
+from mpox_aism.console.subscriber import ConsoleSubscriber
+from mpox_aism.kiosk.mqtt import MqttPublisher
+from mpox_aism.kiosk.outbox import Outbox
+from tests.conftest import REPO
+from tests.kiosk.conftest import Broker, make_broker, wait_until  # noqa: F401  (make_broker: fixture, re-exported)
+
+ROOT = "mpox-aism"
+
+
+def mqtt_config(broker: Broker, client_id: str = "console-test") -> ConsoleMqttConfig:
+    return ConsoleMqttConfig(url=f"mqtt://127.0.0.1:{broker.port}", client_id=client_id, topic_root=ROOT)
+
+
+def subscribed_since(store_path: Path, since: float) -> bool:
+    """The console recorded a SUBACK after ``since`` (it stores each one in ``meta``)."""
+    if not store_path.exists():
+        return False
+    try:
+        with ConsoleStore(store_path, readonly=True) as s:
+            at = s.meta("subscribed_at")
+    except Exception:  # still creating its tables
+        return False
+    return isinstance(at, float) and at >= since
+
+
+def read(store_path: Path) -> ConsoleStore:
+    return ConsoleStore(store_path, readonly=True)
+
+
+@dataclass
+class Kiosk:
+    """One kiosk's alert path, the kiosk's own classes: events go to the outbox, the publisher drains it."""
+
+    station_id: str
+    outbox: Outbox
+    publisher: MqttPublisher
+    ids: list[str] = field(default_factory=list)
+    seq: int = 0
+
+    def emit(self) -> str:
+        event = synthetic_event(self.station_id, self.seq, "test")
+        self.seq += 1
+        self.outbox.put(f"{ROOT}/{self.station_id}/events", event.wire())  # as the kiosk's EventSink does
+        self.publisher.wake()
+        self.ids.append(event.event_id)
+        return event.event_id
+
+
+@pytest.fixture
+def kiosks(tmp_path: Path) -> Iterator[Callable[[Broker, str], Kiosk]]:
+    made: list[Kiosk] = []
+
+    def make(broker: Broker, station_id: str) -> Kiosk:
+        ob = Outbox(tmp_path / "kiosks" / f"{station_id}.sqlite3")
+        pub = MqttPublisher(ob, host="127.0.0.1", port=broker.port, client_id=f"kiosk-{station_id}",
+                            topic_prefix=f"{ROOT}/{station_id}", reconnect_max_s=2)
+        pub.start()
+        k = Kiosk(station_id, ob, pub)
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        k.publisher.close(timeout=2)
+        k.outbox.close()
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Callable[..., tuple[ConsoleSubscriber, ConsoleStore]]]:
+    """An in-process console: ``console(broker)`` → (subscriber, store), subscribed; closed at teardown."""
+    made: list[tuple[ConsoleSubscriber, ConsoleStore]] = []
+
+    def make(broker: Broker, *, store: ConsoleStore | None = None, client_id: str = "console-test",
+             wait: bool = True) -> tuple[ConsoleSubscriber, ConsoleStore]:
+        st = store or ConsoleStore(tmp_path / f"console{len(made)}.sqlite3")
+        sub = ConsoleSubscriber(mqtt_config(broker, client_id), st)
+        subscribed = threading.Event()
+        sub.on_subscribed = subscribed.set
+        sub.start()
+        made.append((sub, st))
+        if wait:
+            wait_until(subscribed.is_set, 30, what="the console's subscription")
+        return sub, st
+
+    yield make
+    for sub, st in made:
+        sub.close(timeout=5)
+        st.close()
+
+
+class ConsoleChild:
+    """``mpox-aism console`` as a real process (so it can be SIGKILLed); log in ``log``."""
+
+    def __init__(self, root: Path, broker: Broker) -> None:
+        self.store = root / "console.sqlite3"
+        self.config = root / "console.yaml"
+        self.log = root / "console.log"
+        self.config.write_text(yaml.safe_dump({"mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}",
+                                                        "client_id": "console-child", "topic_root": ROOT},
+                                               "store": {"path": str(self.store)}}))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ConsoleChild:
+        since = time.time()
+        with self.log.open("ab") as f:
+            self.proc = subprocess.Popen([sys.executable, "-m", "mpox_aism.cli", "console", "--config",
+                                          str(self.config)], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        wait_until(lambda: subscribed_since(self.store, since) or self.proc.poll() is not None, 60,
+                   what="the console child's subscription")
+        assert self.proc.poll() is None, self.tail()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(30)
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+@pytest.fixture
+def console_child(tmp_path: Path) -> Iterator[Callable[[Broker], ConsoleChild]]:
+    made: list[ConsoleChild] = []
+
+    def make(broker: Broker) -> ConsoleChild:
+        c = ConsoleChild(tmp_path, broker)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop(signal.SIGKILL)
