@@ -65,6 +65,9 @@ class PipelineStats:
     crops: int = 0
     rejected: Counter = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # the whole process's CPU (every thread: ONNX Runtime's and MediaPipe's pools too) while a stage ran: that
+    # stage's CPU cost only where one pipeline runs alone (bench pipeline), not beside other cameras
+    stage_cpu_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # the latest; bounded
     decisions: Counter = field(default_factory=Counter)
     review_reasons: Counter = field(default_factory=Counter)
@@ -85,6 +88,7 @@ class PipelineStats:
         return {
             "frames": self.frames,
             "stage_ms": {s: round(1000 * self.stage_seconds[s] / n, 3) for s in STAGES},
+            "stage_process_cpu_ms": {s: round(1000 * self.stage_cpu_seconds[s] / n, 3) for s in STAGES},
             "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2),
                            "p99": round(float(np.percentile(lat, 99)), 2)},
             **{f"frames_with_{kind}": self.frames_with[kind] for kind in REGION_KINDS},
@@ -124,11 +128,12 @@ class Pipeline:
         self._last_classified: dict[int, int] = {}
 
     def _timed(self, stage: str, fn, *args, **kwargs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
             self.stats.stage_seconds[stage] += time.perf_counter() - t0
+            self.stats.stage_cpu_seconds[stage] += time.process_time() - c0
 
     def use_detector(self, detector: Any) -> None:
         """A new camera session brings its own detector; counters, decider and config carry on."""

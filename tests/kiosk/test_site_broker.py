@@ -291,9 +291,9 @@ def test_an_alert_queued_for_the_console_survives_a_broker_restart(site_broker: 
 
 def test_beyond_the_queue_bound_alerts_for_the_away_console_are_dropped_after_their_puback(
         make_broker: Callable[..., Broker], site: Site, collectors: Callable[..., Collector]) -> None:
-    """What max_queued_messages means (lowered from 10,000 to 2 to reach it): the third alert for the
+    """What max_queued_messages means (lowered from 100,000 to 2 to reach it): the third alert for the
     away console is PUBACKed with success, under MQTT 5 too, and never delivered."""
-    b = make_broker(config=lambda b: render(b, site, {"max_queued_messages 10000": "max_queued_messages 2"}))
+    b = make_broker(config=lambda b: render(b, site, {"max_queued_messages 100000": "max_queued_messages 2"}))
 
     def login(account: str, topic: str | None = None, **kw: object) -> Collector:
         return collectors(b.port, topic, username=account, password=site.passwords[account], tls_ca=site.ca, **kw)

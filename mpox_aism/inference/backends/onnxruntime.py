@@ -32,6 +32,10 @@ class OnnxRuntimeClassifier(Classifier):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # the pool's threads sleep between runs instead of spinning: the kiosk's inference worker calls it
+        # a few times per frame, and spinning threads took the CPU the cameras' detection needed (process CPU
+        # per frame on one camera 64-81 ms spinning, 55-60 ms not: docs/RESULTS.md, session 12)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         self._ort_version = ort.__version__
         outputs = {o.name for o in self.session.get_outputs()}
