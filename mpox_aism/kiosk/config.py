@@ -230,6 +230,21 @@ class LabelsConfig(_Model):
                                        "minute). Labels stay in the audit trail after their crop is gone.")
 
 
+class HealthConfig(_Model):
+    """Health checks (``kiosk.health``): conditions staff must see, sent as health events over MQTT
+    (``<topic_prefix>/health``, through the outbox) for the console's banners."""
+
+    enabled: bool = Field(True, description="Check camera stalls, a filling outbox and model changes every second "
+                          "and publish each raise, clear and notice. Off: none checked or sent.")
+    camera_stall_s: float = Field(60.0, gt=0, description="A camera with no new frame for this long is raised as "
+                                  "camera_stalled (counted from the daemon's start when it never had one); a file "
+                                  "source that ended normally is not stalled.")
+    outbox_warn_share: float = Field(0.5, gt=0, le=1, description="outbox_filling is raised when the outbox holds "
+                                     "this share of outbox.max_messages, and cleared under half of it.")
+    outbox_warn_age_s: float = Field(300.0, gt=0, description="…or when its oldest message is older than this "
+                                     "(cleared under half of it): the broker has not taken alerts for that long.")
+
+
 class KioskConfig(_Model):
     station_id: str = Field(description="This checkpoint's id; in every event and topic.", pattern=r"^[A-Za-z0-9_.-]+$")
     cameras: list[CameraConfig] = Field(min_length=1, description="Cameras served by this process.")
@@ -244,6 +259,8 @@ class KioskConfig(_Model):
                                  "which payload version.")
     labels: LabelsConfig = Field(default_factory=LabelsConfig, description="Crops kept on the box for staff "
                                  "labels (training data for a site head), and for how long.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Health events for the console: "
+                                 "stalled cameras, a filling outbox, model changes.")
     exit_when_done: bool = Field(True, description="Exit once every (non-looping) file source has ended.")
     reference_dir: str | None = Field(None, description="A folder per class of photos the operator is licensed to "
                                       "show: the upload page and event cards show up to 3 typical ones of the "

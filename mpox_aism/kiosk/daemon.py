@@ -10,7 +10,9 @@ systemd to restart the whole kiosk), the retained status message, SIGTERM/SIGINT
 within seconds. Every review/suspected decision becomes an event written to the outbox before any
 send. The label store (``kiosk.labels``: each event's crop, kept for staff labels) is opened here and
 its expired crops deleted at start-up and once a minute by the main loop; a store that cannot be
-opened costs the labels, never the alerts.
+opened costs the labels, never the alerts. The health checks (``kiosk.health``: a stalled camera, a
+filling outbox, a model change) run in the main loop too, each second; one that fails is logged and
+costs nothing else.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from mpox_aism.inference.service import InferenceService
 from mpox_aism.kiosk.camera import CAMERA_NICE, CameraState, CameraWorker
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
+from mpox_aism.kiosk.health import MODEL_RECORD, HealthMonitor, HealthReporter, ModelVersions, load_model_record
 from mpox_aism.kiosk.host import sd_notify, state_dir
 from mpox_aism.kiosk.labels import STORE as LABEL_STORE
 from mpox_aism.kiosk.labels import LabelStore
@@ -65,6 +68,8 @@ class Daemon:
         self.sink: EventSink | None = None
         self.labels: LabelStore | None = None
         self.inference: InferenceService | None = None
+        self.health: HealthReporter | None = None
+        self._health_error: str | None = None
         self.http_url: str | None = None
         self._http_server: Any = None
 
@@ -136,6 +141,34 @@ class Daemon:
             log.info("deleted %d crop(s) older than %g days (labels.crop_retention_days)", gone,
                      store.retention_days)
 
+    def _health(self) -> HealthReporter | None:
+        """The health checks, started now: a camera without frames counts from here."""
+        h = self.config.health
+        if not h.enabled:
+            return None
+        assert self.outbox is not None
+        record = state_dir() / MODEL_RECORD
+        monitor = HealthMonitor(h, station_id=self.config.station_id, run_id=self.run_id,
+                                last_models=load_model_record(record))
+        return HealthReporter(monitor, outbox=self.outbox, topic=f"{self.topic_prefix}/health",
+                              publisher=self.publisher, metrics=self.metrics, record_path=record,
+                              snapshot_every_s=self.config.mqtt.status_interval_s)
+
+    def _check_health(self) -> None:
+        """One round of health checks; never raises: a health check must not cost an alert or the loop."""
+        if self.health is None:
+            return
+        try:
+            self.health.tick(self.cameras, ModelVersions(self.model_version, self.shadow_version))
+        except Exception as e:
+            msg = f"{type(e).__name__}: {e}"
+            # the same failure every second would flood the log: once at error, then at debug
+            log.log(logging.DEBUG if msg == self._health_error else logging.ERROR, "health check failed: %s", msg,
+                    exc_info=msg != self._health_error)
+            self._health_error = msg
+        else:
+            self._health_error = None
+
     @property
     def topic_prefix(self) -> str:
         return self.config.mqtt.topic_prefix.replace("{station_id}", self.config.station_id)
@@ -150,7 +183,8 @@ class Daemon:
         assert self.outbox is not None and self.sink is not None, "status() before run()"
         return kiosk_status(station_id=self.config.station_id, run_id=self.run_id, model_version=self.model_version,
                             cameras=self.cameras, outbox=self.outbox, sink=self.sink, publisher=self.publisher,
-                            shadow=shadow_status(self.shadow_version, self.cameras, loaded=self.shadow is not None))
+                            shadow=shadow_status(self.shadow_version, self.cameras, loaded=self.shadow is not None),
+                            health=self.health.raised() if self.health else None)
 
     def recent_events(self) -> list[Event]:
         return self.sink.recent() if self.sink else []
@@ -232,6 +266,8 @@ class Daemon:
                               topic=f"{self.topic_prefix}/events", explainer=explainer.with_classifier(events),
                               metrics=self.metrics, waker=self.publisher,
                               crops=self.labels if c.labels.enabled else None)
+        self.health = self._health()
+        self._check_health()  # at once: a model change is noticed (and recorded) even by a run that ends fast
         api = self.inference.client("api")
         self._start_http(api, explainer.with_classifier(api))
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
@@ -257,6 +293,7 @@ class Daemon:
             if self.sink.unsaved_count():
                 self.sink.retry()
             feed.update(self.cameras, self.outbox, self.publisher)
+            self._check_health()
             if self.labels is not None and time.monotonic() >= next_purge:
                 self._purge(self.labels)
                 next_purge = time.monotonic() + PURGE_EVERY_S

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from mpox_aism.contracts.decision import REVIEW_REASONS
 from mpox_aism.contracts.decision import STATES as DECISION_STATES
 from mpox_aism.inference.service import BatchRecord
+from mpox_aism.kiosk.health import RAISABLE
 
 # classifier latency on CPU is tens of ms to seconds; a GPU batch is a few ms
 INFERENCE_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -85,6 +86,8 @@ class KioskMetrics:
                                             "and the current model ended in different states.", registry=r)
         self.shadow_errors = Counter("mpox_aism_shadow_errors_total", "Shadow model failures (load or classify); "
                                      "the current model carries on.", registry=r)
+        self.health_raised = Gauge("mpox_aism_health_raised", "Health checks raised now, by check "
+                                   "(camera_stalled: cameras; outbox_filling: 0 or 1).", ["check"], registry=r)
         self._outbox_dropped = _OutboxDroppedCollector()
         r.register(self._outbox_dropped)
         for state in DECISION_STATES:
@@ -95,6 +98,8 @@ class KioskMetrics:
             self.review_reasons.labels(reason=reason)
         for result in ("kept", "failed"):
             self.label_crops.labels(result=result)
+        for check in RAISABLE:
+            self.health_raised.labels(check=check)
 
     # ------------------------------------------------------------------ cameras and pipeline
     def frame(self, camera: str, n: int = 1) -> None:
@@ -163,6 +168,12 @@ class KioskMetrics:
 
     def set_broker_connected(self, connected: bool) -> None:
         self.broker_connected.set(1.0 if connected else 0.0)
+
+    # ------------------------------------------------------------------ health checks
+    def set_health_raised(self, counts: Mapping[str, int]) -> None:
+        """From ``HealthMonitor.raised_counts()``: every check that can be raised, 0 included."""
+        for check, n in counts.items():
+            self.health_raised.labels(check=check).set(n)
 
     # ------------------------------------------------------------------ HTTP API
     def diagnose_request(self, status: int) -> None:

@@ -1,8 +1,9 @@
 """The kiosk's status as types (``/healthz``, the retained MQTT status message) and its metrics feed.
 
-``down`` lists what is not working — a camera with an error or a lost connection, the broker when
-one is configured and not connected, the outbox when it cannot be written — while the kiosk still
-classifies and queues alerts; ``/healthz`` answers 200 "degraded" for it, so nothing restarts it.
+``down`` lists what is not working — a camera with an error, a lost connection or a raised
+``camera_stalled`` health check, the broker when one is configured and not connected, the outbox when
+it cannot be written — while the kiosk still classifies and queues alerts; ``/healthz`` answers 200
+"degraded" for it, so nothing restarts it. ``health`` lists every raised health check (``kiosk.health``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from mpox_aism.contracts.decision import STATES
 from mpox_aism.kiosk.camera import CameraState
+from mpox_aism.kiosk.health import RaisedCheck
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
@@ -66,6 +68,8 @@ class ShadowStatus(BaseModel):
 
 class KioskStatus(BaseModel):
     down: list[str]
+    health: list[RaisedCheck] = Field(default_factory=list, description="Health checks raised now (kiosk.health): "
+                                      "what the console shows as banners.")
     station_id: str
     run_id: str
     model_version: str = Field(description="The current model: it decides, and every event names it.")
@@ -103,16 +107,18 @@ def shadow_status(model_version: str | None, cameras: dict[str, CameraState], *,
 
 def kiosk_status(*, station_id: str, run_id: str, model_version: str, cameras: dict[str, CameraState],
                  outbox: Outbox, sink: EventSink, publisher: MqttPublisher | None,
-                 shadow: ShadowStatus | None = None) -> KioskStatus:
+                 shadow: ShadowStatus | None = None, health: list[RaisedCheck] | None = None) -> KioskStatus:
     pub = publisher.stats() if publisher else None
     ob = outbox.stats()
-    down = [f"camera:{n}" for n, c in cameras.items() if c.last_error or c.source.connected is False]
+    health = health or []
+    stalled = {h.subject for h in health if h.check == "camera_stalled"}
+    down = [f"camera:{n}" for n, c in cameras.items() if c.last_error or c.source.connected is False or n in stalled]
     if pub is not None and not pub["connected"]:
         down.append("mqtt")
     if sink.store_error is not None:
         down.append("outbox")
     return KioskStatus(
-        down=down, station_id=station_id, run_id=run_id, model_version=model_version, shadow=shadow,
+        down=down, health=health, station_id=station_id, run_id=run_id, model_version=model_version, shadow=shadow,
         cameras={n: camera_status(c) for n, c in cameras.items()},
         mqtt=MqttStatus(configured=pub is not None, connected=bool(pub and pub["connected"]),
                         published=int(pub["published"]) if pub else 0, last_error=pub["last_error"] if pub else None),

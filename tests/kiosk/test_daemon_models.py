@@ -36,7 +36,8 @@ def site_head(tmp_path_factory, default_model) -> tuple[Path, str, str]:
     return out, base, info.model_version
 
 
-def _daemon(tmp_path: Path, folder: Path, state: Path, name: str) -> tuple[dict, list[dict]]:
+def _daemon(tmp_path: Path, folder: Path, state: Path, name: str) -> tuple[dict, list[dict], list[dict]]:
+    """The run's summary, its events and its health messages (a model change is a notice, issue 29)."""
     cfg = {"station_id": "gate-7", "cameras": [{"name": "desk", "source": str(folder), "hold_frames": 5,
                                                 "detect_stride": 1, "classify_stride": 1}],
            "mqtt": {"url": None}, "outbox": {"path": str(tmp_path / f"outbox-{name}.sqlite3")},
@@ -49,8 +50,11 @@ def _daemon(tmp_path: Path, folder: Path, state: Path, name: str) -> tuple[dict,
     from mpox_aism.kiosk.outbox import Outbox
 
     with Outbox(tmp_path / f"outbox-{name}.sqlite3") as ob:
-        events = [json.loads(m.payload) for m in ob.pending()]
-    return json.loads(summary.read_text()), events
+        rows = ob.pending(10_000)
+    events = [json.loads(m.payload) for m in rows if m.topic == "mpox-aism/gate-7/events"]
+    health = [json.loads(m.payload) for m in rows if m.topic == "mpox-aism/gate-7/health"]
+    assert len(events) + len(health) == len(rows)
+    return json.loads(summary.read_text()), events, health
 
 
 def test_shadow_promote_rollback(tmp_path, site_head, capsys):
@@ -60,7 +64,8 @@ def test_shadow_promote_rollback(tmp_path, site_head, capsys):
     models = ["models", "--state-dir", str(state), "--by", "alice"]
 
     assert cli([*models, "install", str(head)]) == 0
-    s, events = _daemon(tmp_path, folder, state, "shadow")
+    s, events, health = _daemon(tmp_path, folder, state, "shadow")
+    assert health == []  # the first start records the models, and says nothing
     assert s["model_version"] == base and s["shadow"]["model_version"] == site and s["shadow"]["running"]
     assert sum(s["shadow"]["decisions"].values()) >= 1 and s["shadow"]["errors"] == 0
     assert s["shadow"]["tracks_compared"] >= 1
@@ -68,12 +73,15 @@ def test_shadow_promote_rollback(tmp_path, site_head, capsys):
 
     assert cli([*models, "promote"]) == 0
     assert "systemctl restart mpox-aism" in capsys.readouterr().out
-    s, events = _daemon(tmp_path, folder, state, "promoted")
+    s, events, health = _daemon(tmp_path, folder, state, "promoted")
+    assert [(h["check"], h["subject"], h["state"]) for h in health] == [("model_changed", "model", "notice"),
+                                                                        ("model_changed", "shadow", "notice")]
     assert s["model_version"] == site and s["shadow"] is None
     assert events and {e["model_version"] for e in events} == {site}
 
     assert cli([*models, "rollback"]) == 0
-    s, events = _daemon(tmp_path, folder, state, "rolled-back")
+    s, events, health = _daemon(tmp_path, folder, state, "rolled-back")
+    assert [h["subject"] for h in health] == ["model", "shadow"] and base in health[0]["detail"]
     assert s["model_version"] == base and s["shadow"]["model_version"] == site  # back in shadow
     assert events and {e["model_version"] for e in events} == {base}
 
@@ -87,7 +95,7 @@ def test_a_broken_shadow_never_stops_the_current_model(tmp_path, site_head):
     shutil.rmtree(installed)
     installed.mkdir()
     (installed / "model.onnx").write_bytes(b"broken after install")
-    s, events = _daemon(tmp_path, folder, state, "broken")
+    s, events, _ = _daemon(tmp_path, folder, state, "broken")
     assert s["model_version"] == base and events and {e["model_version"] for e in events} == {base}
     assert s["shadow"] == {"model_version": site, "running": False, "decisions": dict.fromkeys(s["decisions"], 0),
                            "tracks_compared": 0, "tracks_differ": 0, "errors": 1}

@@ -184,5 +184,18 @@ async function pollEvents() {
   setTimeout(pollEvents, 2000);
 }
 
+// raised health checks (a stalled camera, a filling outbox), one line each, until they clear
+async function pollHealth() {
+  const box = document.getElementById("health");
+  try {
+    const r = await fetch("/healthz", {cache: "no-store"});
+    const raised = r.ok ? ((await r.json()).health || []) : [];
+    box.replaceChildren(...raised.map(h => el("li", {textContent: h.severity + ": " + h.detail + " (since " + h.since + ")"})));
+    box.hidden = raised.length === 0;
+  } catch (e) { /* the events list already says when the kiosk cannot be reached */ }
+  setTimeout(pollHealth, 5000);
+}
+
 startCameras();
 pollEvents();
+pollHealth();
