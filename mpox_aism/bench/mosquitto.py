@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 APT_LINE = "apt-get install -y mosquitto"
 
@@ -32,11 +33,12 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    """One anonymous mosquitto on 127.0.0.1; ``restart`` keeps the port, the config and the persistence file.
+    """One mosquitto on 127.0.0.1; ``restart`` keeps the port, the config and the persistence file.
 
-    ``max_queued_messages``: what the broker holds for a disconnected persistent session (the console
-    while it restarts); mosquitto's default, 1000, drops the rest, so it is raised here and must be in
-    production too (0 = no limit).
+    The default config is anonymous with persistence on. ``max_queued_messages``: what the broker holds for a
+    disconnected persistent session (the console while it restarts); mosquitto's default, 1000, drops the
+    rest, so it is raised here and must be in production too. The kiosk tests' ``Broker`` writes its own
+    config (accounts, TLS, the shipped site config) and reuses the rest.
     """
 
     def __init__(self, root: Path, *, port: int | None = None, autosave_interval_s: int = 1,
@@ -51,30 +53,37 @@ class Mosquitto:
         self.conf, self.log, self.db = root / "mosquitto.conf", root / "mosquitto.log", root / "mosquitto.db"
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf.write_text("\n".join([
-            f"listener {self.port} 127.0.0.1",
-            f"user {getpass.getuser()}",  # as root, mosquitto would drop to "mosquitto", which cannot write root
+            *self.head_lines(),
             "allow_anonymous true",
-            f"log_dest file {self.log}",
-            "log_type error", "log_type warning", "log_type notice", "connection_messages true",
             "persistence true", f"persistence_location {root}/", f"persistence_file {self.db.name}",
             f"autosave_interval {autosave_interval_s}",
             f"max_queued_messages {max_queued_messages}",
             "max_inflight_messages 100",
         ]) + "\n")
 
+    def head_lines(self) -> list[str]:
+        """The listener, the user and the log: what every config of a test or bench broker starts with."""
+        return [f"listener {self.port} 127.0.0.1",
+                # as root, mosquitto would drop to "mosquitto", which cannot write the run's folder
+                f"user {getpass.getuser()}",
+                f"log_dest file {self.log}",
+                "log_type error", "log_type warning", "log_type notice", "log_type information",
+                "connection_messages true"]
+
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> Mosquitto:
+    def start(self, timeout: float = 20.0) -> Self:
         assert self.proc is None or self.proc.poll() is not None, "mosquitto already running"
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{log}")
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}\n{log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self
@@ -84,7 +93,7 @@ class Mosquitto:
         raise RuntimeError(f"mosquitto did not accept connections on {self.port} within {timeout:.0f}s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """SIGTERM: a clean shutdown (persistence saved). SIGKILL: a crash."""
+        """Stop by PID: SIGTERM is a clean shutdown (persistence saved), SIGKILL a crash."""
         if self.proc is None or self.proc.poll() is not None:
             return
         os.kill(self.proc.pid, sig)
@@ -93,6 +102,8 @@ class Mosquitto:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(15)
+        if self.proc.stderr:
+            self.proc.stderr.close()
 
     def restart(self, sig: int = signal.SIGTERM) -> None:
         self.stop(sig)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mpox_aism.kiosk.config import ConfigError, TlsConfig, format_error
+from mpox_aism.kiosk.config import TlsConfig, read_yaml, validate
 from mpox_aism.kiosk.host import state_dir
 
 
@@ -96,24 +95,8 @@ class ConsoleConfig(_Model):
 
 
 def parse_console_config(data: object, source: str = "config") -> ConsoleConfig:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        return ConsoleConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {format_error(e)}") from None
+    return validate(ConsoleConfig, data, source)
 
 
 def load_console_config(path: str | Path) -> ConsoleConfig:
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): is this the config file?") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
-    return parse_console_config(data, str(p))
+    return parse_console_config(read_yaml(path), str(path))

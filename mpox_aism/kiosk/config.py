@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlparse
 
 import yaml
@@ -274,6 +274,9 @@ class KioskConfig(_Model):
         return self
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class ConfigError(ValueError):
     """The first problem of a config file, with its path (e.g. ``cameras.0.source``)."""
 
@@ -284,7 +287,8 @@ def format_error(e: ValidationError) -> str:
     return f"{where}: {err['msg']}" + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else "")
 
 
-def load_config(path: str | Path) -> KioskConfig:
+def read_yaml(path: str | Path) -> object:
+    """A config file's YAML, every way it can fail as one :class:`ConfigError` line naming the file."""
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8")
@@ -293,21 +297,29 @@ def load_config(path: str | Path) -> KioskConfig:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): is this the config file?") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     except (ValueError, TypeError, RecursionError) as e:  # PyYAML's constructors (bad dates, deep nesting)
         raise ConfigError(f"{p}: YAML value not understood: {e}") from None
-    return parse_config(data, str(p))
 
 
-def parse_config(data: object, source: str = "config") -> KioskConfig:
+def validate(model: type[M], data: object, source: str = "config") -> M:
+    """``data`` as ``model`` (the kiosk's or the console's config), its first problem as a ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return KioskConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{source}: {format_error(e)}") from None
+
+
+def load_config(path: str | Path) -> KioskConfig:
+    return parse_config(read_yaml(path), str(path))
+
+
+def parse_config(data: object, source: str = "config") -> KioskConfig:
+    return validate(KioskConfig, data, source)
 
 
 def secret(env_name: str, credential: str) -> str | None:

@@ -7,11 +7,8 @@ log and persistence file under tmp_path and is stopped by its PID, never by name
 
 from __future__ import annotations
 
-import getpass
-import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -26,22 +23,13 @@ mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed: 
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
 
+from mpox_aism.bench.mosquitto import Mosquitto, find_mosquitto, free_port  # noqa: E402, F401 - free_port: tests import it here
+
 APT_LINE = "apt-get install -y mosquitto mosquitto-clients"
 
 
-def _find(name: str) -> str | None:
-    # Debian installs the broker in /usr/sbin, which is not on a normal user's PATH
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/usr/bin")
-
-
-MOSQUITTO = _find("mosquitto")
-MOSQUITTO_PASSWD = _find("mosquitto_passwd")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+MOSQUITTO = find_mosquitto()
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/sbin:/usr/bin")
 
 
 def wait_until(pred: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> None:
@@ -54,31 +42,20 @@ def wait_until(pred: Callable[[], object], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or pred}")
 
 
-class Broker:
-    """One mosquitto process; restartable on the same port with the same config and persistence."""
+class Broker(Mosquitto):
+    """The bench's broker (``mpox_aism.bench.mosquitto``: start, stop by PID, restart on the same port and
+    persistence) with the tests' configs: accounts, persistence off, extra listeners, a shipped config."""
 
     def __init__(self, root: Path, *, users: dict[str, str] | None = None, persistence: bool = True,
                  extra: list[str] | None = None, config: Callable[[Broker], str] | None = None) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = root / "mosquitto.conf"
-        self.log = root / "mosquitto.log"
-        self.db = root / "mosquitto.db"
-        self.proc: subprocess.Popen[bytes] | None = None
+        if MOSQUITTO is None:
+            pytest.skip(f"mosquitto not found; install it with: {APT_LINE}")
+        super().__init__(root)
         if config is not None:
             # a test proving a shipped config renders it for this broker: its port, log and database
             self.conf.write_text(config(self))
             return
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            # when started as root mosquitto drops to user "mosquitto", which cannot read tmp_path;
-            # this keeps the current user (the option has no effect for a non-root user)
-            f"user {getpass.getuser()}",
-            f"log_dest file {self.log}",
-            "log_type error", "log_type warning", "log_type notice", "log_type information",
-            "connection_messages true",
-        ]
+        lines = self.head_lines()
         if users is not None:
             if MOSQUITTO_PASSWD is None:
                 pytest.skip(f"mosquitto_passwd not found; install it with: {APT_LINE}")
@@ -97,38 +74,6 @@ class Broker:
             lines += ["persistence false"]
         lines += extra or []  # e.g. a second (TLS) listener with its own options
         self.conf.write_text("\n".join(lines) + "\n")
-
-    def start(self, timeout: float = 20.0) -> Broker:
-        assert self.proc is None or self.proc.poll() is not None, "broker already running"
-        assert MOSQUITTO is not None
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                log = self.log.read_text(errors="replace") if self.log.exists() else ""
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}\n{log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop(signal.SIGKILL)
-        raise RuntimeError(f"mosquitto did not accept connections on {self.port} within {timeout}s")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop by PID: SIGTERM is a clean shutdown (saves persistence), SIGKILL a crash."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, sig)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(15)
-        if self.proc.stderr:
-            self.proc.stderr.close()
 
     def wait_saved_after(self, t: float, timeout: float = 20.0) -> None:
         """Wait until the persistence file has been written after wall-clock time ``t``."""
