@@ -67,6 +67,7 @@ class Daemon:
         self.inference: InferenceService | None = None
         self.http_url: str | None = None
         self._http_server: Any = None
+        self.acks: Any = None  # mpox_aism.kiosk.acks: staff actions to and from the consoles
 
     # -------------------------------------------------------------------------------- building
     def _classifier(self) -> Classifier:
@@ -234,6 +235,9 @@ class Daemon:
                               crops=self.labels if c.labels.enabled else None)
         api = self.inference.client("api")
         self._start_http(api, explainer.with_classifier(api))
+        from mpox_aism.kiosk.acks import start_acks
+
+        self.acks = start_acks(self)
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
                                                         sink=self.sink, stop=self.stop_event, shadow=self.shadow,
                                                         nice=CAMERA_NICE if len(self.cameras) > 1 else 0).run,
@@ -282,6 +286,8 @@ class Daemon:
                 time.sleep(0.1)
             self.publisher.publish_status("status", self.status().model_dump(mode="json"))
         summary = self.summary()
+        if self.acks is not None:
+            self.acks.close()
         if self.publisher is not None:
             self.publisher.close()
         if self._http_server is not None:
