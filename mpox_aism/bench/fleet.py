@@ -203,7 +203,7 @@ def console_subscribed(path: Path, since: float) -> bool:
 def write_console_config(work: Path, broker: Mosquitto) -> tuple[Path, Path]:
     store = work / "console.sqlite3"
     cfg = {"mqtt": {"url": broker.url, "client_id": "mpox-aism-console-bench", "topic_root": ROOT},
-           "store": {"path": str(store)}}
+           "store": {"path": str(store)}, "http": {"enabled": False}}  # the page would only share the cores
     path = work / "console.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, store

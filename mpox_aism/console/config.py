@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mpox_aism.kiosk.config import TlsConfig, read_yaml, validate
+from mpox_aism.kiosk.config import SessionLimits, TlsConfig, read_yaml, validate
 from mpox_aism.kiosk.host import state_dir
 
 
@@ -27,7 +27,7 @@ class ConsoleMqttConfig(_Model):
                            "(its subscriptions and the messages queued while it is away) under this id. Two "
                            "consoles must never share one (each would take the session from the other).")
     topic_root: str = Field("mpox-aism", description="Topic root: the console subscribes to "
-                            "<root>/+/events, <root>/+/availability and <root>/+/status.")
+                            "<root>/+/events, availability, status, actions and acks/+.")
     username: str | None = Field(None, description="MQTT user name.")
     password_env: str = Field("MPOX_AISM_CONSOLE_MQTT_PASSWORD", description="Environment variable holding the "
                               "password; the systemd credential 'mqtt-password' is used when present.")
@@ -82,16 +82,37 @@ class ConsoleStoreConfig(_Model):
 
 
 class ConsoleHttpConfig(_Model):
-    """Reserved for the console's staff page (a later step): read, not served yet."""
+    """The console's staff page: the kiosk's page code (accounts, sessions, CSRF, roles, audit), its own accounts."""
 
-    host: str = Field("127.0.0.1", description="Listen address of the console's page (not served yet).")
-    port: int = Field(8090, ge=0, lt=65536, description="Listen port of the console's page (not served yet).")
+    enabled: bool = Field(True, description="Serve the staff page.")
+    host: str = Field("127.0.0.1", description="Listen address of the console's page.")
+    port: int = Field(8090, ge=0, lt=65536, description="Listen port of the console's page (0: any free one).")
+    accounts: str = Field("staff.sqlite3", description="The console's staff accounts and audit trail "
+                          "(`mpox-aism users --db FILE`); relative: next to the store.")
+    sessions: SessionLimits = Field(default_factory=SessionLimits, description="Session and lock-out limits "
+                                    "(the kiosk's).")
+
+
+class ConsoleAcksConfig(_Model):
+    """Staff actions sent back to the kiosks and the other consoles (``mpox_aism.console.acks``)."""
+
+    outbox: str = Field("console-outbox.sqlite3", description="Persistent outbox of the histories to publish; "
+                        "relative: next to the store.")
+    retain_days: float = Field(30.0, gt=0, description="An event's retained history is cleared (an empty "
+                               "retained message) once nobody acted on it for this long: longer than a kiosk "
+                               "keeps an event on its page.")
 
 
 class ConsoleConfig(_Model):
     mqtt: ConsoleMqttConfig = Field(description="The broker the kiosks publish to.")
     store: ConsoleStoreConfig = Field(default_factory=ConsoleStoreConfig, description="Where events are kept.")
-    http: ConsoleHttpConfig = Field(default_factory=ConsoleHttpConfig, description="The console's page (later).")
+    http: ConsoleHttpConfig = Field(default_factory=ConsoleHttpConfig, description="The console's staff page.")
+    acks: ConsoleAcksConfig = Field(default_factory=ConsoleAcksConfig, description="Actions sent back.")
+
+    def beside_store(self, path: str) -> Path:
+        """The console's other files: an absolute path, or one next to its store."""
+        p = Path(path)
+        return p if p.is_absolute() else self.store.resolved().parent / p
 
 
 def parse_console_config(data: object, source: str = "config") -> ConsoleConfig:

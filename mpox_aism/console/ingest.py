@@ -12,6 +12,11 @@ Pure (no I/O, no clock), so every rule is tested without a broker:
   understood, never silently dropped.
 - Availability is ``online`` / ``offline`` (the kiosk's last will says ``offline``); status is the kiosk's
   ``KioskStatus``. Anything else is rejected the same way.
+- Staff actions (``mpox_aism.kiosk.actions``, ``docs/schema/action-v1.json``): ``<root>/<station>/actions`` is
+  one action a person took on that kiosk's page — its ``station_id`` and ``origin`` must both be the topic's
+  station (a kiosk speaks only for its own page); ``<root>/<station>/acks/<event_id>`` is an event's whole
+  history as a console published it (retained), checked like the kiosk checks it; an empty one is a console
+  clearing the topic after its retention horizon (:class:`HistoryIn` with ``history=None``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
+from mpox_aism.kiosk.acks import ACKS, parse_history
+from mpox_aism.kiosk.actions import Action, ActionHistory
 from mpox_aism.kiosk.events import SCHEMA_V1, Event
 from mpox_aism.kiosk.status import KioskStatus
 
@@ -31,30 +38,36 @@ class Kind(StrEnum):
     EVENTS = "events"
     AVAILABILITY = "availability"
     STATUS = "status"
+    ACTIONS = "actions"  # a kiosk page's staff action
+    ACKS = ACKS  # <root>/<station>/acks/<event_id>: an event's history, retained, from the consoles
 
 
 @dataclass(frozen=True)
 class StationTopic:
     station_id: str
     kind: Kind
+    event_id: str = ""  # acks only
 
 
 def subscriptions(root: str) -> list[str]:
-    """The three wildcard topics the console subscribes to."""
-    return [f"{root}/+/{k.value}" for k in Kind]
+    """The wildcard topics the console subscribes to."""
+    return [f"{root}/+/{k.value}" + ("/+" if k is Kind.ACKS else "") for k in Kind]
 
 
 def parse_topic(root: str, topic: str) -> StationTopic | None:
-    """``<root>/<station>/<kind>`` → its parts; None for anything else."""
+    """``<root>/<station>/<kind>`` (or ``<root>/<station>/acks/<event_id>``) → its parts; None for anything else."""
     if not topic.startswith(root + "/"):
         return None
     parts = topic[len(root) + 1:].split("/")
-    if len(parts) != 2 or not parts[0]:
+    if not parts[0] or len(parts) not in (2, 3):
         return None
     try:
-        return StationTopic(parts[0], Kind(parts[1]))
+        kind = Kind(parts[1])
     except ValueError:
         return None
+    if (kind is Kind.ACKS) != (len(parts) == 3) or (len(parts) == 3 and not parts[2]):
+        return None
+    return StationTopic(parts[0], kind, parts[2] if len(parts) == 3 else "")
 
 
 @dataclass(frozen=True)
@@ -79,13 +92,26 @@ class StatusIn:
 
 
 @dataclass(frozen=True)
+class ActionIn:
+    station_id: str
+    action: Action
+
+
+@dataclass(frozen=True)
+class HistoryIn:
+    station_id: str
+    event_id: str
+    history: ActionHistory | None  # None: the topic was cleared
+
+
+@dataclass(frozen=True)
 class Rejected:
     topic: str
     error: str
     payload: bytes
 
 
-Parsed = EventIn | AvailabilityIn | StatusIn | Rejected
+Parsed = EventIn | AvailabilityIn | StatusIn | ActionIn | HistoryIn | Rejected
 
 
 def iso_to_epoch(value: str) -> float | None:
@@ -119,6 +145,13 @@ def parse(root: str, topic: str, payload: bytes) -> Parsed:
             return StatusIn(where.station_id, KioskStatus.model_validate_json(payload), payload)
         except ValidationError as e:
             return Rejected(topic, f"not a kiosk status: {_short(e)}", payload)
+    if where.kind is Kind.ACKS:
+        try:
+            return HistoryIn(where.station_id, where.event_id, parse_history(where.station_id, where.event_id, payload))
+        except ValueError as e:
+            return Rejected(topic, str(e), payload)
+    if where.kind is Kind.ACTIONS:
+        return _action(topic, where.station_id, payload)
     try:
         event = Event.model_validate_json(payload)
     except ValidationError as e:
@@ -137,3 +170,14 @@ def _event_error(payload: bytes, e: ValidationError) -> str:
     if schema == SCHEMA_V1:
         return "event schema version 1: the console reads version 2 (set events.schema_version: 2 on the kiosk)"
     return f"not a valid event: {_short(e)}"
+
+
+def _action(topic: str, station_id: str, payload: bytes) -> ActionIn | Rejected:
+    try:
+        action = Action.model_validate_json(payload)
+    except ValidationError as e:
+        return Rejected(topic, f"not a staff action: {_short(e)}", payload)
+    if action.station_id != station_id or action.origin != station_id:
+        return Rejected(topic, f"station mismatch: the topic says {station_id!r}, the action says station "
+                               f"{action.station_id!r}, origin {action.origin!r}", payload)
+    return ActionIn(station_id, action)

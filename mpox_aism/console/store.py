@@ -15,9 +15,10 @@ commit time to within that commit's fsync.
 Tables: ``events`` (the wire payload unchanged, plus the columns a page filters on), ``stations``
 (availability, last status, last event), ``rejected`` (bounded: the newest ``MAX_REJECTED``, payload
 kept so a rejected alert can be recovered by hand), ``counters``, ``meta`` (the console's own session:
-last subscription, whether the broker still had its session), and ``actions`` — empty for now: the
-staff's acknowledgements (who, when, what, per event), to be sent back to ``<root>/<station>/acks``;
-``sent_at`` NULL marks one not yet published, so the table is the acks' outbox too.
+last subscription, whether the broker still had its session), and ``actions`` — the staff's actions on
+events, from this console's page, the kiosks' pages and other consoles: the kiosk's own action log
+(``mpox_aism.kiosk.actions.ReviewStore``, table ``actions`` in this file, its schema defined there);
+``sent_at`` NULL marks one not yet handed to the MQTT outbox (``mpox_aism.console.acks``).
 
 A server database instead (PostgreSQL), for several consoles or a larger fleet: the same tables;
 ``INSERT … ON CONFLICT (event_id) DO NOTHING RETURNING event_id`` replaces ``INSERT OR IGNORE`` (no row
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from mpox_aism.console.ingest import AvailabilityIn, EventIn, Parsed, Rejected, StatusIn
+from mpox_aism.console.ingest import ActionIn, AvailabilityIn, EventIn, HistoryIn, Parsed, Rejected, StatusIn
 from mpox_aism.kiosk.status import KioskStatus
 
 MAX_REJECTED = 1000
@@ -79,16 +80,6 @@ CREATE TABLE IF NOT EXISTS stations (
     last_event_id TEXT,
     events INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS actions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL REFERENCES events(event_id),
-    action TEXT NOT NULL,                       -- e.g. acknowledged, reviewed
-    actor TEXT NOT NULL,                        -- the staff account
-    at REAL NOT NULL,
-    note TEXT,
-    sent_at REAL                                -- published to <root>/<station>/acks; NULL: not yet
-);
-CREATE INDEX IF NOT EXISTS actions_event ON actions(event_id);
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
@@ -108,6 +99,7 @@ class Outcome(StrEnum):
     CONFLICT = "conflict"  # a duplicate whose bytes differ from the stored copy
     UPDATED = "updated"  # availability or status
     REJECTED = "rejected"
+    ACTION = "action"  # a staff action or history: stored by mpox_aism.console.acks, not here
 
 
 @dataclass(frozen=True)
@@ -173,6 +165,9 @@ class ConsoleStore:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(actions)")}
+            if "actor" in cols and not self._db.execute("SELECT 1 FROM actions LIMIT 1").fetchone():
+                self._db.execute("DROP TABLE actions")  # the first console's placeholder, never written
             self._db.executescript(_SCHEMA)
 
     @contextlib.contextmanager
@@ -207,6 +202,8 @@ class ConsoleStore:
             db.execute("DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - ?", (MAX_REJECTED,))
             self._count(db, "invalid")
             return Outcome.REJECTED
+        if isinstance(p, ActionIn | HistoryIn):
+            return Outcome.ACTION
         self._station(db, p.station_id, now)
         if isinstance(p, AvailabilityIn):
             db.execute("UPDATE stations SET online = ?, availability_at = ? WHERE station_id = ?",
@@ -283,6 +280,18 @@ class ConsoleStore:
             else:
                 rows = self._db.execute("SELECT event_id FROM events WHERE station_id = ?", (station_id,)).fetchall()
         return {r[0] for r in rows}
+
+    def event_payloads(self, limit: int = 1000) -> list[dict[str, object]]:
+        """The newest events (by their own time) as the kiosks sent them, for the staff page."""
+        with self._lock:
+            rows = self._db.execute("SELECT payload FROM events ORDER BY COALESCE(event_ts, stored_at) DESC, seq DESC "
+                                    "LIMIT ?", (limit,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def station_of(self, event_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT station_id FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def ingest_latencies_ms(self) -> list[float]:
         """Event creation (the kiosk's ``time``) → commit at the console, per stored event, in ms."""

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -40,8 +40,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mpox_aism.console.config import ConsoleMqttConfig
-from mpox_aism.console.ingest import Rejected, parse, subscriptions
+from mpox_aism.console.ingest import ActionIn, HistoryIn, Kind, Rejected, parse, subscriptions
 from mpox_aism.console.store import ConsoleStore, Incoming, Outcome
+
+if TYPE_CHECKING:
+    from mpox_aism.console.acks import ConsoleActions
 from mpox_aism.kiosk.mqtt import MqttConfigError, MqttPublisher, _QuietPahoRetry
 
 log = logging.getLogger(__name__)
@@ -83,12 +86,14 @@ class ConsoleSubscriber:
     """Broker → store. :meth:`start` returns at once (the connection retries forever); :meth:`close` drains."""
 
     def __init__(self, cfg: ConsoleMqttConfig, store: ConsoleStore, *, password: str | None = None,
-                 max_batch: int | None = None, on_outcome: Callable[[Delivery, Outcome], None] | None = None) -> None:
+                 max_batch: int | None = None, on_outcome: Callable[[Delivery, Outcome], None] | None = None,
+                 actions: ConsoleActions | None = None) -> None:
         if password is not None and cfg.username is None:
             raise MqttConfigError("MQTT password given without a username")
         self.cfg, self.store = cfg, store
         self.max_batch = max_batch or cfg.receive_maximum
         self.on_outcome = on_outcome
+        self.actions = actions  # staff actions and histories are merged there (None: acknowledged, not kept)
         self.on_subscribed: Callable[[], None] | None = None  # after a SUBACK is recorded (tests, readiness)
         self.topics = subscriptions(cfg.topic_root)
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv5,
@@ -168,7 +173,9 @@ class ConsoleSubscriber:
                  ", ".join(self.topics))
         # always subscribe: a broker that lost its state (a crash before it saved) must get them again
         self._session_present = bool(flags.session_present)
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
+        # the retained histories (acks) only when the subscription is new: a resumed session already has them
+        client.subscribe([(t, SubscribeOptions(qos=1, retainHandling=1 if f"/{Kind.ACKS.value}/" in t else 0))
+                          for t in self.topics])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
@@ -229,6 +236,9 @@ class ConsoleSubscriber:
         while True:
             try:
                 outcomes = self.store.apply(items) if items else []
+                for k, item in enumerate(items):
+                    if self.actions is not None and isinstance(item.parsed, ActionIn | HistoryIn):
+                        outcomes[k] = self.actions.apply(item.parsed)  # idempotent: a retry repeats nothing
                 subscribed = [s for s in batch if isinstance(s, _Subscribed)]
                 for s in subscribed:
                     self.store.set_meta(subscribed_at=s.at, session_present=s.session_present)

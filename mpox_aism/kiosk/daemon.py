@@ -72,6 +72,7 @@ class Daemon:
         self._health_error: str | None = None
         self.http_url: str | None = None
         self._http_server: Any = None
+        self.acks: Any = None  # mpox_aism.kiosk.acks: staff actions to and from the consoles
 
     # -------------------------------------------------------------------------------- building
     def _classifier(self) -> Classifier:
@@ -270,6 +271,9 @@ class Daemon:
         self._check_health()  # at once: a model change is noticed (and recorded) even by a run that ends fast
         api = self.inference.client("api")
         self._start_http(api, explainer.with_classifier(api))
+        from mpox_aism.kiosk.acks import start_acks
+
+        self.acks = start_acks(self)
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
                                                         sink=self.sink, stop=self.stop_event, shadow=self.shadow,
                                                         nice=CAMERA_NICE if len(self.cameras) > 1 else 0).run,
@@ -319,6 +323,8 @@ class Daemon:
                 time.sleep(0.1)
             self.publisher.publish_status("status", self.status().model_dump(mode="json"))
         summary = self.summary()
+        if self.acks is not None:
+            self.acks.close()
         if self.publisher is not None:
             self.publisher.close()
         if self._http_server is not None:

@@ -120,7 +120,8 @@ class ConsoleChild:
         self.log = root / "console.log"
         self.config.write_text(yaml.safe_dump({"mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}",
                                                         "client_id": "console-child", "topic_root": ROOT},
-                                               "store": {"path": str(self.store)}}))
+                                               "store": {"path": str(self.store)},
+                                               "http": {"port": 0}}))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConsoleChild:

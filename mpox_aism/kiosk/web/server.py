@@ -89,7 +89,7 @@ def start_http(view: KioskView, config: KioskConfig, *, classifier: CropClassifi
 
         add_staff_routes(app, events_provider=lambda: [e.payload() for e in view.recent_events()],
                          frame_provider=view.latest_frame, cameras=view.camera_names, reviews_path=reviews_path,
-                         labels=labels,
+                         labels=labels, station_id=config.station_id,
                          accounts=staff_accounts(accounts_path, station_id=config.station_id),
                          references=open_library(config.reference_dir, classifier),
                          sessions=h.sessions, secure=h.tls is not None)

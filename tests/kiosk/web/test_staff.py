@@ -220,12 +220,12 @@ def test_staff_page_live_view_events_and_review(kiosk: Kiosk, client: httpx.Clie
     events = client.get("/api/events").json()
     assert [e["event_id"] for e in events] == ["ev-2", "ev-1"]
     assert events[1]["review"]["action"] == "reviewed" and events[1]["review"]["by"] == "officer.test"
-    assert events[1]["review"]["note"] == "" and events[1]["review"]["time"]
+    assert events[1]["review"]["note"] == "" and events[1]["review"]["at"]
     assert events[0]["review"] is None
     assert events[1]["crop_jpeg_base64"] == first["crop_jpeg_base64"]
 
     # durable: a fresh store on the same file (as after a daemon restart) reads it back
-    assert ReviewStore(kiosk.reviews_path).latest(["ev-1"])["ev-1"]["action"] == "reviewed"
+    assert ReviewStore(kiosk.reviews_path, origin="kiosk").latest(["ev-1"])["ev-1"].action == "reviewed"
     with sqlite3.connect(kiosk.reviews_path) as con:
         rows = con.execute("SELECT event_id, action, by FROM reviews").fetchall()
     assert ("ev-1", "reviewed", "officer.test") in rows

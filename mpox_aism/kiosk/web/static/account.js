@@ -2,13 +2,6 @@
 // Change my password (any account) and, for admins, the live sessions with "End" buttons.
 const $ = id => document.getElementById(id);
 
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  Object.assign(e, props);
-  for (const c of children) e.append(c);
-  return e;
-}
-
 function detail(body, status) {
   if (typeof body.detail === "string") return body.detail;
   return body.detail ? JSON.stringify(body.detail) : "HTTP " + status;

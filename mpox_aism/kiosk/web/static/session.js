@@ -32,3 +32,20 @@ const REASON_WORDS = {
 };
 function stateWords(decision) { return STATE_WORDS[decision] || decision; }
 function reasonWords(reason) { return reason ? (REASON_WORDS[reason] || reason) : ""; }
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  Object.assign(e, props);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// An event's actions (mpox_aism/kiosk/actions.py): the state is the server's, under its one rule; the history is
+// every action, wherever it was made (this page, a console's, the kiosk's), in the same order everywhere.
+function actionText(a) {
+  return a.action + " by " + a.by + " on " + a.origin + " at " + new Date(a.at).toLocaleString();
+}
+function stateText(review) { return review ? actionText(review) : "not yet reviewed"; }
+function historyText(history) {
+  return history && history.length > 1 ? "history: " + history.map(actionText).join(" · ") : "";
+}

@@ -1,12 +1,5 @@
 "use strict";
 
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  Object.assign(e, props);
-  for (const c of children) e.append(c);
-  return e;
-}
-
 // one live view per camera; the next frame is asked only after the last one loaded or failed
 async function startCameras() {
   const box = document.getElementById("cameras");
@@ -36,11 +29,6 @@ const labelChoices = fetch("/api/label-choices", {cache: "no-store"})
 const labelWords = {};
 labelChoices.then(cs => { for (const c of cs) labelWords[c.value] = c.text; });
 
-function stateText(review) {
-  if (!review) return "not yet reviewed";
-  return review.action + " by " + review.by + " at " + new Date(review.time).toLocaleString();
-}
-
 async function sendReview(ev, action, item) {
   item.buttons.forEach(b => b.disabled = true);
   try {  // who acted is the logged-in account, not a typed name
@@ -49,7 +37,7 @@ async function sendReview(ev, action, item) {
     const body = await r.json();
     if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
     item.msg.textContent = "";
-    showState(item, body);
+    refreshEvents();  // the state follows the rule over every action, not just this one
   } catch (e) {
     item.msg.textContent = "Not recorded: " + e.message;
   } finally {
@@ -57,8 +45,9 @@ async function sendReview(ev, action, item) {
   }
 }
 
-function showState(item, review) {
+function showState(item, review, history) {
   item.state.textContent = stateText(review);
+  item.history.textContent = historyText(history);
   item.li.dataset.review = review ? review.action : "";
 }
 
@@ -120,6 +109,7 @@ function makeEvent(ev) {
   if (ev.gradcam_jpeg_base64) pics.append(el("img", {className: "gradcam", alt: "Grad-CAM",
                                                      src: "data:image/jpeg;base64," + ev.gradcam_jpeg_base64}));
   const state = el("div", {className: "state"});
+  const history = el("div", {className: "history note"});
   const msg = el("div", {className: "error"});
   const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
   const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
@@ -137,7 +127,7 @@ function makeEvent(ev) {
        el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
     el("div", {className: "reason note", textContent: reasonWords(ev.reason)}),
     el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
-    state, labelState, el("div", {className: "actions"}, ack, rev, choice, save), msg);
+    state, history, labelState, el("div", {className: "actions"}, ack, rev, choice, save), msg);
   const refs = el("div", {className: "references"});
   info.append(refs);
   references(ev.label).then(urls => {
@@ -146,7 +136,7 @@ function makeEvent(ev) {
   });
   const li = el("li", {className: "event"}, pics, info);
   li.dataset.eventId = ev.event_id;
-  const item = {li, state, msg, buttons: [ack, rev], choice, save, labelState, touched: false, sending: false,
+  const item = {li, state, history, msg, buttons: [ack, rev], choice, save, labelState, touched: false, sending: false,
                 stored: ev.staff_label};
   ack.addEventListener("click", () => sendReview(ev, "acknowledged", item));
   rev.addEventListener("click", () => sendReview(ev, "reviewed", item));
@@ -156,7 +146,7 @@ function makeEvent(ev) {
 }
 
 // the list is patched, not rebuilt: images are decoded once and a click is never lost to a redraw
-async function pollEvents() {
+async function refreshEvents() {
   const errBox = document.getElementById("events-error");
   try {
     const r = await fetch("/api/events", {cache: "no-store"});
@@ -169,7 +159,7 @@ async function pollEvents() {
       keep.add(ev.event_id);
       let item = shown.get(ev.event_id);
       if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
-      showState(item, ev.review);
+      showState(item, ev.review, ev.history);
       item.stored = ev.staff_label;
       showLabel(item, ev.staff_label, ev.crop_kept);
       if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
@@ -181,6 +171,10 @@ async function pollEvents() {
     errBox.textContent = "Cannot reach the kiosk: " + e.message;
     errBox.hidden = false;
   }
+}
+
+async function pollEvents() {
+  await refreshEvents();
   setTimeout(pollEvents, 2000);
 }
 

@@ -1,0 +1,136 @@
+"use strict";
+// The console's queue: every station's events, filtered by station and state, with each station's health.
+// Everything from the server goes in with textContent / src only (session.js's el), never innerHTML.
+
+const shown = new Map();  // event_id -> {li, state, history, msg, buttons}
+const stationOptions = new Set();
+
+function filters() {
+  const q = new URLSearchParams();
+  const station = document.getElementById("filter-station").value;
+  const state = document.getElementById("filter-state").value;
+  if (station) q.set("station", station);
+  if (state) q.set("state", state);
+  return q.toString();
+}
+
+async function sendReview(ev, action, item) {
+  item.buttons.forEach(b => b.disabled = true);
+  try {  // who acted is the logged-in account
+    const r = await postWithCsrf("/api/events/" + encodeURIComponent(ev.event_id) + "/review", {
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify({action: action, note: ""})});
+    const body = await r.json();
+    if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+    item.msg.textContent = "";
+    refreshEvents();
+  } catch (e) {
+    item.msg.textContent = "Not recorded: " + e.message;
+  } finally {
+    item.buttons.forEach(b => b.disabled = false);
+  }
+}
+
+function makeEvent(ev) {
+  const pics = el("div", {className: "pics"});
+  // shown only when the kiosk's privacy settings let the images leave the box (they are in the event then)
+  if (ev.crop_jpeg_base64) pics.append(el("img", {className: "crop", alt: "crop",
+                                                  src: "data:image/jpeg;base64," + ev.crop_jpeg_base64}));
+  if (ev.gradcam_jpeg_base64) pics.append(el("img", {className: "gradcam", alt: "Grad-CAM",
+                                                     src: "data:image/jpeg;base64," + ev.gradcam_jpeg_base64}));
+  const state = el("div", {className: "state"});
+  const history = el("div", {className: "history note"});
+  const msg = el("div", {className: "error"});
+  const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
+  const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
+  const info = el("div", {className: "info"},
+    el("div", {}, el("strong", {className: "station", textContent: ev.station_id}), " ",
+       el("span", {className: "badge " + ev.decision, textContent: stateWords(ev.decision)}), " ",
+       el("strong", {className: "label", textContent: ev.label}), " ",
+       el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
+    el("div", {className: "reason note", textContent: reasonWords(ev.reason)}),
+    el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
+    state, history, el("div", {className: "actions"}, ack, rev), msg);
+  const li = el("li", {className: "event"}, pics, info);
+  li.dataset.eventId = ev.event_id;
+  li.dataset.station = ev.station_id;
+  const item = {li, state, history, msg, buttons: [ack, rev]};
+  ack.addEventListener("click", () => sendReview(ev, "acknowledged", item));
+  rev.addEventListener("click", () => sendReview(ev, "reviewed", item));
+  return item;
+}
+
+async function refreshEvents() {
+  const errBox = document.getElementById("events-error");
+  try {
+    const r = await fetch("/api/events?" + filters(), {cache: "no-store"});
+    if (r.status === 401) { location.href = "/login"; return; }
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const events = await r.json();
+    const list = document.getElementById("events");
+    const keep = new Set();
+    events.forEach((ev, i) => {
+      keep.add(ev.event_id);
+      let item = shown.get(ev.event_id);
+      if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
+      item.state.textContent = stateText(ev.review);
+      item.history.textContent = historyText(ev.history);
+      item.li.dataset.review = ev.review ? ev.review.action : "";
+      if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
+    });
+    for (const [id, item] of shown) if (!keep.has(id)) { item.li.remove(); shown.delete(id); }
+    document.getElementById("no-events").hidden = events.length > 0;
+    errBox.hidden = true;
+  } catch (e) {
+    errBox.textContent = "Cannot reach the console: " + e.message;
+    errBox.hidden = false;
+  }
+}
+
+function availability(s) {
+  if (s.online === null) return "availability unknown";
+  return (s.online ? "online" : "offline") + (s.since ? " since " + new Date(s.since).toLocaleString() : "");
+}
+
+async function refreshStations() {
+  const errBox = document.getElementById("stations-error");
+  try {
+    const r = await fetch("/api/stations", {cache: "no-store"});
+    if (r.status === 401) { location.href = "/login"; return; }
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const stations = await r.json();
+    const list = document.getElementById("stations");
+    const banners = document.getElementById("banners");
+    list.replaceChildren(...stations.map(s => {
+      const li = el("li", {className: "station " + (s.online === false ? "offline" : "online")},
+        el("strong", {textContent: s.station_id}), " ", el("span", {className: "availability", textContent:
+          availability(s)}), " · " + s.events + " event(s)");
+      li.dataset.station = s.station_id;
+      for (const c of s.cameras) {
+        li.append(el("div", {className: "camera-state note", textContent: "camera " + c.name + ": " + c.state +
+                             (c.last_error ? " (" + c.last_error + ")" : "")}));
+      }
+      return li;
+    }));
+    banners.replaceChildren(...stations.flatMap(s => s.banners).map(b => el("p", {className: "banner error",
+                                                                                 textContent: b})));
+    const select = document.getElementById("filter-station");
+    for (const s of stations) {
+      if (stationOptions.has(s.station_id)) continue;
+      stationOptions.add(s.station_id);
+      select.append(el("option", {value: s.station_id, textContent: s.station_id}));
+    }
+    errBox.hidden = true;
+  } catch (e) {
+    errBox.textContent = "Cannot reach the console: " + e.message;
+    errBox.hidden = false;
+  }
+}
+
+async function poll() {
+  await Promise.all([refreshStations(), refreshEvents()]);
+  setTimeout(poll, 2000);
+}
+
+document.getElementById("filter-station").addEventListener("change", refreshEvents);
+document.getElementById("filter-state").addEventListener("change", refreshEvents);
+poll();
