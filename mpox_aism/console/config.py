@@ -31,6 +31,14 @@ class ConsoleMqttConfig(_Model):
     username: str | None = Field(None, description="MQTT user name.")
     password_env: str = Field("MPOX_AISM_CONSOLE_MQTT_PASSWORD", description="Environment variable holding the "
                               "password; the systemd credential 'mqtt-password' is used when present.")
+    send_username: str | None = Field(None, description="The account of the console's second connection, which "
+                                      "publishes acknowledgements to the kiosks. A broker that allows one connection "
+                                      "per account (the site broker: use_username_as_clientid) needs a second "
+                                      "account here, e.g. 'console-send' (systemd/mosquitto/setup.sh console-send). "
+                                      "None: the same account as username.")
+    send_password_env: str = Field("MPOX_AISM_CONSOLE_SEND_PASSWORD", description="Environment variable holding "
+                                   "send_username's password; the systemd credential 'mqtt-send-password' is used "
+                                   "when present.")
     tls: TlsConfig | None = Field(None, description="TLS settings (the kiosk's model); required for mqtts://.")
     keepalive_s: int = Field(30, ge=2, le=3600, description="MQTT keepalive: a silent broker is noticed after "
                              "~1.5× this.")

@@ -47,9 +47,13 @@ def run(cfg: ConsoleConfig, stop: threading.Event) -> int:
     m = cfg.mqtt
     actions = ReviewStore(path, origin=m.client_id, table="actions")
     outbox = Outbox(cfg.beside_store(cfg.acks.outbox))
+    # a second connection, with its own account where the broker allows one connection per account
+    send_user, send_password = m.username, password
+    if m.send_username is not None:
+        send_user, send_password = m.send_username, secret(m.send_password_env, "mqtt-send-password")
     sender = MqttPublisher(outbox, host=m.host, port=m.port, client_id=f"{m.client_id}-send"[:64],
-                           topic_prefix=f"{m.topic_root}/console/{m.client_id}", username=m.username,
-                           password=password, tls=m.tls.model_dump() if m.tls else None, keepalive=m.keepalive_s)
+                           topic_prefix=f"{m.topic_root}/console/{m.client_id}", username=send_user,
+                           password=send_password, tls=m.tls.model_dump() if m.tls else None, keepalive=m.keepalive_s)
     sender.start()
     accounts = console_accounts(cfg) if cfg.http.enabled else None
     relay = ConsoleActions(actions, outbox, root=m.topic_root, accounts=accounts, waker=sender,

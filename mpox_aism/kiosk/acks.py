@@ -18,9 +18,9 @@ only ``<prefix>/acks/#``):
   as such (``acknowledged (remote)``, origin named). An empty retained message is a console clearing the
   topic after its retention horizon: nothing to merge.
 
-The subscriber has its own MQTT connection (client id ``<client_id>-acks``) so the alert publisher's
-connection and its guarantees are untouched. paho acknowledges a message when ``on_message`` returns,
-and the merge commits inside it: acknowledged after commit.
+The histories come in on the alert publisher's own connection (``MqttPublisher.subscribe``): the site
+broker allows one connection per account, and a kiosk has one account. paho acknowledges a message when
+its handler returns, and the merge commits inside it: acknowledged after commit.
 """
 
 from __future__ import annotations
@@ -28,18 +28,15 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlparse
+from typing import Protocol
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from mpox_aism.kiosk.accounts import Accounts
 from mpox_aism.kiosk.actions import ActionHistory, ReviewStore, record_remote
-from mpox_aism.kiosk.config import KioskConfig, secret
+from mpox_aism.kiosk.config import KioskConfig
 from mpox_aism.kiosk.host import state_dir
-from mpox_aism.kiosk.mqtt import MqttPublisher, _QuietPahoRetry
+from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -67,38 +64,21 @@ class KioskAcks:
     """Relay thread (page → outbox) and subscriber (retained histories → review store). Never raises for the broker."""
 
     def __init__(self, store: ReviewStore, outbox: Outbox, *, station_id: str, topic_prefix: str,
-                 accounts: Accounts | None = None, waker: MqttPublisher | None = None,
-                 host: str | None = None, port: int = 1883, client_id: str = "", username: str | None = None,
-                 password: str | None = None, tls: dict[str, Any] | None = None, keepalive: int = 30) -> None:
+                 accounts: Accounts | None = None, waker: MqttPublisher | None = None) -> None:
+        """``waker``: the kiosk's publisher, woken when an action is in the outbox; its connection also carries
+        the histories in. None (no broker configured): the relay only, the actions wait in the outbox."""
         self.store, self.outbox, self.accounts, self.waker = store, outbox, accounts, waker
         self.station_id, self.prefix = station_id, topic_prefix.strip("/")
         self.merged = 0  # remote actions recorded (a second copy of one is not counted)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._relay_loop, name="acks-relay", daemon=True)
-        self._client: mqtt.Client | None = None
-        self._host, self._port, self._keepalive = host, port, keepalive
-        if host:
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{client_id}-acks"[:64], protocol=mqtt.MQTTv5)
-            paho_log = logging.getLogger(f"{__name__}.paho")
-            if not any(isinstance(f, _QuietPahoRetry) for f in paho_log.filters):
-                paho_log.addFilter(_QuietPahoRetry())
-            c.enable_logger(paho_log)
-            if username is not None:
-                c.username_pw_set(username, password)
-            if tls is not None:
-                MqttPublisher._configure_tls(c, tls)  # the publisher's rules: CA pinned, no plaintext fallback
-            c.reconnect_delay_set(1, 30)
-            c.on_connect = self._on_connect
-            c.on_message = self._on_message
-            self._client = c
-
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> KioskAcks:
+        """The relay; and the histories, on the publisher's own connection (one per kiosk account)."""
         self._thread.start()
-        if self._client is not None and self._host:
-            self._client.connect_async(self._host, self._port, keepalive=self._keepalive, clean_start=True)
-            self._client.loop_start()
+        if self.waker is not None:
+            self.waker.subscribe(f"{self.prefix}/{ACKS}/+", self.on_history)  # retained: all again at each connect
         return self
 
     def wake(self) -> None:
@@ -110,9 +90,6 @@ class KioskAcks:
         self._wake.set()
         self._thread.join(5)
         self.relay()  # what the page recorded last
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
 
     # -- out: the page's actions -------------------------------------------------------------------
     def relay(self) -> int:
@@ -135,18 +112,13 @@ class KioskAcks:
             self._wake.clear()
 
     # -- in: the consoles' histories -----------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
-        if reason_code.is_failure:
-            log.error("acks: broker refused the connection: %s; retrying", reason_code)
-            return
-        client.subscribe(f"{self.prefix}/{ACKS}/+", qos=1)  # retained: every history again, at every connect
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def on_history(self, topic: str, payload: bytes) -> None:
+        """A retained history arrived (paho's thread): merged, never raising into it; a failed merge comes back
+        with the retained message at the next connect."""
         try:
-            self.receive(msg.topic, bytes(msg.payload))
-        except Exception as e:  # never crash paho's thread; the message is retained and comes back next connect
-            log.error("acks: could not record %s: %s: %s", msg.topic, type(e).__name__, e)
+            self.receive(topic, payload)
+        except Exception as e:
+            log.error("acks: could not record %s: %s: %s", topic, type(e).__name__, e)
 
     def receive(self, topic: str, payload: bytes) -> int:
         """Merge one retained history; returns how many of its actions were new here."""
@@ -191,11 +163,5 @@ def start_acks(host: KioskHost, *, directory: Path | None = None) -> KioskAcks |
     except Exception as e:  # the alerts matter more than the acknowledgements
         log.error("acknowledgements not relayed: %s: %s", type(e).__name__, e)
         return None
-    m = c.mqtt
-    u = urlparse(m.url) if m.url else None
     return KioskAcks(store, host.outbox, station_id=c.station_id, topic_prefix=host.topic_prefix, accounts=accounts,
-                     waker=host.publisher, host=u.hostname if u else None,
-                     port=(u.port or (8883 if u.scheme == "mqtts" else 1883)) if u else 1883,
-                     client_id=m.client_id or f"mpox-aism-{c.station_id}", username=m.username,
-                     password=secret(m.password_env, "mqtt-password") if m.username else None,
-                     tls=m.tls.model_dump() if m.tls else None, keepalive=m.keepalive_s).start()
+                     waker=host.publisher).start()

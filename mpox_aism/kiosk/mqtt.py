@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,9 @@ class MqttPublisher:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_message = self._on_message
         self._client = c
+        self._subscriptions: list[tuple[str, Callable[[str, bytes], None]]] = []
 
         # _send_lock serialises "hand a message to paho + record its mid" against the reset done in
         # on_connect, so a mid is never recorded against the wrong connection. on_publish must not
@@ -197,6 +200,15 @@ class MqttPublisher:
         self.outbox.put(f"{self.topic_prefix}/{suffix}", data, qos=1, retain=False)
         self._wake.set()
         return event_id
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
+        """Also receive ``topic`` (QoS 1) on this connection, now if connected and again at every connect.
+        ``handler(topic, payload)`` runs in paho's network thread (a message is acknowledged when it returns);
+        what it raises is logged. One connection per kiosk, because the site broker allows one per account
+        (``use_username_as_clientid``): a second connection would push this one off, and back."""
+        self._subscriptions.append((topic, handler))
+        if self.connected:
+            self._client.subscribe(topic, qos=1)
 
     def wake(self) -> None:
         """Something was written to the outbox by its owner (the event sink): send it now, not in a second."""
@@ -275,8 +287,18 @@ class MqttPublisher:
                 self._connected = True
                 self._last_error = None
             self._publish_tracked_locked(self.availability_topic, ONLINE, retain=True, outbox_id=None)
+        for topic, _ in self._subscriptions:
+            client.subscribe(topic, qos=1)
         log.info("connected to MQTT broker %s:%d; %d event(s) waiting", self.host, self.port, self.outbox.depth())
         self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        for topic, handler in self._subscriptions:
+            if mqtt.topic_matches_sub(topic, msg.topic):
+                try:
+                    handler(msg.topic, bytes(msg.payload))
+                except Exception as e:  # never into paho's thread
+                    log.error("message on %s not handled: %s: %s", msg.topic, type(e).__name__, e)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError` block, so the socket error is still visible here

@@ -6,6 +6,7 @@
 #   setup.sh [--dir DIR] ca HOST [HOST...]               site CA + server certificate for HOSTs
 #   setup.sh [--dir DIR] kiosk STATION_ID                add or reset a kiosk's account
 #   setup.sh [--dir DIR] console                         add or reset the console's account
+#   setup.sh [--dir DIR] console-send                    ... and its second one (acknowledgements out)
 #
 # --dir: the broker's files (passwd, acl, ca.pem, server.pem, server.key; default
 # /etc/mosquitto/mpox-aism). --conf-dir: mosquitto's drop-in folder (default /etc/mosquitto/conf.d).
@@ -111,12 +112,17 @@ case $CMD in
     kiosk)
         [ $# -eq 1 ] || die "kiosk needs one station id"
         [[ $1 =~ $STATION_RE ]] || die "station id $1 is not a valid station_id (letters, digits, . _ -)"
-        [ "$1" != "$CONSOLE" ] || die "'$CONSOLE' is the console's account and staff topic space, not a station"
+        [ "$1" != "$CONSOLE" ] && [ "$1" != "$CONSOLE-send" ] || \
+            die "'$1' is one of the console's accounts (and '$CONSOLE' its staff topic space), not a station"
         add_account "$1"
         ;;
     console)
         [ $# -eq 0 ] || die "console takes no arguments (the account is '$CONSOLE')"
         add_account "$CONSOLE"
+        ;;
+    console-send)
+        [ $# -eq 0 ] || die "console-send takes no arguments (the account is '$CONSOLE-send')"
+        add_account "$CONSOLE-send"
         ;;
     *)
         echo "unknown command: $CMD" >&2; usage >&2; exit 2 ;;

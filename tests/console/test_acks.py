@@ -98,7 +98,7 @@ def make_kiosk(root: Path, broker: Broker, st: str) -> Kiosk:
                                station_id=st)
     server = ServerThread(app).start()
     acks = KioskAcks(ReviewStore(d / "reviews.sqlite3", origin=st), outbox, station_id=st, topic_prefix=f"{ROOT}/{st}",
-                     accounts=accounts, waker=pub, host="127.0.0.1", port=broker.port, client_id=f"kiosk-{st}").start()
+                     accounts=accounts, waker=pub).start()
     return Kiosk(st, outbox, pub, acks, server, reviews, accounts, events)
 
 
@@ -335,7 +335,8 @@ def test_a_kiosk_away_gets_the_histories_when_it_reconnects(site: Site, tmp_path
     k = site.kiosks["gate-1"]
     ev = k.emit()
     wait_until(lambda: ev in stored(site), WAIT_S, what="the event at the console")
-    k.acks.close()  # the kiosk's subscriber is away (a clean session: the broker keeps nothing for it)
+    k.acks.close()
+    k.publisher.close()  # the kiosk is away (a clean session: the broker keeps nothing for it)
     acted = post_review(site.console_url, "dr.console", ev, "reviewed")
 
     def retained() -> bool:
@@ -356,8 +357,10 @@ def test_a_kiosk_away_gets_the_histories_when_it_reconnects(site: Site, tmp_path
 
     wait_until(retained, WAIT_S, what="the console's retained history")
     assert k.reviews.history(ev) == []
+    k.publisher = MqttPublisher(k.outbox, host="127.0.0.1", port=site.broker.port, client_id="kiosk-gate-1",
+                                topic_prefix=f"{ROOT}/gate-1", reconnect_max_s=2)
+    k.publisher.start()
     k.acks = KioskAcks(ReviewStore(k.reviews.path, origin="gate-1"), k.outbox, station_id="gate-1",
-                       topic_prefix=f"{ROOT}/gate-1", accounts=k.accounts, waker=k.publisher, host="127.0.0.1",
-                       port=site.broker.port, client_id="kiosk-gate-1").start()
+                       topic_prefix=f"{ROOT}/gate-1", accounts=k.accounts, waker=k.publisher).start()
     wait_until(lambda: [a.action_id for a in k.reviews.history(ev)] == [acted["action_id"]], WAIT_S,
                what="the history after the reconnect")

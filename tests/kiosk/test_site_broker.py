@@ -87,6 +87,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     ok("ca", "localhost", "127.0.0.1")
     passwords = {name: ok("kiosk", name).strip() for name in STATIONS}
     passwords["console"] = ok("console").strip()
+    passwords["console-send"] = ok("console-send").strip()
     return Site(site_dir, conf_d, passwords)
 
 
@@ -154,15 +155,16 @@ def test_setup_installs_the_shipped_files_and_refuses_bad_station_ids(site: Site
     shipped = (SHIPPED / "mpox-aism.conf").read_text()
     assert (site.conf_d / "mpox-aism.conf").read_text() == shipped.replace(DEFAULT_DIR, f"{site.dir}/")
     users = [line.split(":", 1)[0] for line in (site.dir / "passwd").read_text().splitlines()]
-    assert users == [*STATIONS, "console"]
-    assert len(set(site.passwords.values())) == 3 and all(len(p) >= 32 for p in site.passwords.values())
+    assert users == [*STATIONS, "console", "console-send"]
+    assert len(set(site.passwords.values())) == 4 and all(len(p) >= 32 for p in site.passwords.values())
     assert (site.dir / "passwd").stat().st_mode & 0o077 == 0 and (site.dir / "server.key").stat().st_mode & 0o077 == 0
     openssl = shutil.which("openssl")
     assert openssl is not None
     verify = subprocess.run([openssl, "verify", "-CAfile", str(site.ca), str(site.dir / "server.pem")],
                             capture_output=True, text=True, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    for bad, why in (("console", "console's account"), ("gate/9", "not a valid station_id"),
+    for bad, why in (("console", "console's account"), ("console-send", "console's account"),
+                     ("gate/9", "not a valid station_id"),
                      ("+", "not a valid station_id")):
         r = setup_sh(site.dir, site.conf_d, "kiosk", bad)
         assert r.returncode != 0 and why in r.stderr and not r.stdout, (bad, r.stderr)
@@ -329,6 +331,31 @@ def test_the_kiosk_daemon_publishes_through_the_site_broker(site_broker: Broker,
     finally:
         pub.close()
     wait_until(lambda: console.last("mpox-aism/gate-7/availability") == b"offline", what="offline on close")
+
+
+def test_the_kiosk_gets_acks_on_its_one_connection_from_the_consoles_second_account(
+        site_broker: Broker, site: Site, login, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One connection per account: the kiosk's acknowledgements come in on its alert publisher's connection
+    (a second one would push the first off), and the console sends them as 'console-send', which may write
+    acks and nothing of a station's own."""
+    console = login("console", "mpox-aism/#", protocol=V5).wait_subscribed()
+    sender = login("console-send", "mpox-aism/gate-7/events", protocol=V5).wait_subscribed()
+    pub = daemon_publisher(kiosk_config(site, site_broker.port), tmp_path / "outbox.sqlite3", site.passwords["gate-7"],
+                           tmp_path / "creds", monkeypatch)
+    got: list[tuple[str, bytes]] = []
+    pub.subscribe("mpox-aism/gate-7/acks/+", lambda topic, payload: got.append((topic, payload)))
+    try:
+        wait_until(lambda: pub.connected, what="the kiosk connected")
+        assert sender.publish("mpox-aism/gate-7/acks/e9", b"history", retain=True) == 0
+        wait_until(lambda: got, what="the ack on the kiosk's connection")
+        assert got == [("mpox-aism/gate-7/acks/e9", b"history")]
+        assert sender.publish("mpox-aism/gate-7/events", b"forged") == NOT_AUTHORIZED
+        pub.publish_event("events", {"decision": "suspected"})
+        wait_until(lambda: pub.stats()["published"] == 1, what="the alert PUBACKed on the same connection")
+        wait_until(lambda: console.payloads("mpox-aism/gate-7/events"), what="the alert at the console")
+        assert sender.payloads() == [] and pub.connected and console.connacks == [0]
+    finally:
+        pub.close()
 
 
 def test_an_alert_the_acl_refuses_stays_in_the_outbox(site_broker: Broker, site: Site, tmp_path: Path,
