@@ -33,6 +33,7 @@ from mpox_aism.contracts.model import default_backend
 from mpox_aism.inference.classifier import Classifier, CropClassifier
 from mpox_aism.inference.explainer import ExplainerService
 from mpox_aism.inference.service import InferenceService
+from mpox_aism.kiosk.acks import KioskAcks, start_acks
 from mpox_aism.kiosk.camera import CAMERA_NICE, CameraState, CameraWorker
 from mpox_aism.kiosk.config import KioskConfig, secret
 from mpox_aism.kiosk.events import Event
@@ -72,7 +73,7 @@ class Daemon:
         self._health_error: str | None = None
         self.http_url: str | None = None
         self._http_server: Any = None
-        self.acks: Any = None  # mpox_aism.kiosk.acks: staff actions to and from the consoles
+        self.acks: KioskAcks | None = None  # staff actions to and from the consoles
 
     # -------------------------------------------------------------------------------- building
     def _classifier(self) -> Classifier:
@@ -271,8 +272,6 @@ class Daemon:
         self._check_health()  # at once: a model change is noticed (and recorded) even by a run that ends fast
         api = self.inference.client("api")
         self._start_http(api, explainer.with_classifier(api))
-        from mpox_aism.kiosk.acks import start_acks
-
         self.acks = start_acks(self)
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
                                                         sink=self.sink, stop=self.stop_event, shadow=self.shadow,
