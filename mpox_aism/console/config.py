@@ -27,7 +27,8 @@ class ConsoleMqttConfig(_Model):
                            "(its subscriptions and the messages queued while it is away) under this id. Two "
                            "consoles must never share one (each would take the session from the other).")
     topic_root: str = Field("mpox-aism", description="Topic root: the console subscribes to "
-                            "<root>/+/events, availability, status, actions and acks/+.")
+                            "<root>/+/events, availability, status, actions, acks/+, health and "
+                            "health/active.")
     username: str | None = Field(None, description="MQTT user name.")
     password_env: str = Field("MPOX_AISM_CONSOLE_MQTT_PASSWORD", description="Environment variable holding the "
                               "password; the systemd credential 'mqtt-password' is used when present.")

@@ -1,4 +1,5 @@
-"""One MQTT message → one typed thing the store understands: an event, an availability, a status, or a reject.
+"""One MQTT message → one typed thing the store understands: an event, an availability, a status, a health
+message, a staff action, or a reject.
 
 Pure (no I/O, no clock), so every rule is tested without a broker:
 
@@ -17,6 +18,12 @@ Pure (no I/O, no clock), so every rule is tested without a broker:
   station (a kiosk speaks only for its own page); ``<root>/<station>/acks/<event_id>`` is an event's whole
   history as a console published it (retained), checked like the kiosk checks it; an empty one is a console
   clearing the topic after its retention horizon (:class:`HistoryIn` with ``history=None``).
+- Health (``mpox_aism.kiosk.health``, ``docs/schema/health-v1.json``): ``<root>/<station>/health`` is one
+  transition (a valid ``HealthEvent``), ``<root>/<station>/health/active`` the retained ``HealthSnapshot`` of
+  what is raised now. The kiosk's own models, so both ends read one contract. Their ``station_id`` (the
+  snapshot's and every raised message in it) must be the topic's, as for events; their ``time`` must be
+  readable, because the store orders a check's messages by it; a ``model_changed`` must be a ``notice`` and
+  the other checks ``raised``/``cleared`` (the schema's rule, which the model alone does not enforce).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pydantic import ValidationError
 from mpox_aism.kiosk.acks import ACKS, parse_history
 from mpox_aism.kiosk.actions import Action, ActionHistory
 from mpox_aism.kiosk.events import SCHEMA_V1, Event
+from mpox_aism.kiosk.health import HealthEvent, HealthSnapshot
 from mpox_aism.kiosk.status import KioskStatus
 
 
@@ -40,6 +48,8 @@ class Kind(StrEnum):
     STATUS = "status"
     ACTIONS = "actions"  # a kiosk page's staff action
     ACKS = ACKS  # <root>/<station>/acks/<event_id>: an event's history, retained, from the consoles
+    HEALTH = "health"  # one health transition (QoS 1, through the kiosk's outbox)
+    HEALTH_ACTIVE = "health/active"  # what is raised now (retained, best-effort)
 
 
 @dataclass(frozen=True)
@@ -58,16 +68,16 @@ def parse_topic(root: str, topic: str) -> StationTopic | None:
     """``<root>/<station>/<kind>`` (or ``<root>/<station>/acks/<event_id>``) → its parts; None for anything else."""
     if not topic.startswith(root + "/"):
         return None
-    parts = topic[len(root) + 1:].split("/")
-    if not parts[0] or len(parts) not in (2, 3):
+    station, _, rest = topic[len(root) + 1:].partition("/")
+    if not station:
         return None
+    acks, _, event_id = rest.partition("/")
+    if acks == Kind.ACKS.value:
+        return StationTopic(station, Kind.ACKS, event_id) if event_id and "/" not in event_id else None
     try:
-        kind = Kind(parts[1])
+        return StationTopic(station, Kind(rest))
     except ValueError:
         return None
-    if (kind is Kind.ACKS) != (len(parts) == 3) or (len(parts) == 3 and not parts[2]):
-        return None
-    return StationTopic(parts[0], kind, parts[2] if len(parts) == 3 else "")
 
 
 @dataclass(frozen=True)
@@ -105,13 +115,27 @@ class HistoryIn:
 
 
 @dataclass(frozen=True)
+class HealthIn:
+    station_id: str
+    event: HealthEvent
+    time_ts: float  # the message's own time (the kiosk's clock): what orders a check's messages
+
+
+@dataclass(frozen=True)
+class HealthActiveIn:
+    station_id: str
+    snapshot: HealthSnapshot
+    time_ts: float
+
+
+@dataclass(frozen=True)
 class Rejected:
     topic: str
     error: str
     payload: bytes
 
 
-Parsed = EventIn | AvailabilityIn | StatusIn | ActionIn | HistoryIn | Rejected
+Parsed = EventIn | AvailabilityIn | StatusIn | ActionIn | HistoryIn | HealthIn | HealthActiveIn | Rejected
 
 
 def iso_to_epoch(value: str) -> float | None:
@@ -152,6 +176,10 @@ def parse(root: str, topic: str, payload: bytes) -> Parsed:
             return Rejected(topic, str(e), payload)
     if where.kind is Kind.ACTIONS:
         return _action(topic, where.station_id, payload)
+    if where.kind is Kind.HEALTH:
+        return _health(topic, where.station_id, payload)
+    if where.kind is Kind.HEALTH_ACTIVE:
+        return _health_active(topic, where.station_id, payload)
     try:
         event = Event.model_validate_json(payload)
     except ValidationError as e:
@@ -181,3 +209,44 @@ def _action(topic: str, station_id: str, payload: bytes) -> ActionIn | Rejected:
         return Rejected(topic, f"station mismatch: the topic says {station_id!r}, the action says station "
                                f"{action.station_id!r}, origin {action.origin!r}", payload)
     return ActionIn(station_id, action)
+
+
+def _health_error(station_id: str, e: HealthEvent) -> str | None:
+    """What is wrong with one health message from ``station_id``'s topic; None: nothing."""
+    if e.station_id != station_id:
+        return f"station mismatch: the topic says {station_id!r}, the health message says {e.station_id!r}"
+    if (e.check == "model_changed") != (e.state == "notice"):
+        return f"{e.check} cannot be {e.state!r} (model_changed is a notice, the other checks raised/cleared)"
+    if iso_to_epoch(e.time) is None:
+        return f"unreadable time {e.time[:40]!r}"
+    return None
+
+
+def _health(topic: str, station_id: str, payload: bytes) -> HealthIn | Rejected:
+    try:
+        event = HealthEvent.model_validate_json(payload)
+    except ValidationError as e:
+        return Rejected(topic, f"not a health event: {_short(e)}", payload)
+    error = _health_error(station_id, event)
+    if error is not None:
+        return Rejected(topic, error, payload)
+    return HealthIn(station_id, event, iso_to_epoch(event.time) or 0.0)
+
+
+def _health_active(topic: str, station_id: str, payload: bytes) -> HealthActiveIn | Rejected:
+    try:
+        snap = HealthSnapshot.model_validate_json(payload)
+    except ValidationError as e:
+        return Rejected(topic, f"not a health snapshot: {_short(e)}", payload)
+    ts = iso_to_epoch(snap.time)
+    if snap.station_id != station_id:
+        return Rejected(topic, f"station mismatch: the topic says {station_id!r}, the snapshot says "
+                               f"{snap.station_id!r}", payload)
+    if ts is None:
+        return Rejected(topic, f"unreadable time {snap.time[:40]!r}", payload)
+    for e in snap.raised:
+        error = _health_error(station_id, e) or (None if e.state == "raised" else f"{e.state!r} in a snapshot of "
+                                                                                   "raised checks")
+        if error is not None:
+            return Rejected(topic, f"raised {e.check} {e.subject!r}: {error}", payload)
+    return HealthActiveIn(station_id, snap, ts)

@@ -20,6 +20,28 @@ events, from this console's page, the kiosks' pages and other consoles: the kios
 (``mpox_aism.kiosk.actions.ReviewStore``, table ``actions`` in this file, its schema defined there);
 ``sent_at`` NULL marks one not yet handed to the MQTT outbox (``mpox_aism.console.acks``).
 
+Health (``mpox_aism.kiosk.health``; what the page's banners show). Tables ``health`` (one row per
+``(station, check, subject)``: its current state, raised or cleared, and the message that set it),
+``health_snapshots`` (the newest snapshot applied per station) and ``health_notices`` (``model_changed``).
+The rules, and why:
+
+- **Ordered by the message's own ``time``** (the kiosk's clock, the only one its messages share): a raise or
+  a clear changes a row only when it is strictly newer than the row's ``as_of`` and than the station's last
+  applied snapshot. QoS 1 re-sends and a queue drained after an outage arrive late and out of order; so a
+  raise re-delivered after its clear, or arriving after a snapshot that no longer lists it, changes nothing
+  (:attr:`Outcome.STALE`), and the same ``health_id`` again is a :attr:`Outcome.DUPLICATE`. Either way the
+  check settles on the kiosk's latest word whatever the arrival order. (A kiosk clock stepped back hides its
+  transitions until it passes the stored time again: the snapshot every 30 s shares that clock.)
+- **The retained snapshot is the truth as of its time**: one newer than the station's last replaces the
+  station's raised set — each check it lists is raised, each one it omits is cleared — except a row set by a
+  message newer than the snapshot. It is how a console that starts late learns what is raised now, how a
+  lost clear is corrected (the kiosk re-sends its snapshot every 30 s), and how a kiosk restart (whose new
+  run never clears the old run's checks) removes them.
+- **Notices** (``model_changed``) are kept once per ``health_id`` and shown for ``NOTICE_SHOWN_S`` (24 h)
+  after the console received them, not after the kiosk's ``time``: a notice that waited in the broker while
+  the console was down still gets its day; nobody has to acknowledge it (the kiosk's page and status name
+  the model in use). Rows older than ``NOTICES_KEPT_S`` are deleted.
+
 A server database instead (PostgreSQL), for several consoles or a larger fleet: the same tables;
 ``INSERT … ON CONFLICT (event_id) DO NOTHING RETURNING event_id`` replaces ``INSERT OR IGNORE`` (no row
 back = duplicate); counters become ``UPDATE … SET value = value + 1`` in the same transaction (or are
@@ -35,19 +57,34 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from mpox_aism.console.ingest import ActionIn, AvailabilityIn, EventIn, HistoryIn, Parsed, Rejected, StatusIn
+from mpox_aism.console.ingest import (
+    ActionIn,
+    AvailabilityIn,
+    EventIn,
+    HealthActiveIn,
+    HealthIn,
+    HistoryIn,
+    Parsed,
+    Rejected,
+    StatusIn,
+)
+from mpox_aism.kiosk.health import HealthEvent
 from mpox_aism.kiosk.status import KioskStatus
 
 MAX_REJECTED = 1000
+NOTICE_SHOWN_S = 24 * 3600.0  # a model_changed notice is a banner this long after the console received it
+NOTICES_KEPT_S = 30 * 24 * 3600.0  # then kept this long (beyond any broker queue: a re-delivery is still a duplicate)
 COUNTERS = ("duplicates", "conflicts", "invalid")
 
 _SCHEMA = """
@@ -90,6 +127,31 @@ CREATE TABLE IF NOT EXISTS rejected (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters(name, value) VALUES ('duplicates', 0), ('conflicts', 0), ('invalid', 0);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS health (             -- each check's current state (see the module docstring)
+    station_id TEXT NOT NULL,
+    check_name TEXT NOT NULL,                   -- camera_stalled | outbox_filling
+    subject TEXT NOT NULL,                      -- the camera's name, 'outbox'
+    state TEXT NOT NULL,                        -- raised | cleared
+    health_id TEXT,                             -- the message that set it (NULL: cleared by a snapshot)
+    as_of_ts REAL NOT NULL,                     -- that message's (or snapshot's) own time: nothing older wins
+    payload TEXT,                               -- that HealthEvent (NULL: cleared by a snapshot)
+    updated_at REAL NOT NULL,                   -- when the console received it
+    PRIMARY KEY (station_id, check_name, subject)
+);
+CREATE TABLE IF NOT EXISTS health_snapshots (   -- the newest retained snapshot applied, per station
+    station_id TEXT PRIMARY KEY,
+    time_ts REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health_notices (     -- model_changed, once per health_id
+    health_id TEXT PRIMARY KEY,
+    station_id TEXT NOT NULL,
+    time_ts REAL NOT NULL,
+    received_at REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS health_notices_received ON health_notices(received_at);
 """
 
 
@@ -97,7 +159,8 @@ class Outcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"  # a duplicate whose bytes differ from the stored copy
-    UPDATED = "updated"  # availability or status
+    UPDATED = "updated"  # availability, status, or a health snapshot applied
+    STALE = "stale"  # a health message older than what is stored: nothing changes
     REJECTED = "rejected"
     ACTION = "action"  # a staff action or history: stored by mpox_aism.console.acks, not here
 
@@ -130,6 +193,8 @@ class StationState:
     last_event_ts: float | None
     last_event_id: str | None
     events: int
+    raised: tuple[HealthEvent, ...] = ()  # the raise of every check raised now, oldest first
+    notices: tuple[HealthEvent, ...] = ()  # model_changed received in the last NOTICE_SHOWN_S, newest first
 
 
 @dataclass(frozen=True)
@@ -213,7 +278,66 @@ class ConsoleStore:
             db.execute("UPDATE stations SET status_json = ?, status_at = ? WHERE station_id = ?",
                        (p.payload.decode(), item.received_at, p.station_id))
             return Outcome.UPDATED
+        if isinstance(p, HealthIn):
+            return self._health(db, p, item.received_at)
+        if isinstance(p, HealthActiveIn):
+            return self._snapshot(db, p, item.received_at)
         return self._event(db, p, item, now)
+
+    def _health(self, db: sqlite3.Connection, p: HealthIn, received_at: float) -> Outcome:
+        """One transition, by the rules of the module docstring."""
+        e = p.event
+        if e.state == "notice":
+            cur = db.execute("INSERT OR IGNORE INTO health_notices(health_id, station_id, time_ts, received_at, "
+                             "payload) VALUES (?, ?, ?, ?, ?)",
+                             (e.health_id, p.station_id, p.time_ts, received_at, e.wire().decode()))
+            db.execute("DELETE FROM health_notices WHERE received_at < ?", (received_at - NOTICES_KEPT_S,))
+            return Outcome.STORED if cur.rowcount else Outcome.DUPLICATE
+        row = db.execute("SELECT health_id, as_of_ts FROM health WHERE station_id = ? AND check_name = ? AND "
+                         "subject = ?", (p.station_id, e.check, e.subject)).fetchone()
+        if row is not None and row[0] == e.health_id:
+            return Outcome.DUPLICATE
+        if p.time_ts <= max(row[1] if row else -math.inf, self._snapshot_ts(db, p.station_id)):
+            return Outcome.STALE
+        self._set_health(db, p.station_id, e, p.time_ts, received_at)
+        return Outcome.STORED
+
+    def _snapshot(self, db: sqlite3.Connection, p: HealthActiveIn, received_at: float) -> Outcome:
+        """The station's raised set as of the snapshot's time, unless a newer message set a check since."""
+        if p.time_ts <= self._snapshot_ts(db, p.station_id):
+            return Outcome.STALE  # the same retained snapshot again (every subscribe), or an older one
+        db.execute("INSERT INTO health_snapshots(station_id, time_ts, run_id, received_at) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT(station_id) DO UPDATE SET time_ts = excluded.time_ts, run_id = excluded.run_id, "
+                   "received_at = excluded.received_at",
+                   (p.station_id, p.time_ts, p.snapshot.run_id, received_at))
+        raised = {(e.check, e.subject): e for e in p.snapshot.raised}
+        stored = {(r[0], r[1]): (r[2], r[3]) for r in db.execute(
+            "SELECT check_name, subject, state, as_of_ts FROM health WHERE station_id = ?", (p.station_id,))}
+        for key in raised.keys() | stored.keys():
+            state, as_of = stored.get(key, ("", -math.inf))
+            if as_of >= p.time_ts:
+                continue  # set by a message newer than the snapshot
+            if key in raised:
+                self._set_health(db, p.station_id, raised[key], p.time_ts, received_at)
+            elif state == "raised":
+                db.execute("UPDATE health SET state = 'cleared', health_id = NULL, payload = NULL, as_of_ts = ?, "
+                           "updated_at = ? WHERE station_id = ? AND check_name = ? AND subject = ?",
+                           (p.time_ts, received_at, p.station_id, *key))
+        return Outcome.UPDATED
+
+    @staticmethod
+    def _snapshot_ts(db: sqlite3.Connection, station_id: str) -> float:
+        row = db.execute("SELECT time_ts FROM health_snapshots WHERE station_id = ?", (station_id,)).fetchone()
+        return -math.inf if row is None else float(row[0])
+
+    @staticmethod
+    def _set_health(db: sqlite3.Connection, station_id: str, e: HealthEvent, as_of: float,
+                    received_at: float) -> None:
+        db.execute("INSERT INTO health(station_id, check_name, subject, state, health_id, as_of_ts, payload, "
+                   "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(station_id, check_name, subject) DO "
+                   "UPDATE SET state = excluded.state, health_id = excluded.health_id, as_of_ts = excluded.as_of_ts, "
+                   "payload = excluded.payload, updated_at = excluded.updated_at",
+                   (station_id, e.check, e.subject, e.state, e.health_id, as_of, e.wire().decode(), received_at))
 
     def _event(self, db: sqlite3.Connection, p: EventIn, item: Incoming, now: float) -> Outcome:
         e = p.event
@@ -261,14 +385,26 @@ class ConsoleStore:
                       invalid=int(c.get("invalid", 0)))
 
     def stations(self) -> list[StationState]:
+        """Every station, with its raised checks and the notices still shown (``NOTICE_SHOWN_S``, this clock)."""
+        raised: dict[str, list[HealthEvent]] = defaultdict(list)
+        notices: dict[str, list[HealthEvent]] = defaultdict(list)
         with self._lock:
             rows = self._db.execute(
                 "SELECT station_id, first_seen, online, availability_at, status_json, status_at, last_event_ts, "
                 "last_event_id, events FROM stations ORDER BY station_id").fetchall()
+            for station, payload in self._db.execute(
+                    "SELECT station_id, payload FROM health WHERE state = 'raised' ORDER BY as_of_ts"):
+                raised[station].append(HealthEvent.model_validate_json(payload))
+            for station, payload in self._db.execute(
+                    "SELECT station_id, payload FROM health_notices WHERE received_at >= ? "
+                    "ORDER BY time_ts DESC", (self._clock() - NOTICE_SHOWN_S,)):
+                notices[station].append(HealthEvent.model_validate_json(payload))
         return [StationState(station_id=r[0], first_seen=r[1], online=None if r[2] is None else bool(r[2]),
                              availability_at=r[3],
                              status=None if r[4] is None else KioskStatus.model_validate_json(r[4]),
-                             status_at=r[5], last_event_ts=r[6], last_event_id=r[7], events=r[8]) for r in rows]
+                             status_at=r[5], last_event_ts=r[6], last_event_id=r[7], events=r[8],
+                             raised=tuple(sorted(raised[r[0]], key=lambda e: e.since)),
+                             notices=tuple(notices[r[0]])) for r in rows]
 
     def station(self, station_id: str) -> StationState | None:
         return next((s for s in self.stations() if s.station_id == station_id), None)

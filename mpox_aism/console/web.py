@@ -9,24 +9,29 @@ only. Crops and heat maps are shown exactly when the event carried them, i.e. wh
 let them leave the box; the console keeps no other image.
 
 ``GET /api/stations``: each station's availability (online / offline, since when), its last status (cameras and
-their state, what the kiosk reports as down) and ``banners``: what needs a person's eye. The banners are made
-by :func:`station_banners`, the one place a later health feed (``<root>/<station>/health``, not published yet)
-adds its findings.
+their state, what the kiosk reports as down) and ``banners``: what needs a person's eye, made in one place,
+:func:`station_banners`. A banner lasts exactly as long as its cause in the store: offline until the kiosk says
+online; each raised health check (``console.store``: ``camera_stalled`` names the camera, ``outbox_filling``)
+until its clear or a snapshot without it; a ``model_changed`` notice for a day. Critical first: a station
+offline or a camera stalled means a lane nobody screens.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Literal
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from mpox_aism.console.ingest import iso_to_epoch
 from mpox_aism.console.store import ConsoleStore, StationState
 from mpox_aism.kiosk.accounts import Accounts
 from mpox_aism.kiosk.actions import Action, ReviewStore
 from mpox_aism.kiosk.config import SessionLimits
+from mpox_aism.kiosk.health import HealthEvent
 from mpox_aism.kiosk.status import CameraStatus
 from mpox_aism.kiosk.web.staff import add_action_routes, install_staff
 
@@ -39,6 +44,22 @@ class CameraOut(BaseModel):
     last_error: str | None
 
 
+BannerSeverity = Literal["critical", "warning", "notice"]
+SEVERITY_ORDER: dict[BannerSeverity, int] = {"critical": 0, "warning": 1, "notice": 2}
+
+
+class BannerOut(BaseModel):
+    """One thing that needs a person's eye; the page shows ``text`` (textContent) and styles by ``severity``."""
+
+    station_id: str
+    kind: str = Field(description="offline | down (from the status) | camera_stalled | outbox_filling | "
+                      "model_changed.")
+    subject: str | None = Field(description="The camera, 'outbox', 'model' / 'shadow', or what is down.")
+    severity: BannerSeverity
+    since: dt.datetime | None
+    text: str
+
+
 class StationOut(BaseModel):
     station_id: str
     online: bool | None = Field(description="None: the kiosk never said (no retained availability yet).")
@@ -48,7 +69,7 @@ class StationOut(BaseModel):
     events: int
     cameras: list[CameraOut]
     down: list[str] = Field(description="What the kiosk's last status reports as down.")
-    banners: list[str] = Field(description="What needs a person's eye, in words.")
+    banners: list[BannerOut] = Field(description="What needs a person's eye, critical first.")
 
 
 def _when(t: float | None) -> dt.datetime | None:
@@ -63,16 +84,42 @@ def camera_state(c: CameraStatus) -> str:
     return "error" if c.last_error else "running"
 
 
-def station_banners(s: StationState) -> list[str]:
-    """The station's problems in words: offline, and what its last status says is down. The hook for health
-    events (``<root>/<station>/health``) once kiosks publish them."""
-    out: list[str] = []
+def _minute(t: dt.datetime | None) -> str:
+    return f" since {t:%Y-%m-%d %H:%M} UTC" if t else ""
+
+
+def health_banner(s: StationState, e: HealthEvent) -> BannerOut:
+    """A raised check or a notice in words; the kiosk's ``detail`` says what it saw."""
+    since = _when(iso_to_epoch(e.since))
+    if e.check == "camera_stalled":
+        what = f"camera {e.subject} has stopped{_minute(since)}"
+    elif e.check == "outbox_filling":
+        what = f"alerts are queuing on the kiosk{_minute(since)}"
+    else:
+        what = f"{'model' if e.subject == 'model' else 'shadow model'} changed"
+    stale = " (its last report: the station is offline)" if s.online is False and e.state == "raised" else ""
+    return BannerOut(station_id=s.station_id, kind=e.check, subject=e.subject,
+                     severity="notice" if e.state == "notice" else e.severity, since=since,
+                     text=f"{s.station_id}: {what} — {e.detail}{stale}")
+
+
+def station_banners(s: StationState) -> list[BannerOut]:
+    """The station's problems, critical first: offline (its last will), each raised health check (kept while
+    offline: its last word, cleared by the snapshot when it returns), what its last status says is down but no
+    check covers (a stalled camera is both ``camera:<name>`` down and ``camera_stalled``: one banner), recent
+    model notices."""
+    out: list[BannerOut] = []
     if s.online is False:
         since = _when(s.availability_at)
-        out.append(f"{s.station_id} is offline" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""))
+        out.append(BannerOut(station_id=s.station_id, kind="offline", subject=None, severity="critical", since=since,
+                             text=f"{s.station_id} is offline{_minute(since)}"))
+    out += [health_banner(s, e) for e in s.raised]
     if s.status is not None and s.online is not False:
-        out += [f"{s.station_id}: {d} down" for d in s.status.down]
-    return out
+        covered = {f"camera:{e.subject}" for e in s.raised if e.check == "camera_stalled"}
+        out += [BannerOut(station_id=s.station_id, kind="down", subject=d, severity="warning", since=None,
+                          text=f"{s.station_id}: {d} down") for d in s.status.down if d not in covered]
+    out += [health_banner(s, e) for e in s.notices]
+    return sorted(out, key=lambda b: SEVERITY_ORDER[b.severity])
 
 
 def station_out(s: StationState) -> StationOut:

@@ -1,5 +1,6 @@
 """Console fixtures: the kiosks' real mosquitto (re-exported from tests/kiosk/conftest.py), real kiosk
-publishers (the kiosk's Outbox + MqttPublisher), the console in-process or as a real child process.
+publishers (the kiosk's Outbox + MqttPublisher), the console in-process or as a real child process, and a
+real headless Chromium logged in to a console's page.
 
 Every child process is stopped by its PID at teardown, never by name.
 """
@@ -12,8 +13,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,6 +31,7 @@ from tests.conftest import REPO
 from tests.kiosk.conftest import Broker, make_broker, wait_until  # noqa: F401  (make_broker: fixture, re-exported)
 
 ROOT = "mpox-aism"
+PASSWORD = "reviewer password 1"  # every test account's
 
 
 def mqtt_config(broker: Broker, client_id: str = "console-test") -> ConsoleMqttConfig:
@@ -160,3 +164,69 @@ def console_child(tmp_path: Path) -> Iterator[Callable[[Broker], ConsoleChild]]:
     yield make
     for c in made:
         c.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium per test module (skips when Chromium or selenium is absent)."""
+    from tests.kiosk.web.chromium import headless_chromium
+
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
+
+
+def browser_login(browser: Any, url: str, name: str, timeout: float = 30.0) -> None:
+    """Log ``name`` (password ``PASSWORD``) in on the page at ``url`` through its login form."""
+    from selenium.webdriver.common.by import By
+
+    from tests.kiosk.web.chromium import wait
+
+    browser.delete_all_cookies()
+    browser.get(url + "/login")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login").click()
+    wait(browser, timeout, f"{name} logged in", lambda d: d.current_url.rstrip("/") == url.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class ConsoleService:
+    url: str  # the staff page
+    store: Path
+    accounts: Path
+
+
+@contextmanager
+def console_service(root: Path, broker: Broker, client_id: str) -> Iterator[ConsoleService]:
+    """``mpox_aism.console.service.run`` itself in a thread — subscriber, relay, outbox, publisher, staff page —
+    with one reviewer, ``dr.console``; stopped (as by SIGTERM) on exit."""
+    import httpx
+
+    from mpox_aism.console.config import parse_console_config
+    from mpox_aism.console.service import run as run_console
+    from mpox_aism.kiosk.accounts import Accounts
+    from tests.kiosk.conftest import free_port
+    from tests.kiosk.web.test_auth import FAST
+
+    Accounts(root / "staff.sqlite3", hasher=FAST).add("dr.console", PASSWORD, "reviewer")
+    port = free_port()
+    cfg = parse_console_config({"mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "client_id": client_id,
+                                         "topic_root": ROOT},
+                                "store": {"path": str(root / "console.sqlite3")}, "http": {"port": port}})
+    stop = threading.Event()
+    t = threading.Thread(target=run_console, args=(cfg, stop), daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{port}"
+
+    def page_up() -> bool:
+        try:
+            return httpx.get(url + "/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(page_up, 60, what="the console's page")
+        yield ConsoleService(url, root / "console.sqlite3", root / "staff.sqlite3")
+    finally:
+        stop.set()
+        t.join(30)

@@ -25,8 +25,6 @@ from fastapi import FastAPI  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from mpox_aism.bench.fleet import synthetic_event  # noqa: E402
-from mpox_aism.console.config import parse_console_config  # noqa: E402
-from mpox_aism.console.service import run as run_console  # noqa: E402
 from mpox_aism.console.store import ConsoleStore  # noqa: E402
 from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
 from mpox_aism.kiosk.acks import KioskAcks  # noqa: E402
@@ -36,13 +34,12 @@ from mpox_aism.kiosk.outbox import Outbox  # noqa: E402
 from mpox_aism.kiosk.web.auth import CSRF_HEADER  # noqa: E402
 from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
 from mpox_aism.kiosk.web.staff import add_staff_routes  # noqa: E402
-from tests.console.conftest import ROOT  # noqa: E402
-from tests.kiosk.conftest import MOSQUITTO, Broker, free_port, wait_until  # noqa: E402
+from tests.console.conftest import PASSWORD, ROOT, browser_login, console_service  # noqa: E402
+from tests.kiosk.conftest import MOSQUITTO, Broker, wait_until  # noqa: E402
 from tests.kiosk.web.test_auth import FAST  # noqa: E402
 
 STATIONS = ("gate-1", "gate-2", "gate-3")
 CONSOLE_ID = "console-a"
-PASSWORD = "reviewer password 1"
 WAIT_S = 30.0
 
 
@@ -109,37 +106,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("acks")
     broker = Broker(root / "broker").start()
     kiosks = {st: make_kiosk(root, broker, st) for st in STATIONS}
-    cdir = root / "console"
-    Accounts(cdir / "staff.sqlite3", hasher=FAST).add("dr.console", PASSWORD, "reviewer")
-    port = free_port()
-    cfg = parse_console_config({"mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "client_id": CONSOLE_ID,
-                                         "topic_root": ROOT},
-                                "store": {"path": str(cdir / "console.sqlite3")},
-                                "http": {"port": port}})
-    stop = threading.Event()
-    t = threading.Thread(target=run_console, args=(cfg, stop), daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{port}"
-
-    def page_up() -> bool:
+    with console_service(root / "console", broker, CONSOLE_ID) as c:
         try:
-            return httpx.get(url + "/healthz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(page_up, 60, what="the console's page")
-    try:
-        yield Site(broker, kiosks, url, cdir / "console.sqlite3",
-                   ReviewStore(cdir / "console.sqlite3", origin=CONSOLE_ID, table="actions"), cdir / "staff.sqlite3")
-    finally:
-        stop.set()
-        t.join(30)
-        for k in kiosks.values():
-            k.acks.close()
-            k.server.stop()
-            k.publisher.close(timeout=2)
-            k.outbox.close()
-        broker.stop()
+            yield Site(broker, kiosks, c.url, c.store, ReviewStore(c.store, origin=CONSOLE_ID, table="actions"),
+                       c.accounts)
+        finally:
+            for k in kiosks.values():
+                k.acks.close()
+                k.server.stop()
+                k.publisher.close(timeout=2)
+                k.outbox.close()
+            broker.stop()
 
 
 def console_events(site: Site, **params: str) -> list[dict[str, Any]]:
@@ -162,27 +139,6 @@ def post_review(url: str, user: str, event_id: str, action: str) -> dict[str, An
 def stored(site: Site) -> set[str]:
     with ConsoleStore(site.console_store, readonly=True) as s:
         return s.event_ids()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.kiosk.web.chromium import headless_chromium
-
-    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
-        yield driver
-
-
-def browser_login(browser: Any, url: str, name: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    from tests.kiosk.web.chromium import wait
-
-    browser.delete_all_cookies()
-    browser.get(url + "/login")
-    browser.find_element(By.ID, "name").send_keys(name)
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.ID, "login").click()
-    wait(browser, WAIT_S, f"{name} logged in", lambda d: d.current_url.rstrip("/") == url.rstrip("/"))
 
 
 def test_console_page_queues_every_station_and_acknowledgements_travel_both_ways(site: Site, browser: Any) -> None:

@@ -86,6 +86,18 @@ async function refreshEvents() {
   }
 }
 
+const SEVERITY_RANK = {critical: 0, warning: 1, notice: 2};  // each station's are already in this order
+
+function banner(b) {  // shown while its cause lasts: the server drops it once cleared
+  const p = el("p", {className: "banner " + b.severity + (b.severity === "notice" ? " note" : " error"),
+                     textContent: b.text});
+  p.dataset.station = b.station_id;
+  p.dataset.kind = b.kind;
+  p.dataset.subject = b.subject || "";
+  p.dataset.severity = b.severity;
+  return p;
+}
+
 function availability(s) {
   if (s.online === null) return "availability unknown";
   return (s.online ? "online" : "offline") + (s.since ? " since " + new Date(s.since).toLocaleString() : "");
@@ -111,8 +123,8 @@ async function refreshStations() {
       }
       return li;
     }));
-    banners.replaceChildren(...stations.flatMap(s => s.banners).map(b => el("p", {className: "banner error",
-                                                                                 textContent: b})));
+    banners.replaceChildren(...stations.flatMap(s => s.banners)
+      .sort((a, b) => SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity]).map(banner));
     const select = document.getElementById("filter-station");
     for (const s of stations) {
       if (stationOptions.has(s.station_id)) continue;
