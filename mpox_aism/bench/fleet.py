@@ -4,9 +4,11 @@ Everything on the alert path is the real thing: each kiosk is the kiosk's own ``
 ``MqttPublisher`` (its own station id, client id and outbox file), publishing ``Event`` objects (no
 images: the privacy settings may withhold them, and the model does not need them) at ``--rate`` events/s;
 the broker is mosquitto (persistence on, autosave every second); the console is ``mpox-aism console`` in
-a child process, so it can be SIGKILLed and restarted. The kiosks run as threads of this process (two
-threads each: paho's loop and the outbox drain; a few hundred kiosks fit in one process; the figure
-to watch when they do not is ``achieved_rate`` against ``rate``).
+a child process, so it can be SIGKILLed and restarted. The kiosks run as threads (two each: paho's loop and
+the outbox drain) of shard processes, ``KIOSKS_PER_SHARD`` to a process: paho waits on its sockets with
+``select()``, which takes no descriptor numbered 1024 or more, and a kiosk holds about six (its socket, paho's
+wake-up pair, its SQLite outbox and journal): one process with 200 kiosks left 31 of them unable ever to
+connect. The figure to watch for a shard that cannot keep up is ``achieved_rate`` against ``rate``.
 
 Faults: ``--restart-console`` SIGKILLs the console at 2/3 of the run and starts it again ``--console-down-s``
 later (5 s: systemd's ``RestartSec``): with
@@ -58,6 +60,8 @@ from mpox_aism.kiosk.outbox import Outbox
 from mpox_aism.kiosk.status import KioskStatus, MqttStatus, OutboxStatus
 
 ROOT = "mpox-aism"
+KIOSKS_PER_SHARD = 100  # ~600 descriptors: under select()'s 1024 with room for the process's own
+SHARD_START_S = 15.0  # at most this for the shards' kiosks to connect before the common start time
 PROJECT = Path(mpox_aism.__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -121,6 +125,73 @@ class SimKiosk:
         self.put.append(event.event_id)
 
 
+@dataclass
+class ShardResult:
+    """What one shard of kiosks published: the event ids their outboxes accepted, and whether they drained."""
+
+    put: list[str]
+    publish_s: float
+    drained: bool
+    dropped: int
+
+
+def run_shard(first: int, count: int, *, port: int, work: Path, run_id: str, rate: float, seconds: float,
+              start_at: float, drain_timeout: float) -> ShardResult:
+    """Kiosks ``fleet-<first>`` … in this process: connect, publish from ``start_at`` (epoch s) for ``seconds``
+    (a retained status every 5 s, as kiosks send theirs), wait until every outbox is empty, then keep the
+    connections until ``work/close`` exists (the parent counts who is online first)."""
+    kiosks: list[SimKiosk] = []
+    for i in range(first, first + count):
+        station = f"fleet-{i:03d}"
+        ob = Outbox(work / "kiosks" / f"{station}.sqlite3")
+        pub = MqttPublisher(ob, host="127.0.0.1", port=port, client_id=f"mpox-aism-{station}",
+                            topic_prefix=f"{ROOT}/{station}", reconnect_max_s=2)
+        pub.start()
+        kiosks.append(SimKiosk(station, ob, pub, f"{ROOT}/{station}/events"))
+    wait_for(lambda: all(k.publisher.connected for k in kiosks), 60)
+    time.sleep(max(0.0, start_at - time.time()))
+    pub_t0 = time.monotonic()
+    # one scheduler for every kiosk: due times in a heap, phases spread so puts do not bunch
+    period = 1.0 / rate
+    due = [(pub_t0 + period * (j / count), j, 0) for j in range(count)]
+    heapq.heapify(due)
+    next_status = pub_t0
+    while due:
+        when, j, seq = due[0]
+        if when - pub_t0 >= seconds:
+            break
+        delay = when - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        heapq.heapreplace(due, (when + period, j, seq + 1))
+        kiosks[j].emit(seq, run_id)
+        if time.monotonic() >= next_status:
+            next_status = time.monotonic() + 5.0
+            for k in kiosks:
+                k.publisher.publish_status("status", kiosk_status(k.station_id, run_id, k.publisher)
+                                           .model_dump(mode="json"))
+    publish_s = time.monotonic() - pub_t0
+    drained = wait_for(lambda: not any(k.outbox.depth() for k in kiosks), drain_timeout, 0.5)
+    result = ShardResult([e for k in kiosks for e in k.put], publish_s, drained,
+                         sum(int(k.outbox.stats()["dropped"] or 0) for k in kiosks))
+    (work / "shards" / f"{first}.json").write_text(json.dumps(asdict(result)))
+    wait_for(lambda: (work / "close").exists(), drain_timeout + 600, 0.5)
+    for k in kiosks:
+        k.publisher.close(timeout=2)
+        k.outbox.close()
+    return result
+
+
+def _shard_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description="one shard of bench fleet's kiosks (started by bench fleet)")
+    for name, kind in (("--first", int), ("--count", int), ("--port", int), ("--work", Path), ("--run-id", str),
+                       ("--rate", float), ("--seconds", float), ("--start-at", float), ("--drain-timeout", float)):
+        p.add_argument(name, type=kind, required=True)
+    a = p.parse_args(argv)
+    run_shard(a.first, a.count, port=a.port, work=a.work, run_id=a.run_id, rate=a.rate, seconds=a.seconds,
+              start_at=a.start_at, drain_timeout=a.drain_timeout)
+
+
 class ConsoleProcess:
     """``mpox-aism console`` as a child process; its CPU time is summed over restarts."""
 
@@ -133,10 +204,9 @@ class ConsoleProcess:
         self.rss_mb_last = 0.0
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
         with self.log.open("ab") as f:
             self.proc = subprocess.Popen([sys.executable, "-m", "mpox_aism.cli", "console", "--config",
-                                          str(self.config)], stdout=f, stderr=subprocess.STDOUT, env=env)
+                                          str(self.config)], stdout=f, stderr=subprocess.STDOUT, env=child_env())
         self._last_cpu = 0.0
 
     def sample(self) -> None:
@@ -173,6 +243,11 @@ class ConsoleProcess:
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with this checkout first on the path: the children run the same code."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
 
 
 def wait_for(pred: Any, timeout: float, interval: float = 0.2) -> bool:
@@ -220,7 +295,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg_path, store_path = write_console_config(work, broker)
     console = ConsoleProcess(cfg_path, work / "console.log")
     run_id = uuid.uuid4().hex[:8]
-    kiosks: list[SimKiosk] = []
+    shards: list[subprocess.Popen[bytes]] = []
     restarts: list[dict[str, Any]] = []
     print(f"fleet: {args.kiosks} kiosks × {args.rate:g}/s for {args.seconds:g} s; broker {broker.url}; "
           f"work {work}", flush=True)
@@ -232,14 +307,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"the console did not subscribe within 60 s:\n{console.tail()}")
         if console.proc is not None and console.proc.poll() is not None:
             raise RuntimeError(f"the console exited with {console.proc.returncode}:\n{console.tail()}")
-        for i in range(args.kiosks):
-            station = f"fleet-{i:03d}"
-            ob = Outbox(work / "kiosks" / f"{station}.sqlite3")
-            pub = MqttPublisher(ob, host="127.0.0.1", port=broker.port, client_id=f"mpox-aism-{station}",
-                                topic_prefix=f"{ROOT}/{station}", reconnect_max_s=2)
-            pub.start()
-            kiosks.append(SimKiosk(station, ob, pub, f"{ROOT}/{station}/events"))
-        wait_for(lambda: all(k.publisher.connected for k in kiosks), 60)
+        (work / "shards").mkdir(exist_ok=True)
+        start_at = time.time() + min(SHARD_START_S, 2.0 + 0.1 * args.kiosks)  # time to connect every kiosk
+        env = child_env()
+        for first in range(0, args.kiosks, KIOSKS_PER_SHARD):
+            count = min(KIOSKS_PER_SHARD, args.kiosks - first)
+            with (work / f"shard-{first}.log").open("ab") as f:
+                shards.append(subprocess.Popen(
+                    [sys.executable, "-m", "mpox_aism.bench.fleet", "--first", str(first), "--count", str(count),
+                     "--port", str(broker.port), "--work", str(work), "--run-id", run_id, "--rate", str(args.rate),
+                     "--seconds", str(args.seconds), "--start-at", str(start_at),
+                     "--drain-timeout", str(args.drain_timeout)], stdout=f, stderr=subprocess.STDOUT, env=env))
 
         stop_sampling = threading.Event()
 
@@ -253,6 +331,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             faults.append((args.seconds / 3, "broker"))
         if args.restart_console:
             faults.append((2 * args.seconds / 3, "console"))
+        time.sleep(max(0.0, start_at - time.time()))
         pub_t0 = time.monotonic()
 
         def fault_runner() -> None:
@@ -270,42 +349,24 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     restarts.append({"what": "console", "signal": "SIGKILL", "at_s": t, "exit": rc,
                                      "down_s": args.console_down_s})
                 print(f"  t={t:g}s: restarted the {what}", flush=True)
-        fault_thread = threading.Thread(target=fault_runner, name="faults", daemon=True)
-        fault_thread.start()
-
-        # one scheduler for every kiosk: due times in a heap, phases spread so puts do not bunch
-        period = 1.0 / args.rate
-        due = [(pub_t0 + period * (i / args.kiosks), i, 0) for i in range(args.kiosks)]
-        heapq.heapify(due)
-        next_status = pub_t0
-        while due:
-            when, i, seq = due[0]
-            if when - pub_t0 >= args.seconds:
-                break
-            delay = when - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            heapq.heapreplace(due, (when + period, i, seq + 1))
-            kiosks[i].emit(seq, run_id)
-            if time.monotonic() >= next_status:  # retained status, as a kiosk sends every 30 s
-                next_status = time.monotonic() + 5.0
-                for k in kiosks:
-                    k.publisher.publish_status("status", kiosk_status(k.station_id, run_id, k.publisher)
-                                               .model_dump(mode="json"))
-        publish_s = time.monotonic() - pub_t0
-        fault_thread.join()
-        put_ids = {e for k in kiosks for e in k.put}
+        fault_runner()  # the shards publish meanwhile
+        t_drain = pub_t0 + args.seconds  # drain_s: from the end of publishing
+        n_shards = len(shards)
+        wait_for(lambda: len(list((work / "shards").glob("*.json"))) == n_shards
+                 or any(p.poll() not in (None, 0) for p in shards), args.seconds + 2 * args.drain_timeout, 0.5)
+        results = [ShardResult(**json.loads(f.read_text())) for f in sorted((work / "shards").glob("*.json"))]
+        if len(results) != n_shards:
+            raise RuntimeError(f"{n_shards - len(results)} kiosk shard(s) failed; see {work}/shard-*.log")
+        publish_s = max(r.publish_s for r in results)
+        put_ids = {e for r in results for e in r.put}
 
         def drained() -> bool:
-            if any(k.outbox.depth() for k in kiosks):
-                return False
             s = read_store(store_path)
             if s is None:
                 return False
             with s:
                 return s.counts().events >= len(put_ids) and put_ids <= s.event_ids()
-        t_drain = time.monotonic()
-        complete = wait_for(drained, args.drain_timeout, 0.5)
+        complete = all(r.drained for r in results) and wait_for(drained, args.drain_timeout, 0.5)
         drain_s = time.monotonic() - t_drain
         console.sample()
         with ConsoleStore(store_path, readonly=True) as s:  # before the kiosks close (and say offline)
@@ -313,8 +374,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         wall_s = time.monotonic() - t_start
         stop_sampling.set()
     finally:
-        for k in kiosks:
-            k.publisher.close(timeout=2)
+        (work / "close").touch()  # the shards close their kiosks (and say offline) and exit
+        for p in shards:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
         exit_code = console.stop(signal.SIGTERM)
         broker.stop(signal.SIGTERM)
 
@@ -339,17 +404,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "ingest_max_ms": round(float(lat.max()), 1),
         "console_rss_mb": round(console.rss_mb_max, 1),
         "console_cpu_percent": round(100 * console.cpu_s() / wall_s, 1),
-        "kiosk_outbox_dropped": sum(int(k.outbox.stats()["dropped"] or 0) for k in kiosks),
+        "kiosk_outbox_dropped": sum(r.dropped for r in results), "kiosk_shards": len(results),
         "stations_seen": len(stations), "stations_online_at_end": online_at_end,
         "stations_with_status": sum(1 for st in stations if st.status is not None),
         "restarts": restarts, "broker_signal": args.broker_signal if args.restart_broker else None,
         "broker_max_queued": args.broker_max_queued,
         "drain_s": round(drain_s, 2), "console_exit_code": exit_code, "workdir": str(work),
     }
-    for k in kiosks:
-        k.outbox.close()
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=1), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+if __name__ == "__main__":  # a shard of kiosks, started by main()
+    _shard_main(sys.argv[1:])
