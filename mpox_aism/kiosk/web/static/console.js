@@ -14,48 +14,10 @@ function filters() {
   return q.toString();
 }
 
-async function sendReview(ev, action, item) {
-  item.buttons.forEach(b => b.disabled = true);
-  try {  // who acted is the logged-in account
-    const r = await postWithCsrf("/api/events/" + encodeURIComponent(ev.event_id) + "/review", {
-      headers: {"Content-Type": "application/json"}, body: JSON.stringify({action: action, note: ""})});
-    const body = await r.json();
-    if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
-    item.msg.textContent = "";
-    refreshEvents();
-  } catch (e) {
-    item.msg.textContent = "Not recorded: " + e.message;
-  } finally {
-    item.buttons.forEach(b => b.disabled = false);
-  }
-}
-
 function makeEvent(ev) {
-  const pics = el("div", {className: "pics"});
-  // shown only when the kiosk's privacy settings let the images leave the box (they are in the event then)
-  if (ev.crop_jpeg_base64) pics.append(el("img", {className: "crop", alt: "crop",
-                                                  src: "data:image/jpeg;base64," + ev.crop_jpeg_base64}));
-  if (ev.gradcam_jpeg_base64) pics.append(el("img", {className: "gradcam", alt: "Grad-CAM",
-                                                     src: "data:image/jpeg;base64," + ev.gradcam_jpeg_base64}));
-  const state = el("div", {className: "state"});
-  const history = el("div", {className: "history note"});
-  const msg = el("div", {className: "error"});
-  const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
-  const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
-  const info = el("div", {className: "info"},
-    el("div", {}, el("strong", {className: "station", textContent: ev.station_id}), " ",
-       el("span", {className: "badge " + ev.decision, textContent: stateWords(ev.decision)}), " ",
-       el("strong", {className: "label", textContent: ev.label}), " ",
-       el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
-    el("div", {className: "reason note", textContent: reasonWords(ev.reason)}),
-    el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
-    state, history, el("div", {className: "actions"}, ack, rev), msg);
-  const li = el("li", {className: "event"}, pics, info);
-  li.dataset.eventId = ev.event_id;
-  li.dataset.station = ev.station_id;
-  const item = {li, state, history, msg, buttons: [ack, rev]};
-  ack.addEventListener("click", () => sendReview(ev, "acknowledged", item));
-  rev.addEventListener("click", () => sendReview(ev, "reviewed", item));
+  const item = eventCard(ev, refreshEvents,
+                         {headline: [el("strong", {className: "station", textContent: ev.station_id}), " "]});
+  item.li.dataset.station = ev.station_id;
   return item;
 }
 
@@ -72,9 +34,7 @@ async function refreshEvents() {
       keep.add(ev.event_id);
       let item = shown.get(ev.event_id);
       if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
-      item.state.textContent = stateText(ev.review);
-      item.history.textContent = historyText(ev.history);
-      item.li.dataset.review = ev.review ? ev.review.action : "";
+      showState(item, ev.review, ev.history);
       if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
     });
     for (const [id, item] of shown) if (!keep.has(id)) { item.li.remove(); shown.delete(id); }

@@ -49,3 +49,57 @@ function stateText(review) { return review ? actionText(review) : "not yet revie
 function historyText(history) {
   return history && history.length > 1 ? "history: " + history.map(actionText).join(" · ") : "";
 }
+
+// Acknowledge / Mark reviewed on one event (both staff pages): who acted is the logged-in account. ``refresh``
+// redraws the list afterwards, because the state follows the rule over every action, not just this one.
+async function sendReview(ev, action, item, refresh) {
+  item.buttons.forEach(b => b.disabled = true);
+  try {
+    const r = await postWithCsrf("/api/events/" + encodeURIComponent(ev.event_id) + "/review", {
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify({action: action, note: ""})});
+    const body = await r.json();
+    if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+    item.msg.textContent = "";
+    refresh();
+  } catch (e) {
+    item.msg.textContent = "Not recorded: " + e.message;
+  } finally {
+    item.buttons.forEach(b => b.disabled = false);
+  }
+}
+
+function showState(item, review, history) {
+  item.state.textContent = stateText(review);
+  item.history.textContent = historyText(history);
+  item.li.dataset.review = review ? review.action : "";
+}
+
+// The event card both staff pages show: the pictures (only when the kiosk's privacy settings let them leave
+// the box: they are in the event then), the decision, state and history, Acknowledge / Mark reviewed.
+// ``headline`` goes before the decision (the console's station), ``extras`` after the history, ``actions``
+// after the two buttons; the page adds its own listeners to those.
+function eventCard(ev, refresh, {headline = [], extras = [], actions = []} = {}) {
+  const pics = el("div", {className: "pics"});
+  if (ev.crop_jpeg_base64) pics.append(el("img", {className: "crop", alt: "crop",
+                                                  src: "data:image/jpeg;base64," + ev.crop_jpeg_base64}));
+  if (ev.gradcam_jpeg_base64) pics.append(el("img", {className: "gradcam", alt: "Grad-CAM",
+                                                     src: "data:image/jpeg;base64," + ev.gradcam_jpeg_base64}));
+  const state = el("div", {className: "state"});
+  const history = el("div", {className: "history note"});
+  const msg = el("div", {className: "error"});
+  const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
+  const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
+  const info = el("div", {className: "info"},
+    el("div", {}, ...headline, el("span", {className: "badge " + ev.decision, textContent: stateWords(ev.decision)}),
+       " ", el("strong", {className: "label", textContent: ev.label}), " ",
+       el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
+    el("div", {className: "reason note", textContent: reasonWords(ev.reason)}),
+    el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
+    state, history, ...extras, el("div", {className: "actions"}, ack, rev, ...actions), msg);
+  const li = el("li", {className: "event"}, pics, info);
+  li.dataset.eventId = ev.event_id;
+  const item = {li, info, state, history, msg, buttons: [ack, rev]};
+  ack.addEventListener("click", () => sendReview(ev, "acknowledged", item, refresh));
+  rev.addEventListener("click", () => sendReview(ev, "reviewed", item, refresh));
+  return item;
+}

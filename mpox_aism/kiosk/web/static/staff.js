@@ -29,28 +29,6 @@ const labelChoices = fetch("/api/label-choices", {cache: "no-store"})
 const labelWords = {};
 labelChoices.then(cs => { for (const c of cs) labelWords[c.value] = c.text; });
 
-async function sendReview(ev, action, item) {
-  item.buttons.forEach(b => b.disabled = true);
-  try {  // who acted is the logged-in account, not a typed name
-    const r = await postWithCsrf("/api/events/" + encodeURIComponent(ev.event_id) + "/review", {
-      headers: {"Content-Type": "application/json"}, body: JSON.stringify({action: action, note: ""})});
-    const body = await r.json();
-    if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
-    item.msg.textContent = "";
-    refreshEvents();  // the state follows the rule over every action, not just this one
-  } catch (e) {
-    item.msg.textContent = "Not recorded: " + e.message;
-  } finally {
-    item.buttons.forEach(b => b.disabled = false);
-  }
-}
-
-function showState(item, review, history) {
-  item.state.textContent = stateText(review);
-  item.history.textContent = historyText(history);
-  item.li.dataset.review = review ? review.action : "";
-}
-
 function labelText(label) {
   if (!label) return "not labeled";
   return "labeled " + (labelWords[label.label] || label.label) + " by " + label.by + " at " +
@@ -103,43 +81,22 @@ function references(label) {
 }
 
 function makeEvent(ev) {
-  const pics = el("div", {className: "pics"});
-  if (ev.crop_jpeg_base64) pics.append(el("img", {className: "crop", alt: "crop",
-                                                  src: "data:image/jpeg;base64," + ev.crop_jpeg_base64}));
-  if (ev.gradcam_jpeg_base64) pics.append(el("img", {className: "gradcam", alt: "Grad-CAM",
-                                                     src: "data:image/jpeg;base64," + ev.gradcam_jpeg_base64}));
-  const state = el("div", {className: "state"});
-  const history = el("div", {className: "history note"});
-  const msg = el("div", {className: "error"});
-  const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge"});
-  const rev = el("button", {type: "button", className: "mark-reviewed", textContent: "Mark reviewed"});
   const choice = el("select", {className: "label-choice", title: "what the crop really shows"},
                     el("option", {value: "", textContent: "label the crop…"}));
+  const save = el("button", {type: "button", className: "save-label", textContent: "Save label"});
+  const labelState = el("div", {className: "label-state note"});
+  const item = Object.assign(eventCard(ev, refreshEvents, {extras: [labelState], actions: [choice, save]}),
+                             {choice, save, labelState, touched: false, sending: false, stored: ev.staff_label});
   labelChoices.then(cs => {
     for (const c of cs) choice.append(el("option", {value: c.value, textContent: c.text}));
     if (item.stored) choice.value = item.stored.label;
   });
-  const save = el("button", {type: "button", className: "save-label", textContent: "Save label"});
-  const labelState = el("div", {className: "label-state note"});
-  const info = el("div", {className: "info"},
-    el("div", {}, el("span", {className: "badge " + ev.decision, textContent: stateWords(ev.decision)}), " ",
-       el("strong", {className: "label", textContent: ev.label}), " ",
-       el("span", {className: "probability", textContent: (100 * ev.probability).toFixed(1) + " %"})),
-    el("div", {className: "reason note", textContent: reasonWords(ev.reason)}),
-    el("div", {className: "note", textContent: "camera " + ev.camera + " · " + new Date(ev.time).toLocaleString()}),
-    state, history, labelState, el("div", {className: "actions"}, ack, rev, choice, save), msg);
   const refs = el("div", {className: "references"});
-  info.append(refs);
+  item.info.append(refs);
   references(ev.label).then(urls => {
     if (urls.length) refs.append(el("span", {className: "note", textContent: "typical " + ev.label + ": "}));
     for (const url of urls) refs.append(el("img", {className: "reference", alt: "reference " + ev.label, src: url}));
   });
-  const li = el("li", {className: "event"}, pics, info);
-  li.dataset.eventId = ev.event_id;
-  const item = {li, state, history, msg, buttons: [ack, rev], choice, save, labelState, touched: false, sending: false,
-                stored: ev.staff_label};
-  ack.addEventListener("click", () => sendReview(ev, "acknowledged", item));
-  rev.addEventListener("click", () => sendReview(ev, "reviewed", item));
   choice.addEventListener("change", () => { item.touched = true; });
   save.addEventListener("click", () => sendLabel(ev, item));
   return item;
