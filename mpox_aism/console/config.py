@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mpox_aism.kiosk.config import SessionLimits, TlsConfig, read_yaml, validate
+from mpox_aism.kiosk.config import HttpTlsConfig, SessionLimits, TlsConfig, read_yaml, validate
 from mpox_aism.kiosk.host import state_dir
 
 
@@ -100,6 +100,9 @@ class ConsoleHttpConfig(_Model):
                           "(`mpox-aism users --db FILE`); relative: next to the store.")
     sessions: SessionLimits = Field(default_factory=SessionLimits, description="Session and lock-out limits "
                                     "(the kiosk's).")
+    tls: HttpTlsConfig | None = Field(None, description="Serve the page over HTTPS (the kiosk's model; the session "
+                                      "cookie is then Secure). Unset: plain HTTP, for 127.0.0.1 or behind a TLS "
+                                      "reverse proxy: staff passwords cross the network to this page.")
 
 
 class ConsoleAcksConfig(_Model):

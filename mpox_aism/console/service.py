@@ -102,9 +102,11 @@ def start_page(cfg: ConsoleConfig, store: ConsoleStore, actions: ReviewStore, ac
     from mpox_aism.console.web import create_console_app
     from mpox_aism.kiosk.web.server import ServerThread
 
-    app = create_console_app(store, actions, accounts, sessions=cfg.http.sessions,
+    tls = cfg.http.tls
+    app = create_console_app(store, actions, accounts, sessions=cfg.http.sessions, secure=tls is not None,
                              on_action=lambda a: relay.wake())
-    return ServerThread(app, host=cfg.http.host, port=cfg.http.port).start()
+    return ServerThread(app, host=cfg.http.host, port=cfg.http.port, certfile=tls.certfile if tls else None,
+                        keyfile=tls.keyfile if tls else None).start()
 
 
 def main(args: argparse.Namespace) -> None:

@@ -197,9 +197,11 @@ class ConsoleService:
 
 
 @contextmanager
-def console_service(root: Path, broker: Broker, client_id: str) -> Iterator[ConsoleService]:
+def console_service(root: Path, broker: Broker, client_id: str,
+                    tls: tuple[Path, Path] | None = None) -> Iterator[ConsoleService]:
     """``mpox_aism.console.service.run`` itself in a thread — subscriber, relay, outbox, publisher, staff page —
-    with one reviewer, ``dr.console``; stopped (as by SIGTERM) on exit."""
+    with one reviewer, ``dr.console``; stopped (as by SIGTERM) on exit. ``tls``: (certificate, key) to serve
+    the page over HTTPS (a self-signed test certificate: not verified here)."""
     import httpx
 
     from mpox_aism.console.config import parse_console_config
@@ -212,15 +214,17 @@ def console_service(root: Path, broker: Broker, client_id: str) -> Iterator[Cons
     port = free_port()
     cfg = parse_console_config({"mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "client_id": client_id,
                                          "topic_root": ROOT},
-                                "store": {"path": str(root / "console.sqlite3")}, "http": {"port": port}})
+                                "store": {"path": str(root / "console.sqlite3")},
+                                "http": {"port": port, **({"tls": {"certfile": str(tls[0]), "keyfile": str(tls[1])}}
+                                                          if tls else {})}})
     stop = threading.Event()
     t = threading.Thread(target=run_console, args=(cfg, stop), daemon=True)
     t.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     def page_up() -> bool:
         try:
-            return httpx.get(url + "/healthz", timeout=5).status_code == 200
+            return httpx.get(url + "/healthz", timeout=5, verify=False).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -320,3 +320,27 @@ def test_a_kiosk_away_gets_the_histories_when_it_reconnects(site: Site, tmp_path
                        topic_prefix=f"{ROOT}/gate-1", accounts=k.accounts, waker=k.publisher).start()
     wait_until(lambda: [a.action_id for a in k.reviews.history(ev)] == [acted["action_id"]], WAIT_S,
                what="the history after the reconnect")
+
+
+def test_retained_histories_are_cleared_once_after_the_retention_horizon(tmp_path: Path) -> None:
+    """An event nobody acted on for acks.retain_days gets an empty retained message (the broker forgets the
+    history) once; a recent one keeps its history."""
+    import datetime as dt
+
+    from mpox_aism.console.acks import ConsoleActions
+
+    store = ReviewStore(tmp_path / "console.sqlite3", origin=CONSOLE_ID, table="actions")
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    now = dt.datetime.now(dt.UTC)
+
+    def acted(event_id: str, days_ago: float) -> Action:
+        return Action(action_id=new_action_id(), event_id=event_id, station_id="gate-1", action="reviewed",
+                      by="dr.console", at=utc_iso(now - dt.timedelta(days=days_ago)), origin=CONSOLE_ID)
+
+    store.merge([acted("old-event", 40), acted("new-event", 2)], sent=True)
+    relay = ConsoleActions(store, outbox, root=ROOT, retain_days=30)
+    assert relay.expire() == 1
+    (cleared,) = outbox.pending()
+    assert (cleared.topic, cleared.payload, cleared.retain) == (f"{ROOT}/gate-1/acks/old-event", b"", True)
+    assert relay.expire() == 0  # cleared once, not every hour
+    outbox.close()

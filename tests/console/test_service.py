@@ -45,3 +45,28 @@ def test_console_sigkilled_while_kiosks_publish_loses_nothing(make_broker, kiosk
     assert child.stop(signal.SIGTERM) == 0, child.tail()
     log = child.tail(20000)
     assert "session resumed" in log  # the restart found its session on the broker
+
+
+def test_the_console_page_over_https_has_a_secure_session_cookie(make_broker, tmp_path):
+    """http.tls: the staff page is served over HTTPS and its session cookie is Secure, as on a kiosk."""
+    import shutil
+    import subprocess
+
+    import httpx
+    import pytest
+
+    from mpox_aism.kiosk.web.auth import CSRF_HEADER
+    from tests.console.conftest import PASSWORD, console_service
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed; install it with: apt-get install -y openssl")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    broker = make_broker()
+    with console_service(tmp_path / "console", broker, "console-tls", tls=(cert, key)) as console:
+        assert console.url.startswith("https://")
+        with httpx.Client(base_url=console.url, timeout=60, verify=False) as c:  # a self-signed test certificate
+            token = c.get("/api/login").json()["csrf"]
+            r = c.post("/api/login", json={"name": "dr.console", "password": PASSWORD}, headers={CSRF_HEADER: token})
+            assert r.status_code == 200 and "secure" in r.headers["set-cookie"].lower()
