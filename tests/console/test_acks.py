@@ -344,3 +344,58 @@ def test_retained_histories_are_cleared_once_after_the_retention_horizon(tmp_pat
     assert (cleared.topic, cleared.payload, cleared.retain) == (f"{ROOT}/gate-1/acks/old-event", b"", True)
     assert relay.expire() == 0  # cleared once, not every hour
     outbox.close()
+
+
+def test_two_consoles_acting_at_once_end_with_one_history_everywhere(tmp_path: Path) -> None:
+    """Two consoles act on one event at once: each publishes the retained history it holds, the broker keeps
+    the last one, and a console that sees a history lacking its own action publishes the union — so both
+    consoles and the kiosk end with both actions, in the same order, and the retained history holds both."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto not installed: apt-get install -y mosquitto")
+    broker = Broker(tmp_path / "broker").start()
+    kiosk = make_kiosk(tmp_path, broker, "gate-9")
+    try:
+        with console_service(tmp_path / "a", broker, "console-a") as a, \
+                console_service(tmp_path / "b", broker, "console-b") as b:
+            stores = {c.url: ReviewStore(c.store, origin=cid, table="actions") for c, cid in
+                      ((a, "console-a"), (b, "console-b"))}
+            ev = kiosk.emit()
+
+            def at_both() -> bool:
+                return all(ev in ConsoleStore(c.store, readonly=True).event_ids() for c in (a, b))
+
+            wait_until(at_both, WAIT_S, what="the event at both consoles")
+            acked = post_review(a.url, "dr.console", ev, "acknowledged")
+            reviewed = post_review(b.url, "dr.console", ev, "reviewed")
+            want = sorted([acked["action_id"], reviewed["action_id"]])
+
+            def ids(store: ReviewStore) -> list[str]:
+                return sorted(x.action_id for x in store.history(ev))
+
+            wait_until(lambda: all(ids(s) == want for s in [*stores.values(), kiosk.reviews]), WAIT_S,
+                       what="both actions at both consoles and the kiosk")
+            histories = [s.history(ev) for s in [*stores.values(), kiosk.reviews]]
+            assert histories[0] == histories[1] == histories[2]  # one history, one order, everywhere
+            assert settled(histories[0]).action == "reviewed"  # type: ignore[union-attr]
+
+            def retained_ids() -> list[str]:
+                got: list[bytes] = []
+                c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="two-consoles-peek", protocol=mqtt.MQTTv5)
+                c.on_message = lambda cl, u, m: got.append(bytes(m.payload))
+                c.connect("127.0.0.1", broker.port)
+                c.subscribe(f"{ROOT}/gate-9/acks/{ev}", qos=1)
+                c.loop_start()
+                try:
+                    wait_until(lambda: got, 10, what="the retained history")
+                finally:
+                    c.disconnect()
+                    c.loop_stop()
+                return sorted(x.action_id for x in ActionHistory.model_validate_json(got[-1]).actions)
+
+            wait_until(lambda: retained_ids() == want, WAIT_S, what="both actions in the retained history")
+    finally:
+        kiosk.acks.close()
+        kiosk.server.stop()
+        kiosk.publisher.close(timeout=2)
+        kiosk.outbox.close()
+        broker.stop()
