@@ -52,4 +52,9 @@ def headless_chromium(profile: Path) -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, timeout: float, what: str, pred: Any) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(pred, message=f"waiting for {what}")
+    """Poll ``pred`` until truthy. The pages patch their lists every few seconds, so an element found in one
+    poll may be gone before it is read: that poll is tried again (stale), not failed."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    waiter = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
+    return waiter.until(pred, message=f"waiting for {what}")
