@@ -21,29 +21,8 @@ function makeEvent(ev) {
   return item;
 }
 
-async function refreshEvents() {
-  const errBox = document.getElementById("events-error");
-  try {
-    const r = await fetch("/api/events?" + filters(), {cache: "no-store"});
-    if (r.status === 401) { location.href = "/login"; return; }
-    if (!r.ok) throw new Error("HTTP " + r.status);
-    const events = await r.json();
-    const list = document.getElementById("events");
-    const keep = new Set();
-    events.forEach((ev, i) => {
-      keep.add(ev.event_id);
-      let item = shown.get(ev.event_id);
-      if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
-      showState(item, ev.review, ev.history);
-      if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
-    });
-    for (const [id, item] of shown) if (!keep.has(id)) { item.li.remove(); shown.delete(id); }
-    document.getElementById("no-events").hidden = events.length > 0;
-    errBox.hidden = true;
-  } catch (e) {
-    errBox.textContent = "Cannot reach the console: " + e.message;
-    errBox.hidden = false;
-  }
+function refreshEvents() {
+  return refreshEventList("/api/events?" + filters(), shown, makeEvent, () => {}, "console");
 }
 
 const SEVERITY_RANK = {critical: 0, warning: 1, notice: 2};  // each station's are already in this order

@@ -103,3 +103,31 @@ function eventCard(ev, refresh, {headline = [], extras = [], actions = []} = {})
   rev.addEventListener("click", () => sendReview(ev, "reviewed", item, refresh));
   return item;
 }
+
+// Both staff pages' event list, patched, not rebuilt: images are decoded once and a click is never lost to a
+// redraw. ``shown``: event_id -> item (made by ``makeEvent``); ``update(item, ev)`` shows what may change.
+async function refreshEventList(url, shown, makeEvent, update, place) {
+  const errBox = document.getElementById("events-error");
+  try {
+    const r = await fetch(url, {cache: "no-store"});
+    if (r.status === 401) { location.href = "/login"; return; }  // this session was ended (logged out elsewhere)
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const events = await r.json();
+    const list = document.getElementById("events");
+    const keep = new Set();
+    events.forEach((ev, i) => {
+      keep.add(ev.event_id);
+      let item = shown.get(ev.event_id);
+      if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
+      showState(item, ev.review, ev.history);
+      update(item, ev);
+      if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
+    });
+    for (const [id, item] of shown) if (!keep.has(id)) { item.li.remove(); shown.delete(id); }
+    document.getElementById("no-events").hidden = events.length > 0;
+    errBox.hidden = true;
+  } catch (e) {
+    errBox.textContent = "Cannot reach the " + place + ": " + e.message;
+    errBox.hidden = false;
+  }
+}

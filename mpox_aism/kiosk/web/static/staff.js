@@ -102,32 +102,11 @@ function makeEvent(ev) {
   return item;
 }
 
-// the list is patched, not rebuilt: images are decoded once and a click is never lost to a redraw
-async function refreshEvents() {
-  const errBox = document.getElementById("events-error");
-  try {
-    const r = await fetch("/api/events", {cache: "no-store"});
-    if (r.status === 401) { location.href = "/login"; return; }  // this session was ended (logged out elsewhere)
-    if (!r.ok) throw new Error("HTTP " + r.status);
-    const events = await r.json();
-    const list = document.getElementById("events");
-    const keep = new Set();
-    events.forEach((ev, i) => {
-      keep.add(ev.event_id);
-      let item = shown.get(ev.event_id);
-      if (!item) { item = makeEvent(ev); shown.set(ev.event_id, item); }
-      showState(item, ev.review, ev.history);
-      item.stored = ev.staff_label;
-      showLabel(item, ev.staff_label, ev.crop_kept);
-      if (list.children[i] !== item.li) list.insertBefore(item.li, list.children[i] || null);
-    });
-    for (const [id, item] of shown) if (!keep.has(id)) { item.li.remove(); shown.delete(id); }
-    document.getElementById("no-events").hidden = events.length > 0;
-    errBox.hidden = true;
-  } catch (e) {
-    errBox.textContent = "Cannot reach the kiosk: " + e.message;
-    errBox.hidden = false;
-  }
+function refreshEvents() {
+  return refreshEventList("/api/events", shown, makeEvent, (item, ev) => {
+    item.stored = ev.staff_label;
+    showLabel(item, ev.staff_label, ev.crop_kept);
+  }, "kiosk");
 }
 
 async function pollEvents() {
