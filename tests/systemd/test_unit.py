@@ -41,11 +41,11 @@ def _analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           env=_env(), cwd=cwd, timeout=120, check=False)
 
 
-def checkable_copy(text: str, folder: Path) -> Path:
+def checkable_copy(text: str, folder: Path, name: str = UNIT.name) -> Path:
     """The unit with ExecStart's binary replaced by /bin/true, under its real name."""
     new, n = re.subn(r"^(ExecStart=[-@:+!]*)\S+", r"\1/bin/true", text, flags=re.M)
     assert n == 1, "expected exactly one ExecStart= line"
-    path = folder / UNIT.name
+    path = folder / name
     path.write_text(new)
     return path
 
@@ -82,7 +82,12 @@ def test_verify_check_catches_bad_values(tmp_path):
 
 @needs_analyze
 def test_exposure_score(tmp_path, capsys):
-    unit = checkable_copy(UNIT.read_text(), tmp_path)
+    check_exposure(UNIT, tmp_path, capsys)
+
+
+def check_exposure(unit_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`systemd-analyze security --offline` of the unit: shown, and at most MAX_EXPOSURE."""
+    unit = checkable_copy(unit_file.read_text(), tmp_path, unit_file.name)
     proc = _analyze("security", "--offline=yes", "--no-pager", str(unit), cwd=tmp_path)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0 and "offline" in out and ("unrecognized" in out or "Unknown" in out):
@@ -92,7 +97,7 @@ def test_exposure_score(tmp_path, capsys):
     score = float(m.group(1))
     exposed = [ln for ln in out.splitlines() if ln.startswith("✗")]
     with capsys.disabled():  # the score is the result: show it even without -s
-        print(f"\nsystemd-analyze security --offline=yes {UNIT.relative_to(REPO)}: exposure {score}")
+        print(f"\nsystemd-analyze security --offline=yes {unit_file.relative_to(REPO)}: exposure {score}")
         for ln in exposed:
             print("  " + re.sub(r"\s{2,}", "  ", ln))
     assert score <= MAX_EXPOSURE, f"exposure {score} > {MAX_EXPOSURE}:\n" + "\n".join(exposed)
