@@ -6,7 +6,9 @@ then runs ``--clients`` threads that each post real photos back to back to ``POS
 ``--seconds``, and reports the status counts, p50/p99 latency of the answered (200) requests, answers
 per second, and the camera's frame rate under load (frames counted from ``/healthz``). Clients wait
 ``Retry-After`` when refused, as a well-behaved client does; ``--ignore-retry-after`` makes them
-hammer instead (a misbehaving or hostile client). A benchmark, not a test: it asserts nothing.
+hammer instead (a misbehaving or hostile client); ``--curl`` makes each client a loop of plain ``curl``
+processes, as a shell script would (never honouring ``Retry-After``). A benchmark, not a test: it asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="run the client threads at this niceness (Linux): on one machine they stand in for "
                         "phones and desks with CPUs of their own, so they should not take the camera's CPU "
                         "either. 0 (default): as before, comparable with the earlier figures")
+    p.add_argument("--curl", action="store_true",
+                   help="each client is a loop of plain `curl` processes (one per request, never honouring "
+                        "Retry-After), as in the issue's report, instead of a Python client")
     p.add_argument("--json", default=None, help="write the result here")
     return p
 
@@ -100,6 +105,23 @@ def _client(url: str, token: str, photos: list[tuple[str, bytes]], stop: threadi
                 stop.wait(retry_after)
 
 
+def _curl_client(url: str, token: str, photos: list[Path], stop: threading.Event, out: list[tuple[int, float]],
+                 offset: int, nice: int = 0) -> None:
+    """A shell's ``while true; do curl -F image=@photo …; done``: one process per request, Retry-After ignored."""
+    local = ["--interface", f"127.0.0.{2 + offset % 250}"] if "://127.0.0.1:" in url else []
+    i = offset
+    while not stop.is_set():
+        cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", *local, "--max-time", "60",
+               "-H", f"Authorization: Bearer {token}", "-F", f"image=@{photos[i % len(photos)]};type=image/jpeg",
+               f"{url}/v1/diagnose"]
+        if nice:
+            cmd = ["nice", "-n", str(nice), *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        code, _, seconds = done.stdout.partition(" ")
+        out.append((int(code) if code.isdigit() else 0, 1000 * float(seconds or 0)))
+        i += 1
+
+
 def _start_daemon(source: str, token: str) -> tuple[subprocess.Popen, str, Path]:
     work = Path(tempfile.mkdtemp(prefix="mpox-aism-bench-api-"))
     cfg = {"station_id": "bench", "cameras": [{"name": "bench", "source": source, "loop": True}],
@@ -144,9 +166,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         idle = _fps(url, args.idle_seconds)
         stop, out = threading.Event(), []
         polite = not args.ignore_retry_after
-        threads = [threading.Thread(target=_client, args=(url, token, photos, stop, out, k, polite, args.clients_nice),
-                                daemon=True)
-                   for k in range(args.clients)]
+        if args.curl:
+            threads = [threading.Thread(target=_curl_client, args=(url, token, files, stop, out, k, args.clients_nice),
+                                        daemon=True) for k in range(args.clients)]
+        else:
+            threads = [threading.Thread(target=_client, args=(url, token, photos, stop, out, k, polite,
+                                                              args.clients_nice), daemon=True)
+                       for k in range(args.clients)]
         f0, t0 = _frames(url), time.monotonic()
         for t in threads:
             t.start()
@@ -166,7 +192,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "command": "mpox-aism bench api " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["bench", "api"]
                                                          else sys.argv[1:]),
         "machine": asdict(describe_machine()), "clients": args.clients, "seconds": args.seconds, "photos": len(photos),
-        "clients_honour_retry_after": not args.ignore_retry_after, "clients_nice": args.clients_nice,
+        "clients_honour_retry_after": not (args.ignore_retry_after or args.curl), "clients_nice": args.clients_nice,
+        "clients_kind": "curl" if args.curl else "python",
         "statuses": dict(sorted(Counter(str(s) for s, _ in out).items())),
         "answered_p50_ms": round(float(np.percentile(answered, 50)), 1) if answered.size else None,
         "answered_p99_ms": round(float(np.percentile(answered, 99)), 1) if answered.size else None,

@@ -56,6 +56,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help=f"try N = {', '.join(map(str, FIND_MAX_STEPS))} in order; stop at the first N where a "
                    "stream falls under --min-fps")
     p.add_argument("--min-fps", type=float, default=10.0, help="the fps every stream must keep (--find-max)")
+    p.add_argument("--frames-at-once", type=int, default=None,
+                   help="the config's load.frames_at_once (cameras working on a frame at once); default: unset")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="the config's classifier.batch_wait_ms; default: unset")
     p.add_argument("--json", required=True, help="output JSON file")
     return p
 
@@ -81,7 +85,8 @@ def camera_threads(n: int) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name in names and t.is_alive()]
 
 
-def run_streams(source: str, streams: int, seconds: float) -> dict[str, Any]:
+def run_streams(source: str, streams: int, seconds: float, *, frames_at_once: int | None = None,
+                batch_wait_ms: float | None = None) -> dict[str, Any]:
     """One run: the daemon on ``streams`` looped copies of ``source`` for ``seconds``; every thread joined."""
     from mpox_aism.kiosk.config import parse_config
     from mpox_aism.kiosk.daemon import Daemon
@@ -94,7 +99,9 @@ def run_streams(source: str, streams: int, seconds: float) -> dict[str, Any]:
                                     for i in range(1, streams + 1)],
                         "outbox": {"path": str(work / "outbox.sqlite3"), "flush_timeout_s": 1},
                         "http": {"enabled": False}, "labels": {"enabled": False},
-                        "exit_when_done": False}, "bench streams config")
+                        "load": {"frames_at_once": frames_at_once}, "exit_when_done": False,
+                        **({"classifier": {"batch_wait_ms": batch_wait_ms}} if batch_wait_ms is not None else {})},
+                       "bench streams config")
     daemon = Daemon(cfg)
     window: dict[str, Any] = {}
 
@@ -137,7 +144,7 @@ def run_streams(source: str, streams: int, seconds: float) -> dict[str, Any]:
     cpu = sum(getattr(window["cpu1"], k) - getattr(window["cpu0"], k) for k in ("user", "system"))
     cams = daemon.cameras
     return {
-        "streams": streams, "seconds": round(wall, 2),
+        "streams": streams, "seconds": round(wall, 2), "frames_at_once": daemon.turns_slots,
         "fps": [round((window["frames1"][n] - window["frames0"][n]) / wall, 2) for n in cams],
         "latency_p50_ms": [c.summary.get("latency_ms", {}).get("p50") for c in cams.values()],
         "latency_p99_ms": [c.summary.get("latency_ms", {}).get("p99") for c in cams.values()],
@@ -180,7 +187,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"bench streams: source {args.source} not found (give --source a video file or folder)")
 
     def measure(n: int) -> dict[str, Any]:
-        r = run_streams(args.source, n, args.seconds)
+        r = run_streams(args.source, n, args.seconds, frames_at_once=args.frames_at_once,
+                        batch_wait_ms=args.batch_wait_ms)
         print(f"streams {n}: fps {r['fps']}, p99 {r['latency_p99_ms']} ms, CPU {r['cpu_percent']}%, "
               f"peak RSS {r['rss_mb']} MB", flush=True)
         return r

@@ -13,8 +13,11 @@ The rules, each with a test in ``tests/inference/test_service.py``:
   after the client that went first last time — so neither a camera with many crops nor the diagnosis API
   under a flood can starve another client. The API is one client among the cameras.
 - **Bounded wait**: after the first request arrives, the worker waits at most ``max_wait_ms`` for the
-  other clients seen in the last ``ACTIVE_S`` seconds, and not at all when none is: a lone camera never
-  waits. A full batch (``max_batch`` crops) goes at once.
+  other clients that may ask soon, and not at all when none may: a lone camera never waits. A full batch
+  (``max_batch`` crops) goes at once. A client that says when it works (:meth:`InferenceClient.working`, a
+  camera around each frame it has its turn for, ``pipeline.load.Turns``) is waited for only while it works:
+  a camera waiting for its turn cannot ask. Any other client is waited for if it asked in the last
+  ``ACTIVE_S`` seconds.
 - **Failure**: a batch whose forward pass raises is run again one request at a time, so only the request
   that fails gets the exception (its camera counts that frame as failed); the other cameras are answered.
 - **Shutdown**: :meth:`InferenceService.close` refuses new requests, answers every queued one, and joins
@@ -27,11 +30,12 @@ whole one-pass explanation run alone, in its client's turn.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +116,7 @@ class InferenceService:
         self._order: list[str] = []  # clients in the order they first asked: the round robin's ring
         self._next = 0  # where the next round starts in the ring
         self._last_seen: dict[str, float] = {}
+        self._working: dict[str, int] = {}  # clients that say when they work → how many of their units run now
         self._cond = threading.Condition()
         self._closed = False
         self._batches = self._crops = 0
@@ -132,6 +137,18 @@ class InferenceService:
     def submit_call(self, client: str, call: Callable[[], Any]) -> Future:
         """Run ``call`` (which uses the classifier) alone on the worker, in ``client``'s turn."""
         return self._put(_Request(client, Future(), call=call))
+
+    @contextlib.contextmanager
+    def working(self, client: str) -> Iterator[None]:
+        """``client`` may ask during the block (and, from now on, only then): the worker waits for it only then."""
+        with self._cond:
+            self._working[client] = self._working.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._working[client] -= 1
+                self._cond.notify_all()  # a worker waiting for this client's crops need not wait any more
 
     def _put(self, req: _Request) -> Future:
         with self._cond:
@@ -168,9 +185,14 @@ class InferenceService:
         return sum(len(q) for q in self._queues.values())
 
     def _should_wait(self) -> bool:
-        """Is another recently active client yet to queue, and is there room left in the batch?"""
+        """May another client still ask (it works now, or asked recently), and is there room left in the batch?"""
         now = time.monotonic()
-        waiting_for = [c for c, q in self._queues.items() if not q and now - self._last_seen[c] < ACTIVE_S]
+
+        def may_ask(c: str) -> bool:
+            working = self._working.get(c)
+            return working > 0 if working is not None else now - self._last_seen[c] < ACTIVE_S
+
+        waiting_for = [c for c, q in self._queues.items() if not q and may_ask(c)]
         queued = sum(r.crops or self.max_batch for q in self._queues.values() for r in q)
         return bool(waiting_for) and queued < self.max_batch
 
@@ -292,6 +314,10 @@ class InferenceClient:
     @property
     def image_size(self) -> int:
         return self.meta.image_size
+
+    def working(self) -> contextlib.AbstractContextManager[None]:
+        """Around each unit of work (a camera's frame): the worker waits for this client's crops only then."""
+        return self.service.working(self.name)
 
     def classify(self, crops: Sequence[np.ndarray]) -> Classification:
         batch = preprocess_batch(list(crops), self.image_size)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,11 +29,11 @@ from mpox_aism.kiosk.privacy import FaceGuard
 from mpox_aism.kiosk.sink import EventSink
 from mpox_aism.pipeline.crops import CropConfig
 from mpox_aism.pipeline.decider import Decision
-from mpox_aism.pipeline.load import StrideScale
+from mpox_aism.pipeline.load import StrideScale, Turns
 from mpox_aism.pipeline.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineCounts
 from mpox_aism.pipeline.regions import Region, RegionDetector
 from mpox_aism.pipeline.shadow import Shadow
-from mpox_aism.pipeline.sources import LiveSource, SourceStats, open_source
+from mpox_aism.pipeline.sources import Frame, LiveSource, Source, SourceStats, open_source
 
 log = logging.getLogger(__name__)
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0  # backoff between restarts of a camera whose session died
@@ -82,11 +83,14 @@ def annotate(image: np.ndarray, regions: list[Region]) -> bytes | None:
 
 class CameraWorker:
     def __init__(self, state: CameraState, kiosk: KioskConfig, *, classifier: CropClassifier, sink: EventSink,
-                 stop: threading.Event, shadow: Classifier | None = None, nice: int = CAMERA_NICE) -> None:
+                 stop: threading.Event, shadow: Classifier | None = None, nice: int = CAMERA_NICE,
+                 turns: Turns | None = None) -> None:
         """``nice``: this worker's niceness (Linux). The daemon gives a lone camera 0: it only ever waits for the
-        inference worker, never competes with it, so lowering it would only yield the CPU to other processes."""
+        inference worker, never competes with it, so lowering it would only yield the CPU to other processes.
+        ``turns``: shared by the process's cameras; each frame is read (a file) or started (a live camera) in
+        a turn (``pipeline.load.Turns``). None: no turns."""
         self.state, self.kiosk, self.classifier, self.sink, self.stop = state, kiosk, classifier, sink, stop
-        self.nice = nice
+        self.nice, self.turns = nice, turns
         self.shadow = shadow  # a second head that only counts (pipeline.shadow); its decider is this camera's
         self.pipeline: Pipeline | None = None
         self.scale = StrideScale(state.config.min_fps, state.config.max_stride_scale)
@@ -139,10 +143,11 @@ class CameraWorker:
         pipe.use_detector(det)
         outcome: Outcome = "ended"
         first = True
+        frames = opened.enter_context(contextlib.closing(self._frames(source, cam.live)))
         try:
             with opened:
                 try:
-                    for frame in source:
+                    for frame in frames:
                         if self.stop.is_set():
                             outcome = "stopped"
                             break
@@ -167,6 +172,30 @@ class CameraWorker:
         finally:
             cam.counts, cam.summary = pipe.counts(), pipe.stats.summary()
         return outcome
+
+    def _frames(self, source: Source, live: bool) -> Iterator[Frame]:
+        """The source's frames, each yielded inside this camera's turn (the caller works on it before the next).
+
+        A file is read inside the turn, so the frame is as fresh as it can be when work on it starts; a live
+        camera waits for its frame first (holding a turn while its camera is between frames would keep the
+        others waiting), and the live source's short queue keeps that frame fresh.
+        """
+        it = iter(source)
+        working = getattr(self.classifier, "working", None)  # the shared worker waits for its crops only then
+        while True:
+            frame = next(it, None) if live else None
+            if live and frame is None:
+                return
+            with contextlib.ExitStack() as turn:
+                if self.turns is not None:
+                    turn.enter_context(self.turns.turn())
+                if working is not None:
+                    turn.enter_context(working())
+                if not live:
+                    frame = next(it, None)
+                    if frame is None:
+                        return
+                yield frame  # type: ignore[misc]
 
     def _handle(self, result: FrameResult, image: np.ndarray, guard: FaceGuard | None) -> None:
         for decision in result.decisions:

@@ -245,11 +245,22 @@ class HealthConfig(_Model):
                                      "(cleared under half of it): the broker has not taken alerts for that long.")
 
 
+class LoadConfig(_Model):
+    """How the cameras share the box's CPU under load (``pipeline.load``)."""
+
+    frames_at_once: int | None = Field(None, ge=1, description="Cameras working on a frame at once; the others "
+                                       "wait their turn, in arrival order, before they take their next frame: "
+                                       "fresher decisions for fewer frames in all (2 on a 2-core box: p99 frame → "
+                                       "decision 0.2–0.3 s instead of 0.6–0.7 s at 8 cameras, 3–14 % fewer "
+                                       "frames; docs/RESULTS.md). Unset: every camera at once (the most frames).")
+
+
 class KioskConfig(_Model):
     station_id: str = Field(description="This checkpoint's id; in every event and topic.", pattern=r"^[A-Za-z0-9_.-]+$")
     cameras: list[CameraConfig] = Field(min_length=1, description="Cameras served by this process.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Face/hand detection.")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="The skin classifier.")
+    load: LoadConfig = Field(default_factory=LoadConfig, description="Cameras sharing the CPU under load.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Per-track decision rule.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Alerts to security staff.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Persistent event queue.")

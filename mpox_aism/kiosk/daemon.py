@@ -47,6 +47,7 @@ from mpox_aism.kiosk.mqtt import MqttPublisher
 from mpox_aism.kiosk.outbox import Outbox
 from mpox_aism.kiosk.sink import EventSink
 from mpox_aism.kiosk.status import KioskStatus, MetricsFeed, kiosk_status, shadow_status
+from mpox_aism.pipeline.load import Turns
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 60.0  # expired crops are deleted at most this late (and at start-up)
@@ -69,6 +70,7 @@ class Daemon:
         self.sink: EventSink | None = None
         self.labels: LabelStore | None = None
         self.inference: InferenceService | None = None
+        self.turns_slots: int | None = None  # cameras working on a frame at once (pipeline.load.Turns), once run
         self.health: HealthReporter | None = None
         self._health_error: str | None = None
         self.http_url: str | None = None
@@ -273,9 +275,12 @@ class Daemon:
         api = self.inference.client("api")
         self._start_http(api, explainer.with_classifier(api))
         self.acks = start_acks(self)
+        turns = Turns(c.load.frames_at_once) if c.load.frames_at_once else None  # cameras on a frame at once
+        self.turns_slots = c.load.frames_at_once
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
                                                         sink=self.sink, stop=self.stop_event, shadow=self.shadow,
-                                                        nice=CAMERA_NICE if len(self.cameras) > 1 else 0).run,
+                                                        nice=CAMERA_NICE if len(self.cameras) > 1 else 0,
+                                                        turns=turns).run,
                                     name=f"camera-{name}", daemon=True) for name, cam in self.cameras.items()]
         for w in workers:
             w.start()

@@ -170,3 +170,24 @@ def test_concurrent_cameras_get_what_the_model_gives_each_alone(default_model):
                 np.testing.assert_allclose(b.unfamiliarity, a.unfamiliarity, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(explained.probabilities, direct.probabilities, atol=1e-6)
     np.testing.assert_allclose(explained.heatmap, direct.heatmap, atol=1e-6)
+
+
+def test_a_client_that_says_when_it_works_is_waited_for_only_then():
+    """A camera waiting for its turn cannot ask: the worker waits for it only inside ``working()``."""
+    clf = _Recorder()
+    clf.gate.set()
+    with InferenceService(clf, max_wait_ms=60_000) as service:
+        cam1, cam2 = service.client("cam1"), service.client("cam2")
+        crops = [np.full((SIZE, SIZE, 3), 10, np.uint8)]
+        with cam2.working():  # cam2 asked once (so the worker knows it) and ends its frame
+            cam2.classify(crops)
+        # cam2 asked a moment ago, but it says it is not working: cam1 is answered without a one-minute wait
+        assert cam1.classify(crops).probabilities.shape == (1, 8)
+        done = threading.Event()
+        with cam2.working():  # now cam2 works: cam1's request waits for its crops …
+            t = threading.Thread(target=lambda: (cam1.classify(crops), done.set()))
+            t.start()
+            assert not done.wait(0.3)
+        # … and goes as soon as cam2's frame ends without asking
+        assert done.wait(10)
+        t.join()

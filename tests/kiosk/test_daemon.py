@@ -97,3 +97,16 @@ def test_validate_config(tmp_path):
 def test_example_config_is_valid():
     out = _run("validate-config", str(REPO / "configs" / "kiosk.yaml"), timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_cameras_taking_turns_each_see_every_frame(tmp_path):
+    """``load.frames_at_once: 1``: two cameras share one turn and neither waits forever (issue 28)."""
+    folder = link_photos(tmp_path, "mpox", 3)
+    cfg = _config(tmp_path, folder, None, load={"frames_at_once": 1})
+    doc = yaml.safe_load(cfg.read_text())
+    doc["cameras"].append({**doc["cameras"][0], "name": "desk-2"})
+    cfg.write_text(yaml.safe_dump(doc))
+    proc = _run("run", "--config", str(cfg), "--summary", str(tmp_path / "summary.json"), state=tmp_path / "state")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["frames"] == 2 * 3 * 5 and s["events"] >= 2

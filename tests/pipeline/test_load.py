@@ -1,16 +1,19 @@
-"""The strides stretch under load and come back (``mpox_aism.pipeline.load``), and the pipeline obeys the scale.
+"""The strides stretch under load and come back (``mpox_aism.pipeline.load``), and the pipeline obeys the scale;
+cameras take turns.
 
 The clock is passed in: these are the rule's cases, not timings.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
+import pytest
 
 from mpox_aism.inference.classifier import Classification
-from mpox_aism.pipeline.load import WINDOW_S, StrideScale
+from mpox_aism.pipeline.load import WINDOW_S, StrideScale, Turns
 from mpox_aism.pipeline.pipeline import Pipeline, PipelineConfig
 from mpox_aism.pipeline.sources import Frame
 
@@ -79,3 +82,48 @@ def test_the_pipeline_detects_on_fewer_frames_when_stretched():
             pipe.process(Frame(image=image, index=i, timestamp=time.time(), source="test"))
         counts.append(det.calls)
     assert counts == [20, 10]
+
+
+def test_turns_let_at_most_n_work_at_once_in_arrival_order():
+    turns = Turns(2)
+    started: list[int] = []
+    most = [0]
+    lock = threading.Lock()
+    first = turns.turn()
+    first.__enter__()  # one slot taken by the test: the others queue behind the remaining one
+    release = threading.Event()
+
+    def camera(i: int) -> None:
+        with turns.turn():
+            with lock:
+                started.append(i)
+                most[0] = max(most[0], turns.busy)
+            release.wait(10)
+
+    threads = []
+    for i in range(4):  # each queues before the next starts, so arrival order is 0, 1, 2, 3
+        threads.append(threading.Thread(target=camera, args=(i,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 5
+        while turns._issued < i + 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    deadline = time.monotonic() + 5
+    while len(started) < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert started == [0]  # the second slot went to the first in line; the rest wait
+    first.__exit__(None, None, None)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert started == [0, 1, 2, 3]
+    assert most[0] <= 2 and turns.busy == 0
+
+
+def test_a_turn_is_given_back_when_its_work_fails():
+    turns = Turns(1)
+    with pytest.raises(RuntimeError), turns.turn():
+        raise RuntimeError("a frame that fails")
+    with turns.turn():  # would block forever if the failed turn had kept its slot
+        assert turns.busy == 1
+    with pytest.raises(ValueError):
+        Turns(0)

@@ -8,12 +8,16 @@ refusals (429/503) with a prebuilt JSON answer and never calls ``receive``. The 
 then discards the unread body itself and keeps the connection; a refusal that cannot bound what it would
 discard (over the limit, or chunked with no length) closes the connection instead.
 
+A refusal for a client that came back before its ``Retry-After`` is held back that long first (an
+``asyncio.sleep``: no CPU), at most ``MAX_HELD`` at once; beyond that it is sent at once (``kiosk.web.limits``).
+
 Only requests it admitted reach the app, marked with :data:`GATED` in the scope: the route then skips the
 checks it would otherwise make (the staff page's upload, which authorizes by session, still makes them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -22,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mpox_aism.kiosk.web.limits import Limiter, Refused
 
+MAX_HELD = 32  # refusals held back at once (each holds a connection); half the default http.max_connections
 GATED = "mpox_aism.gated"  # scope key: the gate checked the token and admitted this request (it releases it)
 
 CheckToken = Callable[[str | None], None]  # the Authorization header → raises HTTPException (401/503)
@@ -34,6 +39,7 @@ class HeaderGate:
                  body_limit: int, max_upload_bytes: int, on_refused: Callable[[int], None]) -> None:
         self.app, self.path, self.check_token, self.limiter = app, path, check_token, limiter
         self.body_limit, self.max_upload_bytes, self.on_refused = body_limit, max_upload_bytes, on_refused
+        self.held = 0  # refusals being held back now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -66,6 +72,12 @@ class HeaderGate:
                 lim.admit(client)
                 admitted = True
         except Refused as r:
+            if r.hold_s > 0 and self.held < MAX_HELD:
+                self.held += 1
+                try:
+                    await asyncio.sleep(r.hold_s)
+                finally:
+                    self.held -= 1
             await self._refuse(send, r.status, r.detail, {"retry-after": r.retry_after}, close=chunked)
             return
         except HTTPException as e:

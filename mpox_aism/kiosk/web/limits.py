@@ -7,6 +7,14 @@ it is ``503`` with ``Retry-After``. A client that sends ``max_failed_auth`` wron
 ``auth_window_s`` is refused (429) for ``auth_lockout_s``: a brute force of the token gets a few
 guesses a minute. Clients are told apart by their address (behind a reverse proxy, configure the
 proxy to limit instead). Everything here runs on the server's event loop, one thread.
+
+A client that comes back before the time it was given (it ignores ``Retry-After``: a buggy or hostile
+client) is refused again without a look at the buckets, and its refusal is *held* until that time
+(``Refused.hold_s``, at most ``MAX_HOLD_S``; the gate sleeps, which costs nothing): however fast it sends,
+it gets about one answer per wait it was given. Without the hold, twenty such clients were refused 460 times a
+second, and the refusals and the clients' own loops took the camera's CPU (issue 28, docs/RESULTS.md).
+A client that honours ``Retry-After`` (whole seconds, rounded up) never arrives early. Holding it for the
+whole seconds it was told instead cut the refusals by 4× more but did not help the camera (RESULTS).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from dataclasses import dataclass, field
 from mpox_aism.kiosk.config import ApiLimits
 
 MAX_CLIENTS = 4096  # remembered clients; the least recently seen are forgotten first
+MAX_HOLD_S = 5.0  # the longest an early client's refusal is held
 
 
 @dataclass
@@ -90,9 +99,11 @@ class Lockout:
 
 
 class Refused(Exception):
-    def __init__(self, status: int, detail: str, retry_after_s: float) -> None:
+    """``hold_s``: how long the answer is held back before it is sent (a client that came back too early)."""
+
+    def __init__(self, status: int, detail: str, retry_after_s: float, hold_s: float = 0.0) -> None:
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.hold_s, self.wait_s = status, detail, hold_s, retry_after_s
         self.retry_after = str(max(1, math.ceil(retry_after_s)))
 
 
@@ -103,6 +114,7 @@ class Limiter:
         self._clients: OrderedDict[str, TokenBucket] = OrderedDict()
         self.tokens = Lockout(limits.max_failed_auth, limits.auth_window_s, limits.auth_lockout_s, clock)
         self.in_flight = 0
+        self._not_before: OrderedDict[str, float] = OrderedDict()  # client → when it was told it may ask again
 
     def check_locked(self, client: str) -> None:
         wait = self.tokens.wait(client)
@@ -114,7 +126,21 @@ class Limiter:
 
     def admit(self, client: str) -> None:
         """Rate and queue checks for an authenticated request; the caller must ``release`` after."""
-        now, lim = self.clock(), self.limits
+        now = self.clock()
+        early = self._not_before.get(client, now) - now
+        if early > 0:  # told to wait, and did not: held, and never let through early
+            raise Refused(429, "asked again before Retry-After had passed", early, hold_s=min(early, MAX_HOLD_S))
+        self._not_before.pop(client, None)
+        try:
+            self._admit(client, now)
+        except Refused as r:
+            self._not_before[client] = now + r.wait_s
+            if len(self._not_before) > MAX_CLIENTS:
+                self._not_before.popitem(last=False)
+            raise
+
+    def _admit(self, client: str, now: float) -> None:
+        lim = self.limits
         bucket = self._clients.get(client)
         if bucket is None:
             bucket = self._clients[client] = TokenBucket(lim.max_rps_per_client, lim.burst)

@@ -119,6 +119,28 @@ def test_over_the_rate_is_429_before_the_body(server: Any) -> None:
     assert refused(metrics, 429) == 1
 
 
+def test_a_client_that_ignores_retry_after_has_its_next_refusal_held(server: Any) -> None:
+    """Told to wait (here 100 s), it asks again at once: the answer is held back (up to 5 s), then refused."""
+    s, metrics = server
+    with connect(s) as sock:  # admitted (the token of its burst), refused by the reader: not multipart
+        sock.sendall((f"POST /v1/diagnose HTTP/1.1\r\nHost: kiosk\r\nAuthorization: Bearer {TOKEN}\r\n"
+                      "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nno").encode())
+        assert read_answer(sock)[0] == 415
+    with connect(s) as sock:
+        headers_only(sock, token=TOKEN, length=MB)
+        status, headers, _ = read_answer(sock)  # over its rate: refused at once, told to wait
+        assert status == 429 and int(headers["retry-after"]) > 60
+    with connect(s) as sock:
+        headers_only(sock, token=TOKEN, length=MB)  # at once again
+        sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # held: nothing yet
+        sock.settimeout(60)
+        status, headers, body = read_answer(sock)
+    assert status == 429 and b"before Retry-After" in body and int(headers["retry-after"]) > 60
+    assert refused(metrics, 429) == 2
+
+
 def test_a_declared_length_over_the_limit_is_413_from_the_header_and_closes(server: Any) -> None:
     s, _ = server
     with connect(s) as sock:

@@ -43,13 +43,33 @@ def test_total_rate_over_all_clients() -> None:
 
 
 def test_a_full_queue_is_503_until_a_slot_frees() -> None:
-    lim = Limiter(ApiLimits(max_rps=100, max_rps_per_client=100, burst=100, concurrent=1, queue=1), Clock())
+    clock = Clock()
+    lim = Limiter(ApiLimits(max_rps=100, max_rps_per_client=100, burst=100, concurrent=1, queue=1), clock)
     lim.admit("a"), lim.admit("b")
     with pytest.raises(Refused) as refused:
         lim.admit("c")
     assert refused.value.status == 503 and refused.value.retry_after == "1"
     lim.release()
+    lim.admit("d")
+    lim.release()
+    clock.t += 1  # "c" was told to come back in a second
     lim.admit("c")
+
+
+def test_a_client_that_ignores_retry_after_is_held_and_never_let_through_early() -> None:
+    clock = Clock()
+    lim = Limiter(ApiLimits(max_rps=100, max_rps_per_client=2, burst=1, queue=100), clock)
+    lim.admit("a")
+    with pytest.raises(Refused) as first:
+        lim.admit("a")
+    assert first.value.hold_s == 0 and first.value.wait_s == pytest.approx(0.5)  # its token is back in 0.5 s
+    clock.t += 0.2
+    with pytest.raises(Refused, match="before Retry-After") as early:
+        lim.admit("a")  # 0.3 s early: refused without a look at the buckets, its answer held that long
+    assert early.value.hold_s == pytest.approx(0.3) and early.value.status == 429
+    lim.admit("b")  # other clients are not affected
+    clock.t += 0.3
+    lim.admit("a")  # on time: admitted
 
 
 def test_wrong_tokens_lock_the_address_out_for_a_while() -> None:
