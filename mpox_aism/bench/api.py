@@ -4,7 +4,9 @@ Starts the daemon (``mpox-aism run``) on a looping clip with a fresh API token â
 running kiosk with ``--url`` and ``$MPOX_AISM_API_TOKEN`` â€” measures the camera's frame rate idle,
 then runs ``--clients`` threads that each post real photos back to back to ``POST /v1/diagnose`` for
 ``--seconds``, and reports the status counts, p50/p99 latency of the answered (200) requests, answers
-per second, and the camera's frame rate under load (frames counted from ``/healthz``). Clients wait
+per second, and the camera's frame rate under load (frames counted from ``/healthz``) against its idle rate
+(the mean of an idle window before the load and one after it, so that the machine's drift shows), with the
+CPU the daemon process and the clients (this process and its ``curl`` children) used in each window. Clients wait
 ``Retry-After`` when refused, as a well-behaved client does; ``--ignore-retry-after`` makes them
 hammer instead (a misbehaving or hostile client); ``--curl`` makes each client a loop of plain ``curl``
 processes, as a shell script would (never honouring ``Retry-After``). A benchmark, not a test: it asserts
@@ -26,7 +28,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +72,42 @@ def _frames(url: str) -> int:
     return sum(int(c.get("frames", 0)) for c in _get(f"{url}/healthz").get("cameras", {}).values())
 
 
-def _fps(url: str, seconds: float) -> float:
-    f0, t0 = _frames(url), time.monotonic()
+def _proc_cpu_s(pid: int | None) -> float | None:
+    """A process's user+system CPU seconds so far (Linux ``/proc``); None without one."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+def _own_cpu_s() -> float:
+    """This process's CPU (the client threads) and its reaped children's (the curl processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@dataclass
+class Window:
+    """The camera's frames and the CPU spent in one window: the daemon's, and the clients' (this process)."""
+
+    seconds: float
+    fps: float
+    daemon_cpu_percent: float | None
+    clients_cpu_percent: float
+
+
+def _window(url: str, pid: int | None, seconds: float, during: Callable[[], None] = lambda: None) -> Window:
+    f0, c0, o0, t0 = _frames(url), _proc_cpu_s(pid), _own_cpu_s(), time.monotonic()
+    during()
     time.sleep(seconds)
-    return (_frames(url) - f0) / (time.monotonic() - t0)
+    f1, c1, o1, t1 = _frames(url), _proc_cpu_s(pid), _own_cpu_s(), time.monotonic()
+    wall = t1 - t0
+    return Window(round(wall, 2), round((f1 - f0) / wall, 2),
+                  round(100 * (c1 - c0) / wall, 1) if c0 is not None and c1 is not None else None,
+                  round(100 * (o1 - o0) / wall, 1))
 
 
 def _client(url: str, token: str, photos: list[tuple[str, bytes]], stop: threading.Event,
@@ -163,7 +198,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"bench api: daemon at {url}, log {log_path}", flush=True)
     try:
         time.sleep(5 if proc else 0)  # the camera's first frames and the detector's warm-up
-        idle = _fps(url, args.idle_seconds)
+        pid = proc.pid if proc is not None else None
+        before = _window(url, pid, args.idle_seconds)
         stop, out = threading.Event(), []
         polite = not args.ignore_retry_after
         if args.curl:
@@ -173,19 +209,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             threads = [threading.Thread(target=_client, args=(url, token, photos, stop, out, k, polite,
                                                               args.clients_nice), daemon=True)
                        for k in range(args.clients)]
-        f0, t0 = _frames(url), time.monotonic()
-        for t in threads:
-            t.start()
-        time.sleep(args.seconds)
-        loaded = (_frames(url) - f0) / (time.monotonic() - t0)
+        loaded = _window(url, pid, args.seconds, during=lambda: [t.start() for t in threads])
         stop.set()
         for t in threads:
             t.join(70)
+        after = _window(url, pid, args.idle_seconds)  # idle again: the machine's drift shows in before/after
         limits = _get(f"{url}/healthz")
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
+    idle = (before.fps + after.fps) / 2  # the mean of the idle windows either side of the load
     answered = np.array([ms for s, ms in out if s == 200]) if out else np.zeros(0)
     result = {
         "benchmark": "api", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -200,8 +234,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "answers_per_s": round(answered.size / args.seconds, 2),
         "refused_p50_ms": round(float(np.median([ms for s, ms in out if s in (429, 503)])), 1)
         if any(s in (429, 503) for s, _ in out) else None,
-        "camera_fps_idle": round(idle, 2), "camera_fps_loaded": round(loaded, 2),
-        "camera_fps_ratio": round(loaded / idle, 3) if idle else None,
+        "camera_fps_idle": round(idle, 2), "camera_fps_loaded": loaded.fps,
+        "camera_fps_ratio": round(loaded.fps / idle, 3) if idle else None,
+        "windows": {"idle_before": asdict(before), "loaded": asdict(loaded), "idle_after": asdict(after)},
         "model_version": limits.get("model_version"),
     }
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1), flush=True)

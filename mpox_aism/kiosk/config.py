@@ -129,7 +129,9 @@ class ApiLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_rps: float = Field(4.0, gt=0, description="Diagnoses per second, all clients together.")
+    max_rps: float = Field(4.0, gt=0, description="Diagnoses per second, all clients together: the API's CPU "
+                           "budget (an explained diagnosis costs ~80 ms of CPU on a 2-core box, so 4/s is ~16 % "
+                           "of it, taken from the cameras; docs/RESULTS.md).")
     max_rps_per_client: float = Field(2.0, gt=0, description="Diagnoses per second from one client address.")
     burst: int = Field(2, ge=1, description="Requests one client may send at once above its rate (all clients "
                                             "together: a second's worth, at least this).")
