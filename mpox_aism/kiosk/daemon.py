@@ -275,7 +275,8 @@ class Daemon:
         api = self.inference.client("api")
         self._start_http(api, explainer.with_classifier(api))
         self.acks = start_acks(self)
-        turns = Turns(c.load.frames_at_once) if c.load.frames_at_once else None  # cameras on a frame at once
+        turns = (Turns(c.load.frames_at_once, on_wait=self.metrics.turn_wait_seconds.observe)
+                 if c.load.frames_at_once else None)  # cameras working on a frame at once
         self.turns_slots = c.load.frames_at_once
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
                                                         sink=self.sink, stop=self.stop_event, shadow=self.shadow,

@@ -58,6 +58,9 @@ class KioskMetrics:
         self.inference_queue_seconds = Histogram("mpox_aism_inference_queue_seconds", "How long a batch's oldest "
                                                  "request waited for the inference worker.",
                                                  buckets=INFERENCE_BUCKETS, registry=r)
+        self.turn_wait_seconds = Histogram("mpox_aism_turn_wait_seconds", "How long a camera waited for its turn "
+                                           "at the CPU before its next frame (load.frames_at_once; empty when off).",
+                                           buckets=INFERENCE_BUCKETS, registry=r)
         self.inference_failures = Counter("mpox_aism_inference_failures_total", "Inference requests answered "
                                           "with an error (their frame is dropped and counted).", registry=r)
         self.detections = Counter("mpox_aism_detections_total", "Skin regions detected, by kind (face, hand…).",

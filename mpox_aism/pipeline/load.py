@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 WINDOW_S = 3.0  # long enough for a step's effect on the rate to show
@@ -77,10 +78,11 @@ class Turns:
     twice (fairness).
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, on_wait: Callable[[float], None] | None = None) -> None:
+        """``on_wait``: told how long each turn was waited for, in seconds (metrics); must be quick."""
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        self.slots = slots
+        self.slots, self.on_wait = slots, on_wait
         self._cond = threading.Condition()
         self._issued = 0  # tickets handed out
         self._admitted = 0  # tickets that have had their turn (in ticket order)
@@ -89,6 +91,7 @@ class Turns:
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
         """Hold one slot for the block; blocks until it is this caller's turn."""
+        t0 = time.perf_counter()
         with self._cond:
             ticket = self._issued
             self._issued += 1
@@ -96,6 +99,8 @@ class Turns:
             self._admitted += 1
             self._busy += 1
             self._cond.notify_all()  # the next ticket may go too, if a slot is free
+        if self.on_wait is not None:
+            self.on_wait(time.perf_counter() - t0)
         try:
             yield
         finally:

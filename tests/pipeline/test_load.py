@@ -120,10 +120,12 @@ def test_turns_let_at_most_n_work_at_once_in_arrival_order():
 
 
 def test_a_turn_is_given_back_when_its_work_fails():
-    turns = Turns(1)
+    waits: list[float] = []
+    turns = Turns(1, on_wait=waits.append)
     with pytest.raises(RuntimeError), turns.turn():
         raise RuntimeError("a frame that fails")
     with turns.turn():  # would block forever if the failed turn had kept its slot
         assert turns.busy == 1
+    assert len(waits) == 2 and all(w >= 0 for w in waits)  # each turn's wait is told (metrics)
     with pytest.raises(ValueError):
         Turns(0)
