@@ -162,6 +162,7 @@ class CameraWorker:
                             cam.source, cam.counts = source.stats(), pipe.counts()
                             cam.summary = pipe.stats.summary()
                 finally:
+                    frames.close()  # give back this camera's turn before its last decisions are emitted
                     for decision in pipe.finish():
                         self._emit(decision, guard)
                 cam.source = source.stats()
@@ -182,13 +183,17 @@ class CameraWorker:
         """
         it = iter(source)
         working = getattr(self.classifier, "working", None)  # the shared worker waits for its crops only then
-        while True:
+        while not self.stop.is_set():
             frame = next(it, None) if live else None
             if live and frame is None:
                 return
             with contextlib.ExitStack() as turn:
                 if self.turns is not None:
                     turn.enter_context(self.turns.turn())
+                    if self.stop.is_set():  # stopped while waiting: the turn goes to the next camera at once
+                        return
+                    if isinstance(source, LiveSource):  # frames that arrived while it waited: the newest
+                        frame = source.newest(frame)  # type: ignore[arg-type]
                 if working is not None:
                     turn.enter_context(working())
                 if not live:

@@ -137,6 +137,9 @@ class ApiLimits(BaseModel):
                                             "together: a second's worth, at least this).")
     concurrent: int = Field(2, ge=1, description="Photos decoded and classified at once.")
     queue: int = Field(4, ge=0, description="Requests that may wait for a free slot; beyond it 503.")
+    max_held: int = Field(32, ge=0, description="Refusals of clients that came back before their Retry-After, held "
+                          "back at once (each keeps its connection for up to 5 s; at most 2 per client). Keep it "
+                          "under http.max_connections, so the staff pages and /healthz always get through.")
     max_failed_auth: int = Field(5, ge=1, description="Wrong tokens from one client within auth_window_s "
                                                       "before it is locked out.")
     auth_window_s: float = Field(60.0, gt=0, description="Window for counting wrong tokens.")
@@ -193,6 +196,13 @@ class HttpConfig(_Model):
                               "wrong-token lock-out (the camera keeps its CPU).")
     photo_checks: PhotoChecks = Field(default_factory=PhotoChecks, description="What an uploaded photo must show "
                                       "(light, detail, skin) before the model's answer counts.")
+
+    @model_validator(mode="after")
+    def _held_under_connections(self) -> HttpConfig:
+        if self.limits.max_held >= self.max_connections:
+            raise ValueError(f"limits.max_held ({self.limits.max_held}) must be under max_connections "
+                             f"({self.max_connections}): held refusals would take every connection")
+        return self
 
 
 class PrivacyConfig(_Model):

@@ -99,9 +99,10 @@ class Turns:
             self._admitted += 1
             self._busy += 1
             self._cond.notify_all()  # the next ticket may go too, if a slot is free
-        if self.on_wait is not None:
-            self.on_wait(time.perf_counter() - t0)
         try:
+            if self.on_wait is not None:
+                with contextlib.suppress(Exception):  # metrics must never keep a slot
+                    self.on_wait(time.perf_counter() - t0)
             yield
         finally:
             with self._cond:

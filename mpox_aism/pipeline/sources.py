@@ -383,6 +383,16 @@ class _LatestFrames:
             self._cond.wait_for(lambda: self._items or self._closed, timeout)
             return self._items.popleft() if self._items else None
 
+    def newest(self) -> Frame | None:
+        """Take every queued frame and return the newest (None when empty); the older ones count as dropped."""
+        with self._cond:
+            if not self._items:
+                return None
+            self.dropped += len(self._items) - 1
+            newest = self._items[-1]
+            self._items.clear()
+            return newest
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -579,6 +589,15 @@ class LiveSource(Source):
         if frame is None:
             raise StopIteration
         return frame
+
+    def newest(self, frame: Frame) -> Frame:
+        """A newer frame than ``frame`` if one has arrived since (the frames in between count as dropped), else
+        ``frame`` — for a consumer that waited before working on it (``pipeline.load.Turns``)."""
+        newer = self._queue.newest()
+        if newer is None:
+            return frame
+        self._queue.dropped += 1  # ``frame`` itself is not worked on either
+        return newer
 
     def stats(self) -> SourceStats:
         """Counters for health checks; `connected` is False while the newest frame is older than

@@ -129,3 +129,25 @@ def test_a_turn_is_given_back_when_its_work_fails():
     assert len(waits) == 2 and all(w >= 0 for w in waits)  # each turn's wait is told (metrics)
     with pytest.raises(ValueError):
         Turns(0)
+
+
+def test_a_failing_wait_callback_does_not_keep_the_slot():
+    def broken(seconds: float) -> None:
+        raise RuntimeError("a metrics bug")
+
+    turns = Turns(1, on_wait=broken)
+    for _ in range(2):  # the second would block forever if the first had kept the slot
+        with turns.turn():
+            pass
+    assert turns.busy == 0
+
+
+def test_two_live_cameras_taking_one_turn_both_work_and_stop(rtsp_server):
+    """The daemon's own workers on two RTSP cameras that share one turn (``load.frames_at_once: 1``): each takes
+    the newest frame once its turn comes (the ones it skipped count as dropped), and both stop when asked."""
+    from mpox_aism.bench.streams import run_streams
+
+    r = run_streams(rtsp_server.url, 2, 4.0, frames_at_once=1)
+    assert r["frames_at_once"] == 1 and len(r["fps"]) == 2
+    assert all(f > 0 for f in r["fps"]) and all(n > 0 for n in r["frames"]), r
+    assert r["errors"] == [0, 0] and r["inference"]["failed"] == 0

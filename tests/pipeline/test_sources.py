@@ -244,6 +244,14 @@ def test_latest_frames_queue_drops_oldest():
     assert q.get(None) is None  # closed and empty: no blocking
 
 
+def test_a_consumer_that_waited_takes_the_newest_frame_and_the_rest_count_as_dropped():
+    q = _LatestFrames(3)
+    assert q.newest() is None
+    for i in range(3):
+        q.put(Frame(np.zeros((1, 1, 3), np.uint8), i, 0.0, "t"))
+    assert q.newest().index == 2 and q.dropped == 2 and len(q) == 0
+
+
 def test_missing_v4l2_device_keeps_retrying_without_raising(caplog):
     caplog.set_level(logging.ERROR, logger="mpox_aism.pipeline.sources")
     src = LiveSource(99, reconnect_initial=0.05, reconnect_max=0.2)

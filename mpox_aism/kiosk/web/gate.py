@@ -9,7 +9,8 @@ then discards the unread body itself and keeps the connection; a refusal that ca
 discard (over the limit, or chunked with no length) closes the connection instead.
 
 A refusal for a client that came back before its ``Retry-After`` is held back that long first (an
-``asyncio.sleep``: no CPU), at most ``MAX_HELD`` at once; beyond that it is sent at once (``kiosk.web.limits``).
+``asyncio.sleep``: no CPU), at most ``http.limits.max_held`` at once and ``MAX_HELD_PER_CLIENT`` per client;
+beyond that it is sent at once (``kiosk.web.limits``), so held refusals never take every connection.
 
 Only requests it admitted reach the app, marked with :data:`GATED` in the scope: the route then skips the
 checks it would otherwise make (the staff page's upload, which authorizes by session, still makes them).
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mpox_aism.kiosk.web.limits import Limiter, Refused
 
-MAX_HELD = 32  # refusals held back at once (each holds a connection); half the default http.max_connections
+MAX_HELD_PER_CLIENT = 2  # one address cannot take the held places from the others
 GATED = "mpox_aism.gated"  # scope key: the gate checked the token and admitted this request (it releases it)
 
 CheckToken = Callable[[str | None], None]  # the Authorization header → raises HTTPException (401/503)
@@ -39,7 +40,7 @@ class HeaderGate:
                  body_limit: int, max_upload_bytes: int, on_refused: Callable[[int], None]) -> None:
         self.app, self.path, self.check_token, self.limiter = app, path, check_token, limiter
         self.body_limit, self.max_upload_bytes, self.on_refused = body_limit, max_upload_bytes, on_refused
-        self.held = 0  # refusals being held back now
+        self.held: dict[str, int] = {}  # client → refusals being held back now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -72,12 +73,14 @@ class HeaderGate:
                 lim.admit(client)
                 admitted = True
         except Refused as r:
-            if r.hold_s > 0 and self.held < MAX_HELD:
-                self.held += 1
+            if r.hold_s > 0 and self._may_hold(client):
+                self.held[client] = self.held.get(client, 0) + 1
                 try:
                     await asyncio.sleep(r.hold_s)
                 finally:
-                    self.held -= 1
+                    self.held[client] -= 1
+                    if not self.held[client]:
+                        del self.held[client]
             await self._refuse(send, r.status, r.detail, {"retry-after": r.retry_after}, close=chunked)
             return
         except HTTPException as e:
@@ -91,6 +94,10 @@ class HeaderGate:
         finally:
             if admitted:
                 lim.release()  # type: ignore[union-attr]
+
+    def _may_hold(self, client: str) -> bool:
+        limit = self.limiter.limits.max_held if self.limiter is not None else 0
+        return sum(self.held.values()) < limit and self.held.get(client, 0) < MAX_HELD_PER_CLIENT
 
     async def _refuse(self, send: Send, status: int, detail: str, headers: dict[str, str], *, close: bool) -> None:
         body = json.dumps({"detail": detail}).encode()

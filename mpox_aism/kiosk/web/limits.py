@@ -10,7 +10,8 @@ proxy to limit instead). Everything here runs on the server's event loop, one th
 
 A client that comes back before the time it was given (it ignores ``Retry-After``: a buggy or hostile
 client) is refused again without a look at the buckets, and its refusal is *held* until that time
-(``Refused.hold_s``, at most ``MAX_HOLD_S``; the gate sleeps, which costs nothing): however fast it sends,
+(``Refused.hold_s``, at most ``MAX_HOLD_S``; the gate sleeps, which costs nothing, within
+``max_held``): however fast it sends,
 it gets about one answer per wait it was given. Without the hold, twenty such clients were refused 460 times a
 second, and the refusals and the clients' own loops took the camera's CPU (issue 28, docs/RESULTS.md).
 A client that honours ``Retry-After`` (whole seconds, rounded up) never arrives early. Holding it for the
@@ -129,7 +130,8 @@ class Limiter:
         now = self.clock()
         early = self._not_before.get(client, now) - now
         if early > 0:  # told to wait, and did not: held, and never let through early
-            raise Refused(429, "asked again before Retry-After had passed", early, hold_s=min(early, MAX_HOLD_S))
+            hold = min(early, MAX_HOLD_S)  # its Retry-After: what is left of the wait once the answer goes out
+            raise Refused(429, "asked again before Retry-After had passed", early - hold, hold_s=hold)
         self._not_before.pop(client, None)
         try:
             self._admit(client, now)

@@ -10,7 +10,7 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install httpx")
 
 from mpox_aism.kiosk.config import ApiLimits  # noqa: E402
-from mpox_aism.kiosk.web.limits import Limiter, Refused  # noqa: E402
+from mpox_aism.kiosk.web.limits import MAX_HOLD_S, Limiter, Refused  # noqa: E402
 
 
 class Clock:
@@ -67,6 +67,7 @@ def test_a_client_that_ignores_retry_after_is_held_and_never_let_through_early()
     with pytest.raises(Refused, match="before Retry-After") as early:
         lim.admit("a")  # 0.3 s early: refused without a look at the buckets, its answer held that long
     assert early.value.hold_s == pytest.approx(0.3) and early.value.status == 429
+    assert early.value.wait_s == pytest.approx(0)  # its Retry-After: what is left once the held answer goes
     lim.admit("b")  # other clients are not affected
     clock.t += 0.3
     lim.admit("a")  # on time: admitted
@@ -142,3 +143,25 @@ def test_openapi_declares_the_shedding_answers(limited: httpx.Client) -> None:
     responses = limited.get("/openapi.json").json()["paths"]["/v1/diagnose"]["post"]["responses"]
     for status in ("429", "503"):
         assert "Retry-After" in responses[status]["headers"], status
+
+
+def test_a_long_wait_is_held_at_most_max_hold_and_says_what_is_left() -> None:
+    clock = Clock()
+    lim = Limiter(ApiLimits(max_rps=100, max_rps_per_client=0.01, burst=1, queue=100), clock)
+    lim.admit("a")
+    with pytest.raises(Refused):
+        lim.admit("a")  # told: 100 s
+    with pytest.raises(Refused) as early:
+        lim.admit("a")
+    assert early.value.hold_s == pytest.approx(MAX_HOLD_S)
+    assert early.value.retry_after == str(100 - int(MAX_HOLD_S))
+
+
+def test_held_refusals_stay_under_the_connection_bound() -> None:
+    from pydantic import ValidationError
+
+    from mpox_aism.kiosk.config import HttpConfig
+
+    HttpConfig(max_connections=64, limits={"max_held": 32})
+    with pytest.raises(ValidationError, match="max_held"):
+        HttpConfig(max_connections=8, limits={"max_held": 32})
