@@ -144,7 +144,7 @@ def run_streams(source: str, streams: int, seconds: float, *, frames_at_once: in
     cpu = sum(getattr(window["cpu1"], k) - getattr(window["cpu0"], k) for k in ("user", "system"))
     cams = daemon.cameras
     return {
-        "streams": streams, "seconds": round(wall, 2), "frames_at_once": daemon.turns_slots,
+        "streams": streams, "seconds": round(wall, 2), "frames_at_once": daemon.config.load.frames_at_once,
         "fps": [round((window["frames1"][n] - window["frames0"][n]) / wall, 2) for n in cams],
         "latency_p50_ms": [c.summary.get("latency_ms", {}).get("p50") for c in cams.values()],
         "latency_p99_ms": [c.summary.get("latency_ms", {}).get("p99") for c in cams.values()],

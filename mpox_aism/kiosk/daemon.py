@@ -70,7 +70,6 @@ class Daemon:
         self.sink: EventSink | None = None
         self.labels: LabelStore | None = None
         self.inference: InferenceService | None = None
-        self.turns_slots: int | None = None  # cameras working on a frame at once (pipeline.load.Turns), once run
         self.health: HealthReporter | None = None
         self._health_error: str | None = None
         self.http_url: str | None = None
@@ -277,7 +276,6 @@ class Daemon:
         self.acks = start_acks(self)
         turns = (Turns(c.load.frames_at_once, on_wait=self.metrics.turn_wait_seconds.observe)
                  if c.load.frames_at_once else None)  # cameras working on a frame at once
-        self.turns_slots = c.load.frames_at_once
         workers = [threading.Thread(target=CameraWorker(cam, c, classifier=self.inference.client(f"camera:{name}"),
                                                         sink=self.sink, stop=self.stop_event, shadow=self.shadow,
                                                         nice=CAMERA_NICE if len(self.cameras) > 1 else 0,

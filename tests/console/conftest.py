@@ -175,18 +175,34 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield driver
 
 
+def api_login(url: str, name: str, timeout: float = 60.0) -> tuple[Any, str]:
+    """An httpx client logged in as ``name`` (password ``PASSWORD``) on a staff page, and its CSRF token."""
+    import httpx
+
+    from mpox_aism.kiosk.web.auth import CSRF_HEADER
+
+    c = httpx.Client(base_url=url, timeout=timeout)
+    token = c.get("/api/login").json()["csrf"]
+    r = c.post("/api/login", json={"name": name, "password": PASSWORD}, headers={CSRF_HEADER: token})
+    assert r.status_code == 200, r.text
+    return c, r.json()["csrf"]
+
+
+def post_review(url: str, user: str, event_id: str, action: str) -> dict[str, Any]:
+    """``user`` acknowledges or reviews ``event_id`` on the staff page at ``url``; the event as it is then."""
+    from mpox_aism.kiosk.web.auth import CSRF_HEADER
+
+    c, csrf = api_login(url, user)
+    r = c.post(f"/api/events/{event_id}/review", json={"action": action, "note": ""}, headers={CSRF_HEADER: csrf})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def browser_login(browser: Any, url: str, name: str, timeout: float = 30.0) -> None:
     """Log ``name`` (password ``PASSWORD``) in on the page at ``url`` through its login form."""
-    from selenium.webdriver.common.by import By
+    from tests.kiosk.web.chromium import browser_login as log_in
 
-    from tests.kiosk.web.chromium import wait
-
-    browser.delete_all_cookies()
-    browser.get(url + "/login")
-    browser.find_element(By.ID, "name").send_keys(name)
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.ID, "login").click()
-    wait(browser, timeout, f"{name} logged in", lambda d: d.current_url.rstrip("/") == url.rstrip("/"))
+    log_in(browser, url, name, PASSWORD, timeout)
 
 
 @dataclass(frozen=True)

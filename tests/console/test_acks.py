@@ -34,7 +34,8 @@ from mpox_aism.kiosk.outbox import Outbox  # noqa: E402
 from mpox_aism.kiosk.web.auth import CSRF_HEADER  # noqa: E402
 from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
 from mpox_aism.kiosk.web.staff import add_staff_routes  # noqa: E402
-from tests.console.conftest import PASSWORD, ROOT, browser_login, console_service  # noqa: E402
+from tests.console.conftest import PASSWORD, ROOT, browser_login, console_service, post_review  # noqa: E402
+from tests.console.conftest import api_login as login  # noqa: E402
 from tests.kiosk.conftest import MOSQUITTO, Broker, wait_until  # noqa: E402
 from tests.kiosk.web.test_auth import FAST  # noqa: E402
 
@@ -70,14 +71,6 @@ class Site:
     console_store: Path
     console_actions: ReviewStore
     console_accounts: Path
-
-
-def login(url: str, name: str) -> tuple[Any, str]:
-    c = httpx.Client(base_url=url, timeout=60)
-    token = c.get("/api/login").json()["csrf"]
-    r = c.post("/api/login", json={"name": name, "password": PASSWORD}, headers={CSRF_HEADER: token})
-    assert r.status_code == 200, r.text
-    return c, r.json()["csrf"]
 
 
 def make_kiosk(root: Path, broker: Broker, st: str) -> Kiosk:
@@ -127,13 +120,6 @@ def console_events(site: Site, **params: str) -> list[dict[str, Any]]:
 def review_on(url: str, user: str, event_id: str) -> dict[str, Any]:
     c, _ = login(url, user)
     return next(e for e in c.get("/api/events").json() if e["event_id"] == event_id)
-
-
-def post_review(url: str, user: str, event_id: str, action: str) -> dict[str, Any]:
-    c, csrf = login(url, user)
-    r = c.post(f"/api/events/{event_id}/review", json={"action": action, "note": ""}, headers={CSRF_HEADER: csrf})
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def stored(site: Site) -> set[str]:

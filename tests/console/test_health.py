@@ -18,7 +18,6 @@ from mpox_aism.console.store import NOTICE_SHOWN_S, ConsoleStore, Incoming, Outc
 from mpox_aism.console.web import station_banners
 from mpox_aism.kiosk.config import HealthConfig
 from mpox_aism.kiosk.health import (
-    CameraSample,
     HealthEvent,
     HealthMonitor,
     HealthReporter,
@@ -28,32 +27,17 @@ from mpox_aism.kiosk.health import (
 )
 from mpox_aism.kiosk.status import KioskStatus, MqttStatus, OutboxStatus
 from tests.console.conftest import ROOT
+from tests.kiosk.conftest import HealthClocks as Clock
+from tests.kiosk.conftest import camera_sample as cam
+from tests.kiosk.conftest import health_monitor
 
 ST = "gate-7"
 HEALTH = f"{ROOT}/{ST}/health"
 ACTIVE = f"{ROOT}/{ST}/health/active"
 
 
-class Clock:
-    """The kiosk's two clocks, moved by hand: monotonic for the rules, wall for the messages' times."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def mono(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1.75e9 + self.t
-
-
 def monitor(clock: Clock, *, run_id: str = "r1", last: ModelVersions | None = None) -> HealthMonitor:
-    return HealthMonitor(HealthConfig(camera_stall_s=5), station_id=ST, run_id=run_id, last_models=last,
-                         clock=clock.mono, wall=clock.wall)
-
-
-def cam(frames: int, name: str = "desk") -> CameraSample:
-    return CameraSample(name, frames, False, True, None)
+    return health_monitor(clock, last, run_id=run_id, camera_stall_s=5)
 
 
 def stall_and_clear(clock: Clock, m: HealthMonitor, name: str = "desk") -> tuple[HealthEvent, HealthEvent]:

@@ -27,9 +27,9 @@ httpx = pytest.importorskip("httpx", reason="httpx not installed: pip install ht
 
 from mpox_aism.contracts.sample import builtin_sample_dir  # noqa: E402
 from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
-from mpox_aism.kiosk.web.auth import CSRF_HEADER  # noqa: E402
 from tests.conftest import REPO, default_model_or_skip  # noqa: E402
-from tests.console.conftest import PASSWORD, browser, browser_login, console_service  # noqa: E402, F401 - browser: a fixture
+from tests.console.conftest import PASSWORD, browser, browser_login, console_service, post_review  # noqa: E402, F401 - browser: a fixture
+from tests.console.conftest import api_login as login  # noqa: E402
 from tests.kiosk.conftest import MOSQUITTO, Broker, free_port, wait_until  # noqa: E402
 from tests.kiosk.web.test_auth import FAST  # noqa: E402
 
@@ -67,27 +67,12 @@ def start_kiosk(root: Path, broker: Broker, station: str) -> KioskDaemon:
     return KioskDaemon(station, f"http://127.0.0.1:{port}", proc, log)
 
 
-def login(url: str, user: str) -> tuple[Any, str]:
-    c = httpx.Client(base_url=url, timeout=30)
-    token = c.get("/api/login").json()["csrf"]
-    r = c.post("/api/login", json={"name": user, "password": PASSWORD}, headers={CSRF_HEADER: token})
-    assert r.status_code == 200, r.text
-    return c, r.json()["csrf"]
-
-
 def events(url: str, user: str) -> list[dict[str, Any]]:
     try:
         c, _ = login(url, user)
         return c.get("/api/events").json()
     except (httpx.HTTPError, KeyError, ValueError):
         return []  # the page is not up yet
-
-
-def review(url: str, user: str, event_id: str, action: str) -> dict[str, Any]:
-    c, csrf = login(url, user)
-    r = c.post(f"/api/events/{event_id}/review", json={"action": action, "note": ""}, headers={CSRF_HEADER: csrf})
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 @pytest.fixture
@@ -136,13 +121,13 @@ def test_three_kiosk_daemons_one_console(fleet: tuple[dict[str, KioskDaemon], An
 
     # the console acknowledges a gate-1 event: it reaches gate-1's own page
     ev1 = next(e["event_id"] for e in events(console.url, "dr.console") if e["station_id"] == "gate-1")
-    acted = review(console.url, "dr.console", ev1, "acknowledged")
+    acted = post_review(console.url, "dr.console", ev1, "acknowledged")
     wait_until(lambda: any(e["event_id"] == ev1 and (e.get("review") or {}).get("action_id") == acted["action_id"]
                            for e in events(kiosks["gate-1"].url, "nurse.gate-1")), 60,
                what="the console's acknowledgement on gate-1's page")
 
     # a nurse reviews a gate-2 event on the kiosk: it reaches the console
     ev2 = next(e["event_id"] for e in events(kiosks["gate-2"].url, "nurse.gate-2"))
-    done = review(kiosks["gate-2"].url, "nurse.gate-2", ev2, "reviewed")
+    done = post_review(kiosks["gate-2"].url, "nurse.gate-2", ev2, "reviewed")
     wait_until(lambda: any(e["event_id"] == ev2 and (e.get("review") or {}).get("action_id") == done["action_id"]
                            for e in events(console.url, "dr.console")), 60, what="gate-2's review at the console")

@@ -251,3 +251,33 @@ def collectors() -> Iterator[Callable[..., Collector]]:
     yield make
     for c in made:
         c.close()
+
+
+class HealthClocks:
+    """The kiosk's two clocks for ``kiosk.health``, moved by hand: monotonic for the rules, wall for the times."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def mono(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return 1.75e9 + self.t
+
+
+def health_monitor(clock: HealthClocks, last: Any = None, *, run_id: str = "r1", **cfg: float) -> Any:
+    """A ``HealthMonitor`` of station gate-7 on ``clock`` (``last``: the model versions recorded before)."""
+    from mpox_aism.kiosk.config import HealthConfig
+    from mpox_aism.kiosk.health import HealthMonitor
+
+    return HealthMonitor(HealthConfig(**cfg), station_id="gate-7", run_id=run_id, last_models=last,
+                         clock=clock.mono, wall=clock.wall)
+
+
+def camera_sample(frames: int, name: str = "desk", *, done: bool = False, live: bool = True,
+                  error: str | None = None) -> Any:
+    """What the health monitor samples of one camera."""
+    from mpox_aism.kiosk.health import CameraSample
+
+    return CameraSample(name, frames, done, live, error)

@@ -16,9 +16,7 @@ import yaml
 
 from mpox_aism.kiosk.config import HealthConfig, KioskConfig
 from mpox_aism.kiosk.health import (
-    CameraSample,
     HealthEvent,
-    HealthMonitor,
     HealthReporter,
     HealthSnapshot,
     ModelVersions,
@@ -31,32 +29,15 @@ from mpox_aism.kiosk.health import (
 from mpox_aism.kiosk.metrics import KioskMetrics
 from mpox_aism.kiosk.outbox import Outbox
 from tests.conftest import REPO
+from tests.kiosk.conftest import HealthClocks as Clock
+from tests.kiosk.conftest import camera_sample as _cam
 from tests.kiosk.conftest import free_port, wait_until
+from tests.kiosk.conftest import health_monitor as _monitor
 
 SCHEMA = json.loads((REPO / "docs" / "schema" / "health-v1.json").read_text())
 EVENT = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 ACTIVE = jsonschema.Draft202012Validator({"$ref": "#/$defs/active", "$defs": SCHEMA["$defs"]},
                                          format_checker=jsonschema.FormatChecker())
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def mono(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1.75e9 + self.t
-
-
-def _monitor(clock: Clock, last: ModelVersions | None = None, **cfg: float) -> HealthMonitor:
-    return HealthMonitor(HealthConfig(**cfg), station_id="gate-7", run_id="r1", last_models=last,
-                         clock=clock.mono, wall=clock.wall)
-
-
-def _cam(frames: int, *, done: bool = False, live: bool = True, error: str | None = None) -> CameraSample:
-    return CameraSample("desk", frames, done, live, error)
 
 
 def _valid(events: list[HealthEvent]) -> list[HealthEvent]:

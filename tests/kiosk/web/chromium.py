@@ -58,3 +58,15 @@ def wait(driver: WebDriver, timeout: float, what: str, pred: Any) -> Any:
 
     waiter = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
     return waiter.until(pred, message=f"waiting for {what}")
+
+
+def browser_login(driver: WebDriver, url: str, name: str, password: str, timeout: float = 20.0) -> None:
+    """Log ``name`` in on the staff page at ``url`` through its login form (the kiosk's and the console's)."""
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(url + "/login")
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login").click()
+    wait(driver, timeout, f"{name} logged in", lambda d: d.current_url.rstrip("/") == url.rstrip("/"))

@@ -23,7 +23,7 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from mpox_aism.kiosk.accounts import Accounts  # noqa: E402
 from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
 from mpox_aism.kiosk.web.staff import add_staff_routes  # noqa: E402
-from tests.kiosk.web.chromium import headless_chromium, wait  # noqa: E402
+from tests.kiosk.web.chromium import browser_login, headless_chromium, wait  # noqa: E402
 from tests.kiosk.web.test_auth import FAST, PASSWORDS, login  # noqa: E402
 
 WAIT_S = 20.0  # generous: the machine is shared
@@ -52,15 +52,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-
-
-def browser_login(browser: WebDriver, url: str, name: str, password: str) -> None:
-    browser.delete_all_cookies()
-    browser.get(url + "/login")
-    browser.find_element(By.ID, "name").send_keys(name)
-    browser.find_element(By.ID, "password").send_keys(password)
-    browser.find_element(By.ID, "login").click()
-    wait(browser, WAIT_S, f"{name} logged in", lambda d: d.current_url.rstrip("/") == url.rstrip("/"))
 
 
 def fill_password_form(browser: WebDriver, current: str, new: str) -> None:

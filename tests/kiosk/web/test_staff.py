@@ -32,6 +32,7 @@ from mpox_aism.kiosk.web.reference import ReferenceLibrary  # noqa: E402
 from mpox_aism.kiosk.web.server import ServerThread  # noqa: E402
 from mpox_aism.kiosk.web.staff import ReviewStore, add_staff_routes  # noqa: E402
 from tests.conftest import SKIN8, default_model_or_skip, link_photos, need_skin8  # noqa: E402
+from tests.kiosk.web.chromium import browser_login as log_in  # noqa: E402
 from tests.kiosk.web.chromium import headless_chromium, wait  # noqa: E402
 from tests.kiosk.web.test_auth import FAST, login  # noqa: E402
 
@@ -119,12 +120,7 @@ def client(kiosk: Kiosk) -> Iterator[httpx.Client]:
 
 
 def browser_login(browser: WebDriver, url: str, name: str) -> None:
-    browser.delete_all_cookies()
-    browser.get(url + "/login")
-    browser.find_element(By.ID, "name").send_keys(name)
-    browser.find_element(By.ID, "password").send_keys(STAFF[name][0])
-    browser.find_element(By.ID, "login").click()
-    wait(browser, WAIT_S, f"{name} logged in", lambda d: d.current_url.rstrip("/") == url.rstrip("/"))
+    log_in(browser, url, name, STAFF[name][0], WAIT_S)
 
 
 @pytest.fixture(scope="module")
